@@ -1,0 +1,308 @@
+"""Admin for connections, AI resources and API keys.
+
+Validation is the models' (`clean()`); the forms here only translate between provider config
+fields and the model's `config` / encrypted secrets, and keep secrets off every page.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.forms.models import BaseInlineFormSet
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+
+from connections.crypto import EncryptionKeyError
+from connections.models import AIResource, APIKey, Connection, ModelEntry
+from connections.services import api_key_generate, connection_check, model_entries_renumber
+from gateway.providers.base import ConfigField, Provider
+from gateway.providers.registry import provider_choices, provider_class_get
+
+
+def _provider_classes() -> list[type[Provider]]:
+    return [provider_class_get(slug) for slug, _ in provider_choices()]
+
+
+def _config_field_name(provider: type[Provider], spec: ConfigField) -> str:
+    return f"config__{provider.slug}__{spec.name}"
+
+
+class ConnectionAdminForm(forms.ModelForm[Connection]):
+    """Renders each provider's config fields; secrets are write-only."""
+
+    class Meta:
+        model = Connection
+        fields = ["name", "description", "provider", "enabled"]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.secrets_error: str | None = None
+        try:
+            self.stored_secrets = self.instance.secrets_get() if self.instance.pk else {}
+        except EncryptionKeyError as exc:
+            self.stored_secrets, self.secrets_error = {}, str(exc)
+        for provider in _provider_classes():
+            same_provider = self.instance.pk and self.instance.provider == provider.slug
+            for spec in provider.config_fields:
+                name = _config_field_name(provider, spec)
+                help_text = spec.help_text
+                if spec.secret:
+                    stored = same_provider and spec.name in self.stored_secrets
+                    help_text = "Stored encrypted; leave blank to keep it." if stored else "Stored encrypted."
+                    widget: forms.Widget = forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"})
+                    self.fields[name] = forms.CharField(
+                        label=spec.label, required=False, widget=widget, help_text=help_text, strip=True
+                    )
+                else:
+                    field_class = forms.URLField if spec.kind == "url" else forms.CharField
+                    self.fields[name] = field_class(label=spec.label, required=False, help_text=help_text)
+                    if same_provider:
+                        self.fields[name].initial = self.instance.config.get(spec.name, "")
+                if spec.required:
+                    self.fields[name].label = f"{spec.label} (required for {provider.label})"
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        if self.secrets_error:
+            raise forms.ValidationError(self.secrets_error)
+        slug = cleaned.get("provider")
+        if not slug:
+            return cleaned
+        provider = provider_class_get(slug)
+        keep_stored = self.instance.pk is not None and self.instance.provider == slug
+        config: dict[str, Any] = {}
+        secrets: dict[str, str] = {}
+        for spec in provider.config_fields:
+            value = cleaned.get(_config_field_name(provider, spec)) or ""
+            if spec.secret:
+                if not value and keep_stored and spec.name in self.stored_secrets:
+                    value = self.stored_secrets[spec.name]
+                if value:
+                    secrets[spec.name] = value
+            elif value:
+                config[spec.name] = value
+        for name, message in provider.config_errors({**config, **secrets}).items():
+            field_name = f"config__{slug}__{name}"
+            self.add_error(field_name if field_name in self.fields else None, message)
+        self.instance.config = config
+        try:
+            self.instance.secrets_set(secrets)
+        except EncryptionKeyError as exc:
+            raise forms.ValidationError(str(exc)) from exc
+        return cleaned
+
+
+@admin.register(Connection)
+class ConnectionAdmin(admin.ModelAdmin[Connection]):
+    form = ConnectionAdminForm
+    list_display = ["name", "provider", "enabled", "description", "updated_at"]
+    list_filter = ["provider", "enabled"]
+    search_fields = ["name", "description"]
+    actions = ["test_connection", "enable", "disable"]
+
+    def get_fieldsets(self, request: HttpRequest, obj: Connection | None = None) -> Any:
+        fieldsets: list[Any] = [(None, {"fields": ["name", "description", "provider", "enabled"]})]
+        for provider in _provider_classes():
+            if provider.config_fields:
+                fields = [_config_field_name(provider, spec) for spec in provider.config_fields]
+                description = f"Used when the provider is {provider.label}. {provider.description}"
+                fieldsets.append((f"{provider.label} settings", {"fields": fields, "description": description}))
+        return fieldsets
+
+    @admin.action(description="Test connection (one cheap upstream call)")
+    def test_connection(self, request: HttpRequest, queryset: QuerySet[Connection]) -> None:
+        for connection in queryset:
+            try:
+                result = connection_check(connection=connection)
+            except EncryptionKeyError as exc:
+                self.message_user(request, f"{connection.name}: {exc}", messages.ERROR)
+                continue
+            level = messages.SUCCESS if result.ok else messages.ERROR
+            self.message_user(request, f"{connection.name}: {result.detail} ({result.latency_ms:.0f} ms)", level)
+
+    @admin.action(description="Enable selected")
+    def enable(self, request: HttpRequest, queryset: QuerySet[Connection]) -> None:
+        _set_enabled(self, request, queryset, True)
+
+    @admin.action(description="Disable selected")
+    def disable(self, request: HttpRequest, queryset: QuerySet[Connection]) -> None:
+        _set_enabled(self, request, queryset, False)
+
+
+def _set_enabled(
+    model_admin: admin.ModelAdmin[Any], request: HttpRequest, queryset: QuerySet[Any], enabled: bool
+) -> None:
+    # Saved one by one (not queryset.update) so the change signals reach every worker.
+    count = 0
+    for obj in queryset:
+        if obj.enabled != enabled:
+            obj.enabled = enabled
+            obj.save(update_fields=["enabled", "updated_at"])
+            count += 1
+    model_admin.message_user(request, f"{'Enabled' if enabled else 'Disabled'} {count} item(s).", messages.SUCCESS)
+
+
+class _PrimaryFormSet(BaseInlineFormSet[ModelEntry, AIResource, Any]):
+    def save_new(self, form: forms.ModelForm[ModelEntry], commit: bool = True) -> ModelEntry:
+        form.instance.position = 0
+        return super().save_new(form, commit)
+
+
+class _FallbackFormSet(BaseInlineFormSet[ModelEntry, AIResource, Any]):
+    def save_new(self, form: forms.ModelForm[ModelEntry], commit: bool = True) -> ModelEntry:
+        form.instance.position = max(form.instance.position, 1)
+        return super().save_new(form, commit)
+
+
+class PrimaryModelInline(admin.TabularInline[ModelEntry, AIResource]):
+    model = ModelEntry
+    formset = _PrimaryFormSet
+    fields = ["connection", "model", "max_retries", "timeout_ms", "reasoning"]
+    min_num = 1
+    max_num = 1
+    extra = 0
+    can_delete = False
+    verbose_name = "primary model"
+    verbose_name_plural = "Primary model"
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ModelEntry]:
+        return super().get_queryset(request).filter(position=0)
+
+
+class FallbackModelInline(admin.TabularInline[ModelEntry, AIResource]):
+    model = ModelEntry
+    formset = _FallbackFormSet
+    fields = ["position", "connection", "model", "max_retries", "timeout_ms", "reasoning"]
+    extra = 0
+    verbose_name = "fallback model"
+    verbose_name_plural = "Fallback models (tried in order of position when the one before fails)"
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ModelEntry]:
+        return super().get_queryset(request).filter(position__gt=0)
+
+
+@admin.register(AIResource)
+class AIResourceAdmin(admin.ModelAdmin[AIResource]):
+    list_display = ["name", "primary_model", "fallback_count", "enabled", "updated_at"]
+    list_filter = ["enabled"]
+    search_fields = ["name", "description"]
+    fields = ["name", "description", "enabled", "default_args"]
+    inlines = [PrimaryModelInline, FallbackModelInline]
+    actions = ["enable", "disable"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[AIResource]:
+        return super().get_queryset(request).prefetch_related("model_entries__connection")
+
+    @admin.display(description="Primary model")
+    def primary_model(self, obj: AIResource) -> str:
+        entries = list(obj.model_entries.all())
+        return str(entries[0]) if entries else "—"
+
+    @admin.display(description="Fallbacks")
+    def fallback_count(self, obj: AIResource) -> int:
+        return max(len(obj.model_entries.all()) - 1, 0)
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        super().save_related(request, form, formsets, change)
+        model_entries_renumber(resource=form.instance)
+
+    @admin.action(description="Enable selected")
+    def enable(self, request: HttpRequest, queryset: QuerySet[AIResource]) -> None:
+        _set_enabled(self, request, queryset, True)
+
+    @admin.action(description="Disable selected")
+    def disable(self, request: HttpRequest, queryset: QuerySet[AIResource]) -> None:
+        _set_enabled(self, request, queryset, False)
+
+
+class APIKeyAdminForm(forms.ModelForm[APIKey]):
+    key = forms.CharField(
+        required=False,
+        strip=True,
+        help_text="Leave blank to generate one. The value is shown once, then only its prefix is kept.",
+        widget=forms.TextInput(attrs={"autocomplete": "off", "size": 50}),
+    )
+
+    class Meta:
+        model = APIKey
+        fields = ["name", "all_resources", "resources", "enabled", "expires_at"]
+
+    def clean_key(self) -> str:
+        value: str = self.cleaned_data.get("key") or ""
+        if value:
+            self.instance.key_set(value)  # raises ValidationError on a weak value
+            if APIKey.objects.filter(digest=self.instance.digest).exclude(pk=self.instance.pk).exists():
+                raise forms.ValidationError("This key value is already in use.")
+        return value
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        if not cleaned.get("all_resources") and not cleaned.get("resources"):
+            raise forms.ValidationError("Choose the resources this key may use, or tick “All resources”.")
+        return cleaned
+
+
+@admin.register(APIKey)
+class APIKeyAdmin(admin.ModelAdmin[APIKey]):
+    form = APIKeyAdminForm
+    list_display = ["name", "masked_key", "scope", "enabled", "expires_at", "created_at"]
+    list_filter = ["enabled", "all_resources"]
+    search_fields = ["name", "prefix"]
+    filter_horizontal = ["resources"]
+    readonly_fields = ["masked_key", "created_at", "updated_at"]
+    actions = ["enable", "disable"]
+
+    def get_fields(self, request: HttpRequest, obj: APIKey | None = None) -> Any:
+        if obj is None:
+            return ["name", "key", "all_resources", "resources", "enabled", "expires_at"]
+        return ["name", "masked_key", "all_resources", "resources", "enabled", "expires_at", "created_at", "updated_at"]
+
+    def get_form(self, request: HttpRequest, obj: APIKey | None = None, change: bool = False, **kwargs: Any) -> Any:
+        if obj is not None:  # the value of an existing key cannot be seen or edited
+            kwargs["fields"] = ["name", "all_resources", "resources", "enabled", "expires_at"]
+        return super().get_form(request, obj, change, **kwargs)
+
+    @admin.display(description="Key")
+    def masked_key(self, obj: APIKey) -> str:
+        return f"{obj.prefix}…" if obj.prefix else "—"
+
+    @admin.display(description="Resources")
+    def scope(self, obj: APIKey) -> str:
+        return "all" if obj.all_resources else ", ".join(r.name for r in obj.resources.all()) or "none"
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[APIKey]:
+        return super().get_queryset(request).prefetch_related("resources")
+
+    def save_model(self, request: HttpRequest, obj: APIKey, form: Any, change: bool) -> None:
+        if not change:
+            plaintext = form.cleaned_data.get("key") or api_key_generate()
+            obj.key_set(plaintext)
+            # Handed to response_add only: never stored, logged or put in a message cookie.
+            request._vmx_new_key = plaintext  # type: ignore[attr-defined]
+        super().save_model(request, obj, form, change)
+
+    def response_add(self, request: HttpRequest, obj: APIKey, post_url_continue: str | None = None) -> HttpResponse:
+        plaintext = getattr(request, "_vmx_new_key", None)
+        if plaintext is None:
+            return super().response_add(request, obj, post_url_continue)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "api_key": obj,
+            "plaintext": plaintext,
+            "title": f"API key “{obj.name}” created",
+        }
+        response = TemplateResponse(request, "admin/connections/apikey/created.html", context)
+        response["Cache-Control"] = "no-store"
+        return response
+
+    @admin.action(description="Enable selected")
+    def enable(self, request: HttpRequest, queryset: QuerySet[APIKey]) -> None:
+        _set_enabled(self, request, queryset, True)
+
+    @admin.action(description="Disable selected")
+    def disable(self, request: HttpRequest, queryset: QuerySet[APIKey]) -> None:
+        _set_enabled(self, request, queryset, False)

@@ -1,0 +1,540 @@
+"""Config as code (DESIGN.md 2.2): parse, validate, apply and export the YAML/JSON file.
+
+Invariants: a file is checked whole before anything is written, and applied in one transaction, so
+an invalid file changes nothing; every complaint names its path in the file
+(`resources[0].fallbackModels[1].connection: no connection 'x'`); secrets are masked on export
+unless asked for, and a masked value in a file keeps the stored secret.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils.dateparse import parse_datetime
+
+from connections.models import MAX_RETRIES_LIMIT, AIResource, APIKey, Connection
+from connections.services import ModelEntrySpec, api_key_save, connection_save, resource_save
+from gateway.providers.registry import UnknownProviderError, provider_class_get
+
+SECRET_MASK = "********"  # noqa: S105 - the placeholder, not a secret
+_ENV_REFERENCE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class ConfigFileError(Exception):
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+
+
+def config_file_read(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigFileError([f"{path}: {exc.strerror}"]) from exc
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigFileError([f"{path}: {where}not valid YAML/JSON ({problem})"]) from exc
+
+
+def env_expand(value: Any, *, path: str, problems: list[str], environ: Mapping[str, str]) -> Any:
+    """`${VAR}` and `${VAR:-default}` in every string, recursively; `$$` is a literal `$`."""
+    if isinstance(value, str):
+
+        def substitute(match: re.Match[str]) -> str:
+            if match.group(0) == "$$":
+                return "$"
+            name, default = match.group(1), match.group(2)
+            if name in environ:
+                return environ[name]
+            if default is not None:
+                return default
+            problems.append(f"{path}: environment variable {name} is not set")
+            return ""
+
+        return _ENV_REFERENCE.sub(substitute, value)
+    if isinstance(value, list):
+        return [env_expand(v, path=f"{path}[{i}]", problems=problems, environ=environ) for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        return {
+            k: env_expand(v, path=_join(path, str(k)), problems=problems, environ=environ) for k, v in value.items()
+        }
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
+# Parsing into specs
+
+
+@dataclass
+class ConnectionDoc:
+    path: str
+    name: str
+    provider: str
+    description: str = ""
+    config: dict[str, Any] = field(default_factory=dict)
+    enabled: bool = True
+
+
+@dataclass
+class ResourceDoc:
+    path: str
+    name: str
+    models: list[ModelEntrySpec]
+    description: str = ""
+    default_args: dict[str, Any] = field(default_factory=dict)
+    enabled: bool = True
+
+
+@dataclass
+class ApiKeyDoc:
+    path: str
+    name: str
+    resources: list[str] | None
+    key: str | None = None
+    enabled: bool = True
+    expires_at: datetime | None = None
+
+
+@dataclass
+class ConfigDoc:
+    connections: list[ConnectionDoc] = field(default_factory=list)
+    resources: list[ResourceDoc] = field(default_factory=list)
+    api_keys: list[ApiKeyDoc] = field(default_factory=list)
+
+
+class _Reader:
+    """Typed access to one mapping of the file that records problems instead of raising."""
+
+    def __init__(self, data: Mapping[str, Any], path: str, problems: list[str], allowed: tuple[str, ...]) -> None:
+        self.data, self.path, self.problems = data, path, problems
+        for key in data:
+            if key not in allowed:
+                close = difflib.get_close_matches(str(key), allowed, n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else f" (expected one of: {', '.join(allowed)})"
+                problems.append(f"{_join(path, str(key))}: unknown key{hint}")
+
+    def problem(self, key: str, message: str) -> None:
+        self.problems.append(f"{_join(self.path, key)}: {message}")
+
+    def get(self, key: str, kind: type | tuple[type, ...], *, required: bool = False, default: Any = None) -> Any:
+        if key not in self.data or self.data[key] is None:
+            if required:
+                self.problem(key, "required")
+            return default
+        value = self.data[key]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if isinstance(value, bool) and bool not in kinds:
+            value = None  # YAML's yes/no are not numbers or strings
+        if value is None or not isinstance(value, kinds):
+            self.problem(key, f"must be {_kind_name(kinds)}")
+            return default
+        return value
+
+    def text(self, key: str, *, required: bool = False) -> str:
+        value: str = self.get(key, str, required=required, default="")
+        if required and key in self.data and isinstance(self.data[key], str) and not value.strip():
+            self.problem(key, "must not be empty")
+        return value
+
+
+def _kind_name(kinds: tuple[type, ...]) -> str:
+    names = {str: "a string", int: "an integer", bool: "true or false", dict: "a mapping", list: "a list"}
+    return " or ".join(names.get(k, k.__name__) for k in kinds)
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _items(container: Mapping[str, Any], key: str, problems: list[str]) -> list[tuple[str, Mapping[str, Any]]]:
+    value = container.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        problems.append(f"{key}: must be a list")
+        return []
+    items: list[tuple[str, Mapping[str, Any]]] = []
+    for index, item in enumerate(value):
+        path = f"{key}[{index}]"
+        if isinstance(item, dict):
+            items.append((path, item))
+        else:
+            problems.append(f"{path}: must be a mapping")
+    return items
+
+
+def _model_entry(value: Any, path: str, problems: list[str]) -> ModelEntrySpec | None:
+    if not isinstance(value, dict):
+        problems.append(f"{path}: must be a mapping with connection and model")
+        return None
+    r = _Reader(value, path, problems, ("connection", "model", "maxRetries", "timeoutMs", "reasoning"))
+    max_retries = r.get("maxRetries", int, default=0)
+    if not 0 <= max_retries <= MAX_RETRIES_LIMIT:
+        r.problem("maxRetries", f"must be between 0 and {MAX_RETRIES_LIMIT}")
+    timeout_ms = r.get("timeoutMs", int, default=600_000)
+    if timeout_ms < 1:
+        r.problem("timeoutMs", "must be a positive number of milliseconds")
+    return ModelEntrySpec(
+        connection=r.text("connection", required=True),
+        model=r.text("model", required=True).strip(),
+        max_retries=max_retries,
+        timeout_ms=timeout_ms,
+        reasoning=r.get("reasoning", bool, default=True),
+    )
+
+
+def config_parse(data: Any, *, environ: Mapping[str, str] | None = None) -> ConfigDoc:
+    """Check the file's structure and expand environment references; raise with every problem."""
+    problems: list[str] = []
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigFileError(["(top level): must be a mapping with connections, resources and apiKeys"])
+    _Reader(data, "", problems, ("connections", "resources", "apiKeys"))
+    data = env_expand(data, path="", problems=problems, environ=os.environ if environ is None else environ)
+    doc = ConfigDoc()
+
+    for path, item in _items(data, "connections", problems):
+        r = _Reader(item, path, problems, ("name", "provider", "description", "config", "enabled"))
+        doc.connections.append(
+            ConnectionDoc(
+                path=path,
+                name=r.text("name", required=True),
+                provider=r.text("provider", required=True),
+                description=r.text("description"),
+                config=dict(r.get("config", dict, default={})),
+                enabled=r.get("enabled", bool, default=True),
+            )
+        )
+
+    for path, item in _items(data, "resources", problems):
+        allowed = ("name", "description", "model", "fallbackModels", "defaultArgs", "enabled")
+        r = _Reader(item, path, problems, allowed)
+        primary = _model_entry(item.get("model"), f"{path}.model", problems) if "model" in item else None
+        if "model" not in item:
+            r.problem("model", "required")
+        fallbacks = [
+            _model_entry(entry, f"{path}.fallbackModels[{i}]", problems)
+            for i, entry in enumerate(r.get("fallbackModels", list, default=[]))
+        ]
+        doc.resources.append(
+            ResourceDoc(
+                path=path,
+                name=r.text("name", required=True),
+                models=[m for m in [primary, *fallbacks] if m is not None],
+                description=r.text("description"),
+                default_args=dict(r.get("defaultArgs", dict, default={})),
+                enabled=r.get("enabled", bool, default=True),
+            )
+        )
+
+    for path, item in _items(data, "apiKeys", problems):
+        r = _Reader(item, path, problems, ("name", "key", "resources", "enabled", "expiresAt"))
+        raw_resources = r.get("resources", (list, str), required=True, default=[])
+        resources: list[str] | None
+        if raw_resources == "*":
+            resources = None
+        elif isinstance(raw_resources, str):
+            r.problem("resources", 'must be a list of resource names or "*"')
+            resources = []
+        else:
+            resources = []
+            for i, name in enumerate(raw_resources):
+                if isinstance(name, str):
+                    resources.append(name)
+                else:
+                    problems.append(f"{path}.resources[{i}]: must be a resource name")
+        expires_at = None
+        raw_expiry = r.get("expiresAt", (str, datetime))
+        if isinstance(raw_expiry, datetime):
+            expires_at = raw_expiry
+        elif isinstance(raw_expiry, str):
+            expires_at = parse_datetime(raw_expiry)
+            if expires_at is None:
+                r.problem("expiresAt", "must be an ISO 8601 date-time, e.g. 2027-01-31T00:00:00Z")
+        if expires_at is not None and expires_at.tzinfo is None:
+            r.problem("expiresAt", "must include a time zone, e.g. 2027-01-31T00:00:00Z")
+        key = r.get("key", str)
+        doc.api_keys.append(
+            ApiKeyDoc(
+                path=path,
+                name=r.text("name", required=True),
+                resources=resources,
+                key=key,
+                enabled=r.get("enabled", bool, default=True),
+                expires_at=expires_at,
+            )
+        )
+
+    problems.extend(_duplicate_names(doc))
+    if problems:
+        raise ConfigFileError(problems)
+    return doc
+
+
+def _duplicate_names(doc: ConfigDoc) -> list[str]:
+    problems: list[str] = []
+    sections: list[tuple[str, list[Any]]] = [
+        ("connection", doc.connections),
+        ("resource", doc.resources),
+        ("API key", doc.api_keys),
+    ]
+    for label, items in sections:
+        first_path: dict[str, str] = {}
+        for item in items:
+            if item.name in first_path:
+                problems.append(
+                    f"{item.path}.name: duplicate {label} name '{item.name}' (first at {first_path[item.name]})"
+                )
+            else:
+                first_path.setdefault(item.name, item.path)
+    return problems
+
+
+# ---------------------------------------------------------------------------------------------
+# Applying
+
+
+@dataclass
+class ApplyReport:
+    lines: list[str] = field(default_factory=list)
+    created_keys: dict[str, str] = field(default_factory=dict)
+    """Generated key values by key name, to print once."""
+
+    @property
+    def changed(self) -> bool:
+        return any(not line.endswith(": unchanged") for line in self.lines)
+
+
+def config_apply(doc: ConfigDoc, *, prune: bool = False) -> ApplyReport:
+    """Apply `doc` whole, or change nothing and raise `ConfigFileError`."""
+    problems = _reference_problems(doc, prune=prune)
+    if problems:
+        raise ConfigFileError(problems)
+    report = ApplyReport()
+    with transaction.atomic():
+        for conn in doc.connections:
+            with _problems_at(conn.path, _CONNECTION_FIELDS):
+                _apply_connection(conn, report)
+        for res in doc.resources:
+            with _problems_at(res.path, _RESOURCE_FIELDS):
+                _apply_resource(res, report)
+        for key in doc.api_keys:
+            with _problems_at(key.path, _API_KEY_FIELDS):
+                _apply_api_key(key, report)
+        if prune:
+            _prune(doc, report)
+    return report
+
+
+_CONNECTION_FIELDS = {"config": "config", "provider": "provider", "name": "name", "description": "description"}
+_RESOURCE_FIELDS = {"name": "name", "default_args": "defaultArgs", "description": "description", "model": "model"}
+_API_KEY_FIELDS = {"name": "name", "key": "key", "resources": "resources", "expires_at": "expiresAt"}
+_ENTRY_FIELDS = {"connection": "connection", "model": "model", "max_retries": "maxRetries", "timeout_ms": "timeoutMs"}
+
+
+@contextmanager
+def _problems_at(path: str, fields: Mapping[str, str]) -> Iterator[None]:
+    """Re-raise a model ValidationError as a ConfigFileError naming paths in the file."""
+    try:
+        yield
+    except ValidationError as exc:
+        raise ConfigFileError(_validation_problems(path, exc, fields)) from exc
+
+
+def _validation_problems(path: str, exc: ValidationError, fields: Mapping[str, str]) -> list[str]:
+    if not hasattr(exc, "error_dict"):
+        return [f"{path}: {message}" for message in exc.messages]
+    problems: list[str] = []
+    for key, errors in exc.message_dict.items():
+        entry = re.fullmatch(r"models\.(\d+)\.(\w+)", key)
+        if entry:
+            index = int(entry.group(1))
+            where = f"{path}.model" if index == 0 else f"{path}.fallbackModels[{index - 1}]"
+            target = _join(where, _ENTRY_FIELDS.get(entry.group(2), entry.group(2)))
+        elif key == "__all__":
+            target = path
+        else:
+            target = _join(path, fields.get(key, key))
+        problems.extend(f"{target}: {message}" for message in errors)
+    return problems
+
+
+def _reference_problems(doc: ConfigDoc, *, prune: bool) -> list[str]:
+    problems: list[str] = []
+    existing_connections = {} if prune else dict(Connection.objects.values_list("name", "provider"))
+    connections = {**existing_connections, **{c.name: c.provider for c in doc.connections}}
+    stored = {c.name: c for c in Connection.objects.filter(name__in=[c.name for c in doc.connections])}
+    for conn in doc.connections:
+        try:
+            provider = provider_class_get(conn.provider)
+        except UnknownProviderError as exc:
+            problems.append(f"{conn.path}.provider: {exc}")
+            continue
+        masked = {k for k, v in conn.config.items() if v == SECRET_MASK and k in provider.secret_field_names()}
+        stored_secrets = stored[conn.name].secrets_get() if conn.name in stored else {}
+        unkeepable = masked - stored_secrets.keys()
+        for name in sorted(unkeepable):
+            problems.append(
+                f"{conn.path}.config.{name}: is the export mask '{SECRET_MASK}', but connection "
+                f"'{conn.name}' has no stored value to keep; give the real value"
+            )
+        merged = {**conn.config, **{k: stored_secrets.get(k, "") for k in masked}}
+        for name, message in provider.config_errors(merged).items():
+            if name not in unkeepable:
+                problems.append(f"{conn.path}.config.{name}: {message}")
+    resources = ({} if prune else dict.fromkeys(AIResource.objects.values_list("name", flat=True))) | {
+        r.name: None for r in doc.resources
+    }
+    for res in doc.resources:
+        for index, entry in enumerate(res.models):
+            where = f"{res.path}.model" if index == 0 else f"{res.path}.fallbackModels[{index - 1}]"
+            if entry.connection not in connections:
+                problems.append(f"{where}.connection: no connection '{entry.connection}'")
+    for key in doc.api_keys:
+        for index, name in enumerate(key.resources or []):
+            if name not in resources:
+                problems.append(f"{key.path}.resources[{index}]: no resource '{name}'")
+    return problems
+
+
+def _status(created: bool, changed: bool) -> str:
+    return "created" if created else "updated" if changed else "unchanged"
+
+
+def _apply_connection(doc: ConnectionDoc, report: ApplyReport) -> None:
+    existed = Connection.objects.filter(name=doc.name).exists()
+    masked = [k for k, v in doc.config.items() if v == SECRET_MASK]
+    _, changed = connection_save(
+        name=doc.name,
+        provider=doc.provider,
+        config=doc.config,
+        description=doc.description,
+        enabled=doc.enabled,
+        keep_secrets=masked,
+    )
+    report.lines.append(f"connection {doc.name}: {_status(not existed, changed)}")
+
+
+def _apply_resource(doc: ResourceDoc, report: ApplyReport) -> None:
+    existed = AIResource.objects.filter(name=doc.name).exists()
+    _, changed = resource_save(
+        name=doc.name,
+        models=doc.models,
+        description=doc.description,
+        default_args=doc.default_args,
+        enabled=doc.enabled,
+    )
+    report.lines.append(f"resource {doc.name}: {_status(not existed, changed)}")
+
+
+def _apply_api_key(doc: ApiKeyDoc, report: ApplyReport) -> None:
+    existed = APIKey.objects.filter(name=doc.name).exists()
+    _, generated, changed = api_key_save(
+        name=doc.name,
+        resources=doc.resources,
+        key=doc.key,
+        enabled=doc.enabled,
+        expires_at=doc.expires_at,
+    )
+    report.lines.append(f"api key {doc.name}: {_status(not existed, changed)}")
+    if generated:
+        report.created_keys[doc.name] = generated
+
+
+def _prune(doc: ConfigDoc, report: ApplyReport) -> None:
+    sections: list[tuple[str, Any, set[str]]] = [
+        ("api key", APIKey, {k.name for k in doc.api_keys}),
+        ("resource", AIResource, {r.name for r in doc.resources}),
+        ("connection", Connection, {c.name for c in doc.connections}),
+    ]
+    for label, model, keep in sections:
+        for obj in model.objects.exclude(name__in=keep).order_by("name"):
+            obj.delete()
+            report.lines.append(f"{label} {obj.name}: deleted")
+
+
+# ---------------------------------------------------------------------------------------------
+# Exporting
+
+
+def config_export(*, include_secrets: bool = False) -> dict[str, Any]:
+    """The whole configuration in the file format; applying it back changes nothing."""
+    connections = []
+    for conn in Connection.objects.order_by("name"):
+        item: dict[str, Any] = {"name": conn.name, "provider": conn.provider}
+        if conn.description:
+            item["description"] = conn.description
+        secrets = conn.secrets_get()
+        config = {**{k: (v if include_secrets else SECRET_MASK) for k, v in secrets.items()}, **conn.config}
+        item["config"] = config
+        if not conn.enabled:
+            item["enabled"] = False
+        connections.append(item)
+
+    resources = []
+    for res in AIResource.objects.order_by("name").prefetch_related("model_entries__connection"):
+        entries = []
+        for entry in res.model_entries.all():
+            spec: dict[str, Any] = {
+                "connection": entry.connection.name,
+                "model": entry.model,
+                "maxRetries": entry.max_retries,
+                "timeoutMs": entry.timeout_ms,
+            }
+            if not entry.reasoning:
+                spec["reasoning"] = False
+            entries.append(spec)
+        item = {"name": res.name}
+        if res.description:
+            item["description"] = res.description
+        if entries:
+            item["model"] = entries[0]
+        if entries[1:]:
+            item["fallbackModels"] = entries[1:]
+        if res.default_args:
+            item["defaultArgs"] = res.default_args
+        if not res.enabled:
+            item["enabled"] = False
+        resources.append(item)
+
+    api_keys = []
+    for key in APIKey.objects.order_by("name").prefetch_related("resources"):
+        item = {
+            "name": key.name,
+            "resources": "*" if key.all_resources else sorted(r.name for r in key.resources.all()),
+        }
+        if not key.enabled:
+            item["enabled"] = False
+        if key.expires_at:
+            item["expiresAt"] = key.expires_at.isoformat().replace("+00:00", "Z")
+        api_keys.append(item)
+
+    return {"connections": connections, "resources": resources, "apiKeys": api_keys}
+
+
+def config_export_yaml(*, include_secrets: bool = False) -> str:
+    header = "# VM-X gateway configuration (python manage.py vmx_export)\n"
+    if not include_secrets:
+        header += f"# Secrets are masked as '{SECRET_MASK}': applying this file keeps the stored values.\n"
+    body = yaml.safe_dump(config_export(include_secrets=include_secrets), sort_keys=False, allow_unicode=True)
+    return header + body

@@ -1,0 +1,72 @@
+"""Frozen, Django-free views of the configuration, as the gateway's hot path reads them.
+
+Selectors build these from the database; everything downstream (routing, providers) sees only
+these, so no ORM row ever crosses into request handling. Secrets are excluded from `repr` so a
+stray log line or traceback cannot print them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import MappingProxyType
+from typing import Any
+
+
+def _empty() -> Mapping[str, Any]:
+    return MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionInfo:
+    name: str
+    provider: str
+    enabled: bool
+    config: Mapping[str, Any]
+    """Non-secret provider settings (e.g. `baseURL`)."""
+    secrets: Mapping[str, str] = field(default_factory=_empty, repr=False)
+    """Decrypted secret settings (e.g. `apiKey`). Never logged."""
+    fingerprint: str = ""
+    """Changes whenever any setting changes; providers rebuild their clients on a new one."""
+
+
+@dataclass(frozen=True, slots=True)
+class ModelEntryInfo:
+    connection: str
+    model: str
+    max_retries: int = 0
+    timeout_ms: int = 600_000
+    reasoning: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceInfo:
+    name: str
+    enabled: bool
+    models: tuple[ModelEntryInfo, ...]
+    """The primary model first, then the fallbacks in order."""
+    default_args: Mapping[str, Any] = field(default_factory=_empty)
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyInfo:
+    name: str
+    enabled: bool
+    all_resources: bool
+    resources: frozenset[str]
+    expires_at: datetime | None = None
+
+    def is_usable(self, *, now: datetime) -> bool:
+        return self.enabled and (self.expires_at is None or self.expires_at > now)
+
+    def allows(self, resource: str) -> bool:
+        return self.all_resources or resource in self.resources
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigSnapshot:
+    revision: int
+    connections: Mapping[str, ConnectionInfo]
+    resources: Mapping[str, ResourceInfo]
+    api_keys_by_digest: Mapping[str, ApiKeyInfo] = field(repr=False)

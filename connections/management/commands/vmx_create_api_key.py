@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from connections.models import APIKey
+from connections.services import api_key_save
+
+
+class Command(BaseCommand):
+    help = "Create a gateway API key and print it once."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("name")
+        scope = parser.add_mutually_exclusive_group(required=True)
+        scope.add_argument("--resources", help="Comma-separated resource names the key may use.")
+        scope.add_argument("--all", action="store_true", help="Allow every resource.")
+        parser.add_argument("--key", help="Use this value instead of generating one (at least 20 characters).")
+
+    def handle(self, *args: Any, name: str, resources: str | None, all: bool, key: str | None, **options: Any) -> None:
+        if APIKey.objects.filter(name=name).exists():
+            raise CommandError(f"an API key named '{name}' already exists")
+        names = None if all else [part.strip() for part in (resources or "").split(",") if part.strip()]
+        if names == []:
+            raise CommandError("--resources needs at least one resource name")
+        try:
+            _, generated, _ = api_key_save(name=name, resources=names, key=key)
+        except ValidationError as exc:
+            raise CommandError(
+                "; ".join(f"{field}: {' '.join(msgs)}" for field, msgs in exc.message_dict.items())
+            ) from exc
+        self.stdout.write(generated or key or "")
+        self.stderr.write(f"created API key '{name}'" + (" (shown once; store it now)" if generated else ""))

@@ -1,0 +1,128 @@
+"""Reads of the configuration, served from an in-process snapshot.
+
+Invariant: the request path never queries the ORM in steady state. A worker holds one immutable
+`ConfigSnapshot`; at most once per `VMX_CONFIG_REFRESH_SECONDS` it reads the single-row
+`ConfigRevision` counter and rebuilds the snapshot only when the counter moved. A change made in
+any process is therefore visible everywhere within two refresh periods (2 s by default).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from types import MappingProxyType
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db.models import Prefetch
+
+from connections.entities import ApiKeyInfo, ConfigSnapshot, ConnectionInfo, ModelEntryInfo, ResourceInfo
+from connections.models import AIResource, APIKey, ConfigRevision, Connection, ModelEntry
+
+
+def config_revision_get() -> int:
+    value = ConfigRevision.objects.filter(pk=1).values_list("value", flat=True).first()
+    return value or 0
+
+
+def connection_info_get(*, connection: Connection) -> ConnectionInfo:
+    """The frozen view of one row, secrets decrypted (raises `EncryptionKeyError` on a bad key)."""
+    fingerprint_source = f"{connection.provider}|{sorted(connection.config.items())}|{connection.secrets_encrypted}"
+    return ConnectionInfo(
+        name=connection.name,
+        provider=connection.provider,
+        enabled=connection.enabled,
+        config=MappingProxyType(dict(connection.config)),
+        secrets=MappingProxyType(connection.secrets_get()),
+        fingerprint=hashlib.sha256(fingerprint_source.encode()).hexdigest(),
+    )
+
+
+def config_snapshot_build() -> ConfigSnapshot:
+    """Read the whole configuration (four queries). Raises `EncryptionKeyError` on a bad key."""
+    revision = config_revision_get()
+    connections = {conn.name: connection_info_get(connection=conn) for conn in Connection.objects.all()}
+    resources: dict[str, ResourceInfo] = {}
+    entries = Prefetch("model_entries", queryset=ModelEntry.objects.select_related("connection"))
+    for res in AIResource.objects.prefetch_related(entries):
+        resources[res.name] = ResourceInfo(
+            name=res.name,
+            enabled=res.enabled,
+            models=tuple(
+                ModelEntryInfo(
+                    connection=entry.connection.name,
+                    model=entry.model,
+                    max_retries=entry.max_retries,
+                    timeout_ms=entry.timeout_ms,
+                    reasoning=entry.reasoning,
+                )
+                for entry in res.model_entries.all()
+            ),
+            default_args=MappingProxyType(dict(res.default_args)),
+        )
+    keys: dict[str, ApiKeyInfo] = {}
+    for key in APIKey.objects.prefetch_related("resources"):
+        keys[key.digest] = ApiKeyInfo(
+            name=key.name,
+            enabled=key.enabled,
+            all_resources=key.all_resources,
+            resources=frozenset(r.name for r in key.resources.all()),
+            expires_at=key.expires_at,
+        )
+    return ConfigSnapshot(
+        revision=revision,
+        connections=MappingProxyType(connections),
+        resources=MappingProxyType(resources),
+        api_keys_by_digest=MappingProxyType(keys),
+    )
+
+
+class _SnapshotCache:
+    def __init__(self) -> None:
+        self.snapshot: ConfigSnapshot | None = None
+        self.checked_at = 0.0
+        self.lock = threading.Lock()
+
+    def is_fresh(self) -> bool:
+        return self.snapshot is not None and time.monotonic() - self.checked_at < settings.VMX_CONFIG_REFRESH_SECONDS
+
+    def refresh(self) -> ConfigSnapshot:
+        with self.lock:
+            if self.is_fresh():
+                assert self.snapshot is not None
+                return self.snapshot
+            revision = config_revision_get()
+            if self.snapshot is None or self.snapshot.revision != revision:
+                self.snapshot = config_snapshot_build()
+            self.checked_at = time.monotonic()
+            return self.snapshot
+
+
+_cache = _SnapshotCache()
+
+
+def config_snapshot() -> ConfigSnapshot:
+    """The current configuration (sync callers: commands, admin, startup)."""
+    if _cache.is_fresh():
+        assert _cache.snapshot is not None
+        return _cache.snapshot
+    return _cache.refresh()
+
+
+async def aconfig_snapshot() -> ConfigSnapshot:
+    """The current configuration for async views; touches the database at most once a period."""
+    snapshot = _cache.snapshot
+    if snapshot is not None and _cache.is_fresh():
+        return snapshot
+    return await sync_to_async(_cache.refresh, thread_sensitive=False)()
+
+
+def config_snapshot_invalidate() -> None:
+    """Make the next read re-check the revision (and rebuild the snapshot if it moved)."""
+    _cache.checked_at = 0.0
+    _cache.snapshot = None
+
+
+def api_key_lookup(*, snapshot: ConfigSnapshot, key: str) -> ApiKeyInfo | None:
+    return snapshot.api_keys_by_digest.get(APIKey.digest_of(key))

@@ -1,0 +1,225 @@
+"""Writes to the configuration. Every function validates through the models' `full_clean()`."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from django.core.exceptions import ValidationError
+from django.db import transaction
+
+from connections.entities import ConnectionInfo
+from connections.models import AIResource, APIKey, Connection, ModelEntry
+from connections.selectors import connection_info_get
+from connections.signals import config_revision_bump
+from gateway.providers import CheckResult, provider_class_get
+
+API_KEY_TOKEN_BYTES = 30
+
+
+@dataclass(frozen=True, slots=True)
+class ModelEntrySpec:
+    connection: str
+    model: str = ""
+    max_retries: int = 0
+    timeout_ms: int = 600_000
+    reasoning: bool = True
+
+
+def connection_save(
+    *,
+    name: str,
+    provider: str,
+    config: Mapping[str, Any],
+    description: str = "",
+    enabled: bool = True,
+    keep_secrets: Iterable[str] = (),
+) -> tuple[Connection, bool]:
+    """Create or update the connection `name`; returns it and whether anything changed.
+
+    `config` holds every setting, secrets included; a secret named in `keep_secrets` keeps its
+    stored value (e.g. a blank admin field or a masked value in a config file).
+    """
+    connection = Connection.objects.filter(name=name).first() or Connection(name=name)
+    secret_names = provider_class_get(provider).secret_field_names() if _known(provider) else frozenset()
+    stored_secrets = connection.secrets_get() if connection.pk else {}
+    new_secrets = {k: str(v) for k, v in config.items() if k in secret_names}
+    for kept in keep_secrets:
+        if kept in stored_secrets:
+            new_secrets[kept] = stored_secrets[kept]
+    new_config = {k: v for k, v in config.items() if k not in secret_names and v not in (None, "")}
+    changed = (
+        connection.pk is None
+        or connection.provider != provider
+        or connection.description != description
+        or connection.enabled != enabled
+        or connection.config != new_config
+        or stored_secrets != {k: v for k, v in new_secrets.items() if v}
+    )
+    if not changed:
+        return connection, False
+    connection.provider = provider
+    connection.description = description
+    connection.enabled = enabled
+    connection.config = new_config
+    connection.secrets_set(new_secrets)
+    connection.full_clean()
+    connection.save()
+    return connection, True
+
+
+def _known(provider: str) -> bool:
+    try:
+        provider_class_get(provider)
+    except LookupError:
+        return False
+    return True
+
+
+@transaction.atomic
+def resource_save(
+    *,
+    name: str,
+    models: Sequence[ModelEntrySpec],
+    description: str = "",
+    default_args: Mapping[str, Any] | None = None,
+    enabled: bool = True,
+) -> tuple[AIResource, bool]:
+    """Create or update the resource `name` with `models` (primary first); returns (resource, changed)."""
+    if not models:
+        raise ValidationError({"model": "a resource needs a primary model"})
+    resource = AIResource.objects.filter(name=name).first() or AIResource(name=name)
+    default_args = dict(default_args or {})
+    before = _resource_state(resource) if resource.pk else None
+    resource.description = description
+    resource.default_args = default_args
+    resource.enabled = enabled
+    resource.full_clean()
+    entries = []
+    for position, spec in enumerate(models):
+        connection = Connection.objects.filter(name=spec.connection).first()
+        if connection is None:
+            raise ValidationError({f"models.{position}.connection": f"no connection '{spec.connection}'"})
+        entry = ModelEntry(
+            resource=resource,
+            position=position,
+            connection=connection,
+            model=spec.model,
+            max_retries=spec.max_retries,
+            timeout_ms=spec.timeout_ms,
+            reasoning=spec.reasoning,
+        )
+        try:
+            entry.full_clean(exclude=["resource"])
+        except ValidationError as exc:
+            # Keyed by entry position so callers can say which entry is wrong.
+            raise ValidationError(
+                {f"models.{position}.{name}": messages for name, messages in exc.message_dict.items()}
+            ) from exc
+        entries.append(entry)
+    after = (
+        description,
+        default_args,
+        enabled,
+        [(e.connection.name, e.model, e.max_retries, e.timeout_ms, e.reasoning) for e in entries],
+    )
+    if before == after:
+        return resource, False
+    resource.save()
+    resource.model_entries.all().delete()
+    for entry in entries:
+        entry.resource = resource
+    ModelEntry.objects.bulk_create(entries)
+    # bulk_create sends no post_save; make sure workers see the new entries.
+    config_revision_bump()
+    return resource, True
+
+
+def _resource_state(resource: AIResource) -> tuple[Any, ...]:
+    return (
+        resource.description,
+        resource.default_args,
+        resource.enabled,
+        [
+            (e.connection.name, e.model, e.max_retries, e.timeout_ms, e.reasoning)
+            for e in resource.model_entries.select_related("connection")
+        ],
+    )
+
+
+def model_entries_renumber(*, resource: AIResource) -> None:
+    """Close gaps in positions after an admin edit: the lowest stays primary."""
+    for position, entry in enumerate(resource.model_entries.order_by("position", "id")):
+        if entry.position != position:
+            ModelEntry.objects.filter(pk=entry.pk).update(position=position)
+
+
+def api_key_generate() -> str:
+    return "vmx-" + secrets.token_urlsafe(API_KEY_TOKEN_BYTES)
+
+
+@transaction.atomic
+def api_key_save(
+    *,
+    name: str,
+    resources: Sequence[str] | None,
+    key: str | None = None,
+    enabled: bool = True,
+    expires_at: datetime | None = None,
+) -> tuple[APIKey, str | None, bool]:
+    """Create or update the key `name`. `resources=None` allows every resource.
+
+    Returns (api_key, plaintext, changed): plaintext is set only when a value was generated for a
+    new key, so the caller can show it once. An existing key keeps its value unless `key` is given.
+    """
+    api_key = APIKey.objects.filter(name=name).first() or APIKey(name=name)
+    created = api_key.pk is None
+    generated: str | None = None
+    if key is None and created:
+        key = generated = api_key_generate()
+    digest_before = api_key.digest
+    if key is not None:
+        api_key.key_set(key)
+    all_resources = resources is None
+    wanted = sorted(set(resources or []))
+    current = sorted(api_key.resources.values_list("name", flat=True)) if not created else []
+    changed = (
+        created
+        or api_key.digest != digest_before
+        or api_key.all_resources != all_resources
+        or api_key.enabled != enabled
+        or api_key.expires_at != expires_at
+        or current != wanted
+    )
+    if not changed:
+        return api_key, None, False
+    api_key.all_resources = all_resources
+    api_key.enabled = enabled
+    api_key.expires_at = expires_at
+    api_key.full_clean()
+    api_key.save()
+    resource_rows = list(AIResource.objects.filter(name__in=wanted))
+    missing = set(wanted) - {r.name for r in resource_rows}
+    if missing:
+        raise ValidationError({"resources": f"no resource {sorted(missing)[0]!r}"})
+    api_key.resources.set(resource_rows)
+    return api_key, generated, True
+
+
+def connection_check(*, connection: Connection) -> CheckResult:
+    """One cheap upstream call with the connection's saved settings, from sync code."""
+    return async_to_sync(_connection_check)(connection_info_get(connection=connection))
+
+
+async def _connection_check(info: ConnectionInfo) -> CheckResult:
+    # A throwaway provider: pooled clients are bound to the event loop that created them, and
+    # async_to_sync runs this on a loop of its own.
+    provider = provider_class_get(info.provider)(info)
+    try:
+        return await provider.check()
+    finally:
+        await provider.aclose()

@@ -1,0 +1,35 @@
+"""Bump the configuration revision on every change, wherever it comes from (admin, file, shell)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import F
+from django.db.models.signals import m2m_changed, post_delete, post_save
+from django.dispatch import receiver
+
+from connections.models import AIResource, APIKey, ConfigRevision, Connection, ModelEntry
+
+_CONFIG_MODELS = (Connection, AIResource, ModelEntry, APIKey)
+
+
+def config_revision_bump() -> None:
+    if not ConfigRevision.objects.filter(pk=1).update(value=F("value") + 1):
+        ConfigRevision.objects.get_or_create(pk=1, defaults={"value": 1})
+    # This process need not wait for its next periodic check.
+    from connections.selectors import config_snapshot_invalidate
+
+    config_snapshot_invalidate()
+
+
+@receiver(post_save)
+@receiver(post_delete)
+def _on_config_change(sender: type, **kwargs: Any) -> None:
+    if sender in _CONFIG_MODELS:
+        config_revision_bump()
+
+
+@receiver(m2m_changed, sender=APIKey.resources.through)
+def _on_key_resources_change(action: str, **kwargs: Any) -> None:
+    if action.startswith("post_"):
+        config_revision_bump()

@@ -1,0 +1,45 @@
+"""Process start and stop: what the ASGI lifespan wrapper (vmx_project/asgi.py) runs.
+
+Startup loads the configuration snapshot once, so a wrong `VMX_ENCRYPTION_KEY` stops the worker
+with a clear message instead of failing on the first request. Shutdown releases pooled upstream
+clients.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from asgiref.sync import sync_to_async
+from django.db import DatabaseError
+
+from connections.crypto import EncryptionKeyError
+from connections.selectors import config_snapshot
+
+logger = logging.getLogger("vmx.lifecycle")
+
+
+class StartupError(Exception):
+    pass
+
+
+async def gateway_startup() -> None:
+    try:
+        snapshot = await sync_to_async(config_snapshot, thread_sensitive=False)()
+    except EncryptionKeyError as exc:
+        raise StartupError(str(exc)) from exc
+    except DatabaseError as exc:
+        # Not fatal: /readyz reports it, and the worker recovers when the database comes back.
+        logger.warning("configuration not loaded at startup (database unavailable: %s)", exc)
+        return
+    logger.info(
+        "configuration loaded: %d connections, %d resources, %d API keys",
+        len(snapshot.connections),
+        len(snapshot.resources),
+        len(snapshot.api_keys_by_digest),
+    )
+
+
+async def gateway_shutdown() -> None:
+    from gateway.providers.registry import providers_close
+
+    await providers_close()

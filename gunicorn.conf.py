@@ -1,0 +1,22 @@
+"""Production serving: `gunicorn -c gunicorn.conf.py` from the repo root (DESIGN.md 2.1).
+
+Precedence: command line (`--bind`, `--workers`) > VMX_BIND / VMX_WORKERS > the defaults here.
+"""
+
+import os
+
+wsgi_app = "vmx_project.asgi:application"
+worker_class = "vmx_project.workers.GatewayUvicornWorker"
+bind = os.environ.get("VMX_BIND", "127.0.0.1:8000")
+workers = int(os.environ.get("VMX_WORKERS", str(os.cpu_count() or 1)))
+
+# SIGTERM drains: open streams get this long to finish before workers are killed.
+graceful_timeout = int(os.environ.get("VMX_GRACEFUL_TIMEOUT", "90"))
+# Seconds without a heartbeat before the master restarts a worker (not a request timeout).
+timeout = 120
+# Longer than typical load-balancer idle timeouts, so the proxy closes idle connections first.
+keepalive = 75
+
+accesslog = os.environ.get("VMX_ACCESS_LOG") or None
+errorlog = "-"
+loglevel = os.environ.get("VMX_LOG_LEVEL", "info").lower()

@@ -1,0 +1,11 @@
+"""The gunicorn worker: uvicorn-worker's, with the lifespan protocol required.
+
+With lifespan "on", a failed startup (e.g. a wrong VMX_ENCRYPTION_KEY) stops the worker, and
+gunicorn stops with it, instead of serving requests that cannot succeed.
+"""
+
+from uvicorn_worker import UvicornWorker
+
+
+class GatewayUvicornWorker(UvicornWorker):  # type: ignore[misc]  # untyped base
+    CONFIG_KWARGS = {"loop": "auto", "http": "auto", "lifespan": "on"}
