@@ -20,3 +20,6 @@ keepalive = 75
 accesslog = os.environ.get("VMX_ACCESS_LOG") or None
 errorlog = "-"
 loglevel = os.environ.get("VMX_LOG_LEVEL", "info").lower()
+
+# gunicorn's runtime control socket is not used; without it several instances never collide.
+control_socket_disable = True

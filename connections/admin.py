@@ -10,6 +10,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db.models import QuerySet
 from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest, HttpResponse
@@ -57,8 +58,11 @@ class ConnectionAdminForm(forms.ModelForm[Connection]):
                         label=spec.label, required=False, widget=widget, help_text=help_text, strip=True
                     )
                 else:
-                    field_class = forms.URLField if spec.kind == "url" else forms.CharField
-                    self.fields[name] = field_class(label=spec.label, required=False, help_text=help_text)
+                    self.fields[name] = (
+                        forms.URLField(label=spec.label, required=False, help_text=help_text, assume_scheme="https")
+                        if spec.kind == "url"
+                        else forms.CharField(label=spec.label, required=False, help_text=help_text)
+                    )
                     if same_provider:
                         self.fields[name].initial = self.instance.config.get(spec.name, "")
                 if spec.required:
@@ -94,6 +98,15 @@ class ConnectionAdminForm(forms.ModelForm[Connection]):
             raise forms.ValidationError(str(exc)) from exc
         return cleaned
 
+    def _update_errors(self, errors: ValidationError) -> None:
+        # The model reports config problems under `config`, which is not a form field: they were
+        # already attached to the provider's fields in clean(), or belong to the whole form.
+        if hasattr(errors, "error_dict") and "config" in errors.error_dict:
+            config_errors = errors.error_dict.pop("config")
+            if not self.errors:
+                errors.error_dict.setdefault(NON_FIELD_ERRORS, []).extend(config_errors)
+        super()._update_errors(errors)  # type: ignore[misc]  # private ModelForm hook, not in the stubs
+
 
 @admin.register(Connection)
 class ConnectionAdmin(admin.ModelAdmin[Connection]):
@@ -102,6 +115,11 @@ class ConnectionAdmin(admin.ModelAdmin[Connection]):
     list_filter = ["provider", "enabled"]
     search_fields = ["name", "description"]
     actions = ["test_connection", "enable", "disable"]
+
+    def get_form(self, request: HttpRequest, obj: Connection | None = None, change: bool = False, **kwargs: Any) -> Any:
+        # Provider settings are form-only fields added per instance; only model fields go here.
+        kwargs["fields"] = ConnectionAdminForm.Meta.fields
+        return super().get_form(request, obj, change, **kwargs)
 
     def get_fieldsets(self, request: HttpRequest, obj: Connection | None = None) -> Any:
         fieldsets: list[Any] = [(None, {"fields": ["name", "description", "provider", "enabled"]})]
@@ -172,8 +190,19 @@ class PrimaryModelInline(admin.TabularInline[ModelEntry, AIResource]):
         return super().get_queryset(request).filter(position=0)
 
 
+class _FallbackForm(forms.ModelForm[ModelEntry]):
+    position = forms.IntegerField(
+        min_value=1, initial=1, help_text="Fallbacks are tried in ascending order; ties in the order added."
+    )
+
+    class Meta:
+        model = ModelEntry
+        fields = ["position", "connection", "model", "max_retries", "timeout_ms", "reasoning"]
+
+
 class FallbackModelInline(admin.TabularInline[ModelEntry, AIResource]):
     model = ModelEntry
+    form = _FallbackForm
     formset = _FallbackFormSet
     fields = ["position", "connection", "model", "max_retries", "timeout_ms", "reasoning"]
     extra = 0

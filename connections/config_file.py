@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import secrets
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from connections.services import ModelEntrySpec, api_key_save, connection_save, 
 from gateway.providers.registry import UnknownProviderError, provider_class_get
 
 SECRET_MASK = "********"  # noqa: S105 - the placeholder, not a secret
+_REFERENCE_SPAN = re.compile(r"(?<!\$)\$\{[^}\n]*\}")
 _ENV_REFERENCE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -46,13 +48,35 @@ def config_file_read(path: Path) -> Any:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigFileError([f"{path}: {exc.strerror}"]) from exc
+    # `${VAR}` is not a valid plain scalar inside YAML flow mappings (`config: {apiKey: ${KEY}}`,
+    # as DESIGN.md 2.2 writes it), so references are swapped for inert tokens while parsing and
+    # restored afterwards, for env_expand to resolve with paths.
+    references: dict[str, str] = {}
+    nonce = secrets.token_hex(4)
+
+    def protect(match: re.Match[str]) -> str:
+        token = f"vmxref{nonce}n{len(references)}"
+        references[token] = match.group(0)
+        return token
+
     try:
-        return yaml.safe_load(text)
+        data = yaml.safe_load(_REFERENCE_SPAN.sub(protect, text))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigFileError([f"{path}: {where}not valid YAML/JSON ({problem})"]) from exc
+    return _restore(data, references, re.compile(f"vmxref{nonce}n\\d+")) if references else data
+
+
+def _restore(value: Any, references: Mapping[str, str], token: re.Pattern[str]) -> Any:
+    if isinstance(value, str):
+        return token.sub(lambda m: references[m.group(0)], value)
+    if isinstance(value, list):
+        return [_restore(v, references, token) for v in value]
+    if isinstance(value, dict):
+        return {_restore(k, references, token): _restore(v, references, token) for k, v in value.items()}
+    return value
 
 
 def env_expand(value: Any, *, path: str, problems: list[str], environ: Mapping[str, str]) -> Any:

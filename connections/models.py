@@ -16,7 +16,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 
-from connections.crypto import secret_decrypt, secret_encrypt
+from connections.crypto import EncryptionKeyError, secret_decrypt, secret_encrypt
 from gateway.providers.registry import UnknownProviderError, provider_choices, provider_class_get
 
 MAX_RETRIES_LIMIT = 10
@@ -69,7 +69,11 @@ class Connection(models.Model):
             raise ValidationError(
                 {"config": f"secret settings must not be stored in plain config: {sorted(misplaced)}"}
             )
-        errors = provider.config_errors({**self.config, **self.secrets_get()})
+        try:
+            secrets = self.secrets_get()
+        except EncryptionKeyError as exc:
+            raise ValidationError({"config": str(exc)}) from exc
+        errors = provider.config_errors({**self.config, **secrets})
         if errors:
             raise ValidationError({"config": [f"{name}: {message}" for name, message in errors.items()]})
 
@@ -176,9 +180,9 @@ class APIKey(models.Model):
 
     def key_set(self, key: str) -> None:
         if len(key) < API_KEY_MIN_LENGTH:
-            raise ValidationError({"key": f"must be at least {API_KEY_MIN_LENGTH} characters"})
+            raise ValidationError(f"must be at least {API_KEY_MIN_LENGTH} characters")
         if any(ch.isspace() for ch in key) or not key.isprintable():
-            raise ValidationError({"key": "must not contain whitespace or control characters"})
+            raise ValidationError("must not contain whitespace or control characters")
         self.digest = self.digest_of(key)
         self.prefix = key[:API_KEY_PREFIX_LENGTH]
 

@@ -183,7 +183,12 @@ def api_key_save(
         key = generated = api_key_generate()
     digest_before = api_key.digest
     if key is not None:
-        api_key.key_set(key)
+        try:
+            api_key.key_set(key)
+        except ValidationError as exc:
+            raise ValidationError({"key": exc.messages}) from exc
+        if APIKey.objects.filter(digest=api_key.digest).exclude(pk=api_key.pk).exists():
+            raise ValidationError({"key": "this value is already used by another key"})
     all_resources = resources is None
     wanted = sorted(set(resources or []))
     current = sorted(api_key.resources.values_list("name", flat=True)) if not created else []

@@ -148,5 +148,11 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.str("VMX_LOG_LEVEL", default="INFO")},
-    "loggers": {"django": {"level": "WARNING", "propagate": True}},
+    "loggers": {
+        "django": {"level": "WARNING"},
+        # One INFO line per upstream request is noise on the hot path.
+        "httpx2": {"level": "WARNING"},
+        "openai": {"level": "WARNING"},
+        "anthropic": {"level": "WARNING"},
+    },
 }

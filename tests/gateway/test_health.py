@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+import pytest
+
+
+async def test_healthz_answers_even_when_dependencies_are_down(async_client, settings):
+    settings.CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": "redis://127.0.0.1:9/0"}
+    }
+    # No django_db mark: any database access here would fail the test.
+    response = await async_client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+# The readiness checks use the sync test client: its requests run the view's database work in the
+# test's own thread and connection, which the test database teardown can then close.
+@pytest.mark.django_db
+def test_readyz_reports_database_and_cache(client):
+    response = client.get("/readyz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "checks": {"database": "ok", "cache": "ok"}}
+
+
+@pytest.mark.django_db
+def test_readyz_is_503_when_the_cache_is_unreachable(client, settings):
+    settings.CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": "redis://127.0.0.1:9/0"}
+    }
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["status"] == "unavailable" and body["checks"]["database"] == "ok"
+    assert body["checks"]["cache"].startswith("error:")
+
+
+async def test_no_trailing_slash_redirects(async_client):
+    assert (await async_client.get("/healthz/")).status_code == 404
