@@ -14,8 +14,11 @@ _CONFIG_MODELS = (Connection, AIResource, ModelEntry, APIKey)
 
 
 def config_revision_bump() -> None:
+    # The row is created by a migration; it is only missing after a test flush. Creating it and
+    # then incrementing (rather than creating it with value 1) keeps concurrent first bumps counted.
     if not ConfigRevision.objects.filter(pk=1).update(value=F("value") + 1):
-        ConfigRevision.objects.get_or_create(pk=1, defaults={"value": 1})
+        ConfigRevision.objects.get_or_create(pk=1, defaults={"value": 0})
+        ConfigRevision.objects.filter(pk=1).update(value=F("value") + 1)
     # This process need not wait for its next periodic check.
     from connections.selectors import config_snapshot_invalidate
 
