@@ -47,6 +47,8 @@ class ResourceInfo:
     models: tuple[ModelEntryInfo, ...]
     """The primary model first, then the fallbacks in order."""
     default_args: Mapping[str, Any] = field(default_factory=_empty)
+    created: int = 0
+    """Creation time, Unix seconds (for /v1/models)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -60,6 +60,7 @@ def config_snapshot_build() -> ConfigSnapshot:
                 for entry in res.model_entries.all()
             ),
             default_args=MappingProxyType(dict(res.default_args)),
+            created=int(res.created_at.timestamp()),
         )
     keys: dict[str, ApiKeyInfo] = {}
     for key in APIKey.objects.prefetch_related("resources"):

@@ -40,6 +40,9 @@ async def gateway_startup() -> None:
 
 
 async def gateway_shutdown() -> None:
+    from gateway.audit import audit_shutdown
     from gateway.providers.registry import providers_close
 
     await providers_close()
+    # Streams have finished (the server drained them before lifespan shutdown): write what is queued.
+    await sync_to_async(audit_shutdown, thread_sensitive=False)()

@@ -1,8 +1,12 @@
-from django.urls import path
+from django.urls import path, re_path
 
 from gateway import views
 
 urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("readyz", views.readyz, name="readyz"),
+    path("v1/chat/completions", views.ChatCompletionsView.as_view(), name="chat-completions"),
+    path("v1/responses", views.ResponsesView.as_view(), name="responses"),
+    path("v1/models", views.ModelsView.as_view(), name="models"),
+    re_path(r"^v1/", views.NotFoundView.as_view(), name="v1-not-found"),
 ]

@@ -58,4 +58,11 @@ def _with_static_files(app: ASGIApp) -> ASGIApp:
     return cast(ASGIApp, static)
 
 
-application = LifespanMiddleware(_with_static_files(get_asgi_application()))
+def _build() -> ASGIApp:
+    django_app = get_asgi_application()
+    from gateway.guard import BodyLimitGuard
+
+    return LifespanMiddleware(BodyLimitGuard(_with_static_files(django_app)))
+
+
+application = _build()

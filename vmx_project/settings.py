@@ -47,7 +47,6 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
-    "rest_framework",
     "connections",
     "gateway",
 ]
@@ -150,9 +149,14 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env.str("VMX_LOG_LEVEL", default="INFO")},
     "loggers": {
         "django": {"level": "WARNING"},
+        # 4xx answers are normal traffic for a gateway; they are in the audit, not the log.
+        "django.request": {"level": "ERROR"},
         # One INFO line per upstream request is noise on the hot path.
         "httpx2": {"level": "WARNING"},
         "openai": {"level": "WARNING"},
         "anthropic": {"level": "WARNING"},
     },
 }
+
+# Store request/response bodies in audit records (inline base64 payloads are summarised).
+VMX_AUDIT_BODIES: bool = env.bool("VMX_AUDIT_BODIES", default=False)

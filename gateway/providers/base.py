@@ -7,8 +7,8 @@ must be cheap to keep and safe to share between concurrent requests.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
@@ -32,6 +32,50 @@ class CheckResult:
     ok: bool
     latency_ms: float
     detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamRequest:
+    """One upstream call, already serialised: providers forward `body` as it is."""
+
+    path: str
+    """Relative to the connection's base URL, e.g. `/chat/completions`."""
+    body: bytes
+    stream: bool
+    timeout: float
+    """Seconds per attempt; for a stream, also the longest wait for the next bytes."""
+    max_retries: int
+
+
+@dataclass(slots=True)
+class UpstreamResponse:
+    """A 2xx answer. For a stream, `chunks` yields the body as it arrives and must be closed."""
+
+    status: int
+    headers: Mapping[str, str]
+    """The upstream headers worth passing to the client (lower-case names)."""
+    body: bytes = b""
+    chunks: AsyncIterator[bytes] | None = None
+    closer: Any = field(default=None, repr=False)
+
+    async def aclose(self) -> None:
+        if self.closer is not None:
+            await self.closer()
+            self.closer = None
+
+
+PASSTHROUGH_HEADERS = frozenset(
+    {"x-request-id", "openai-processing-ms", "openai-version", "retry-after", "retry-after-ms"}
+)
+
+
+def passthrough_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """The upstream response headers a client may see (DESIGN.md 2.7): ids, timings, rate limits."""
+    return {
+        name: value
+        for name, value in ((k.lower(), v) for k, v in headers.items())
+        if name in PASSTHROUGH_HEADERS or name.startswith("x-ratelimit-")
+    }
 
 
 class Provider:
@@ -73,6 +117,14 @@ class Provider:
 
     async def check(self) -> CheckResult:
         """Make one cheap upstream call and report how it went."""
+        raise NotImplementedError
+
+    async def send(self, request: UpstreamRequest) -> UpstreamResponse:
+        """Make one call, retried by the provider up to `request.max_retries` times.
+
+        Returns only 2xx answers; raises an `UpstreamError` subclass (gateway.errors) for anything
+        else, so routing can move to the next leg without knowing the provider.
+        """
         raise NotImplementedError
 
     async def aclose(self) -> None:

@@ -4,11 +4,31 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import AsyncIterator
 
+import httpx2
 import openai
 
-from gateway.providers.base import CheckResult, ConfigField, Provider
+from gateway.errors import (
+    UpstreamAuthFailedError,
+    UpstreamStatusError,
+    UpstreamTimeoutError,
+    UpstreamUnavailableError,
+)
+from gateway.providers.base import (
+    CheckResult,
+    ConfigField,
+    Provider,
+    UpstreamRequest,
+    UpstreamResponse,
+    passthrough_headers,
+)
 from gateway.providers.registry import provider_register
+
+# Every concurrent stream holds one upstream connection: the SDK's default cap (1,000) would queue
+# streams beyond it. Keep-alive connections are what makes the next call cheap.
+CONNECTION_LIMITS = httpx2.Limits(max_connections=20_000, max_keepalive_connections=2_000, keepalive_expiry=30)
+JSON_HEADERS = {"Content-Type": "application/json"}
 
 # Upstream error messages sometimes echo part of the key ("Incorrect API key provided: sk-ab***yz").
 _KEY_LIKE = re.compile(r"\b(sk|sess|org|proj)-[A-Za-z0-9_*.\-]{4,}")
@@ -45,6 +65,7 @@ class OpenAIProvider(Provider):
                 organization=config.get("organization") or None,
                 project=config.get("project") or None,
                 max_retries=0,
+                http_client=openai.DefaultAsyncHttpxClient(limits=CONNECTION_LIMITS),
             )
         return self._client
 
@@ -69,6 +90,65 @@ class OpenAIProvider(Provider):
             return CheckResult(False, _elapsed_ms(started), f"cannot reach upstream: {self.scrub(str(cause))}")
         count = len(page.data)
         return CheckResult(True, _elapsed_ms(started), f"ok, {count} model{'s' if count != 1 else ''} listed")
+
+    async def send(self, request: UpstreamRequest) -> UpstreamResponse:
+        # client.post with cast_to=httpx2.Response keeps the SDK's auth, base URL, per-call
+        # max_retries and error classes, and skips its model parsing: the body is relayed as is.
+        name = self.connection.name
+        try:
+            response = await self.client.post(
+                request.path,
+                cast_to=httpx2.Response,
+                content=request.body,
+                options={"headers": JSON_HEADERS, "max_retries": request.max_retries, "timeout": request.timeout},
+                stream=request.stream,
+            )
+        except openai.APIStatusError as exc:
+            if exc.status_code in (401, 403):
+                raise UpstreamAuthFailedError(
+                    connection=name, upstream_status=exc.status_code, upstream_message=self.scrub(exc.message)
+                ) from None
+            raise UpstreamStatusError(
+                status=exc.status_code,
+                body=exc.response.content,
+                headers=passthrough_headers(exc.response.headers),
+                connection=name,
+            ) from None
+        except openai.APITimeoutError:
+            raise UpstreamTimeoutError(
+                f"upstream of connection '{name}' did not answer within {request.timeout:g} s", connection=name
+            ) from None
+        except openai.APIConnectionError as exc:
+            cause = self.scrub(str(exc.__cause__ or exc))
+            raise UpstreamUnavailableError(
+                f"cannot reach the upstream of connection '{name}': {cause}", connection=name
+            ) from None
+        headers = passthrough_headers(response.headers)
+        if not request.stream:
+            return UpstreamResponse(status=response.status_code, headers=headers, body=response.content)
+        return UpstreamResponse(
+            status=response.status_code,
+            headers=headers,
+            chunks=self._relay(response, waited=request.timeout),
+            closer=response.aclose,
+        )
+
+    async def _relay(self, response: httpx2.Response, *, waited: float) -> AsyncIterator[bytes]:
+        name = self.connection.name
+        try:
+            async for chunk in response.aiter_bytes():
+                yield chunk
+        except httpx2.TimeoutException:
+            raise UpstreamTimeoutError(
+                f"upstream of connection '{name}' sent nothing for {waited:g} s mid-stream", connection=name
+            ) from None
+        except httpx2.HTTPError as exc:
+            raise UpstreamUnavailableError(
+                f"upstream stream of connection '{name}' broke: {self.scrub(str(exc)) or type(exc).__name__}",
+                connection=name,
+            ) from None
+        finally:
+            await response.aclose()
 
     async def aclose(self) -> None:
         if self._client is not None:

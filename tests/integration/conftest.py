@@ -1,29 +1,155 @@
 from __future__ import annotations
 
+import json
 import secrets
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
+import yaml
+from cryptography.fernet import Fernet
 from django.conf import settings
 from psycopg.conninfo import make_conninfo
+
+from tests.fakes.openai_upstream import FakeOpenAI
+from tests.integration.server import GatewayProcess, gateway_env, gateway_start, manage
+
+
+def _postgres_params() -> dict[str, str]:
+    db = settings.DATABASES["default"]
+    return {k.lower(): str(db[k]) for k in ("HOST", "PORT", "USER", "PASSWORD") if db.get(k)}
+
+
+def _database(directory: Path) -> Iterator[str]:
+    """An empty database of the suite's backend, for a gateway process of its own."""
+    db = settings.DATABASES["default"]
+    if db["ENGINE"] != "django.db.backends.postgresql":
+        yield f"sqlite:///{directory / 'gateway.sqlite3'}"
+        return
+    name = f"vmx_it_{secrets.token_hex(4)}"
+    params = _postgres_params()
+    with psycopg.connect(make_conninfo(dbname="postgres", **params), autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    credentials = params.get("user", "")
+    if params.get("password"):
+        credentials += f":{params['password']}"
+    yield f"postgres://{credentials + '@' if credentials else ''}{params.get('host', '127.0.0.1')}:{params.get('port', '5432')}/{name}"
+    with psycopg.connect(make_conninfo(dbname="postgres", **params), autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture
 def server_database_url(tmp_path: Path) -> Iterator[str]:
-    """An empty database of the suite's backend, for a gateway process of its own."""
-    db = settings.DATABASES["default"]
-    if db["ENGINE"] != "django.db.backends.postgresql":
-        yield f"sqlite:///{tmp_path / 'gateway.sqlite3'}"
-        return
-    name = f"vmx_it_{secrets.token_hex(4)}"
-    params: dict[str, str] = {k.lower(): str(db[k]) for k in ("HOST", "PORT", "USER", "PASSWORD") if db.get(k)}
-    with psycopg.connect(make_conninfo(dbname="postgres", **params), autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    user = f"{db['USER']}@" if db.get("USER") else ""
-    if db.get("PASSWORD"):
-        user = f"{db['USER']}:{db['PASSWORD']}@"
-    yield f"postgres://{user}{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}/{name}"
-    with psycopg.connect(make_conninfo(dbname="postgres", **params), autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    yield from _database(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def fake_openai() -> Iterator[FakeOpenAI]:
+    fake = FakeOpenAI().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def upstream(fake_openai: FakeOpenAI) -> FakeOpenAI:
+    """The session's fake OpenAI, with no scripted replies and no recorded requests."""
+    fake_openai.reset()
+    return fake_openai
+
+
+ALL_KEY = "vmx-it-all-0123456789abcdef"
+LIMITED_KEY = "vmx-it-limited-0123456789abcdef"
+MAX_BODY = 256 * 1024
+
+
+def gateway_config(fake: FakeOpenAI) -> dict[str, Any]:
+    root = f"http://127.0.0.1:{fake.port}"
+
+    def conn(name: str, base: str) -> dict[str, Any]:
+        return {"name": name, "provider": "openai", "config": {"apiKey": f"sk-upstream-{name}", "baseURL": base}}
+
+    return {
+        "connections": [
+            conn("up-a", f"{root}/a/v1"),
+            conn("up-b", f"{root}/b/v1"),
+            conn("dead", "http://127.0.0.1:9/v1"),
+            {"name": "offline", "provider": "mock", "config": {}},
+        ],
+        "resources": [
+            {"name": "default", "model": {"connection": "up-a", "model": "gpt-4.1"}},
+            {
+                "name": "fallback",
+                "model": {"connection": "up-a", "model": "gpt-4.1"},
+                "fallbackModels": [{"connection": "up-b", "model": "gpt-4o-mini"}],
+            },
+            {"name": "retrying", "model": {"connection": "up-a", "model": "gpt-4.1", "maxRetries": 2}},
+            {
+                "name": "dead-first",
+                "model": {"connection": "dead", "model": "gpt-4.1", "timeoutMs": 2000},
+                "fallbackModels": [{"connection": "up-b", "model": "gpt-4o-mini"}],
+            },
+            {
+                "name": "slow-first",
+                "model": {"connection": "up-a", "model": "gpt-4.1", "timeoutMs": 500},
+                "fallbackModels": [{"connection": "up-b", "model": "gpt-4o-mini"}],
+            },
+            {
+                "name": "with-defaults",
+                "model": {"connection": "up-a", "model": "gpt-4.1"},
+                "defaultArgs": {"temperature": 0.2, "max_tokens": 50, "user": "from-defaults"},
+            },
+            {"name": "only-a", "model": {"connection": "up-a", "model": "gpt-4.1-nano"}},
+            {"name": "demo", "model": {"connection": "offline", "model": "mock-1"}},
+        ],
+        "apiKeys": [
+            {"name": "all", "key": ALL_KEY, "resources": "*"},
+            {"name": "limited", "key": LIMITED_KEY, "resources": ["only-a"]},
+        ],
+    }
+
+
+@dataclass
+class Gateway:
+    process: GatewayProcess
+    env: dict[str, str]
+
+    @property
+    def base_url(self) -> str:
+        return self.process.base_url
+
+    def audit(self, request_id: str, timeout: float = 5.0) -> dict[str, Any]:
+        """The audit record of `request_id`, waiting for the batch writer (DESIGN.md: within 1 s)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            out = manage(self.env, "vmx_audit", "--format", "jsonl", "--request-id", request_id).stdout.strip()
+            if out:
+                return dict(json.loads(out))
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no audit record for {request_id} after {timeout} s")
+            time.sleep(0.2)
+
+
+@pytest.fixture(scope="session")
+def gateway(tmp_path_factory: pytest.TempPathFactory, fake_openai: FakeOpenAI) -> Iterator[Gateway]:
+    directory = tmp_path_factory.mktemp("gateway")
+    databases = _database(directory)
+    database_url = next(databases)
+    env = gateway_env(
+        database_url=database_url,
+        encryption_key=Fernet.generate_key().decode(),
+        VMX_MAX_BODY_BYTES=str(MAX_BODY),
+        VMX_CONFIG_REFRESH_SECONDS="0.2",
+    )
+    manage(env, "migrate", "--no-input", "-v", "0")
+    config_file = directory / "vmx.yaml"
+    config_file.write_text(yaml.safe_dump(gateway_config(fake_openai)))
+    manage(env, "vmx_apply", str(config_file))
+    process = gateway_start(env, directory / "gunicorn.log", "--workers", "2")
+    yield Gateway(process, env)
+    process.stop()
+    for _ in databases:  # drop the PostgreSQL database
+        pass

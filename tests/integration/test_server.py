@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import re
+import signal
 import subprocess
 import sys
+import time
 
 import httpx2
 import pytest
@@ -17,7 +20,7 @@ KEY = Fernet.generate_key().decode()
 
 @pytest.fixture
 def env(server_database_url):
-    env = gateway_env(database_url=server_database_url, encryption_key=KEY)
+    env = gateway_env(database_url=server_database_url, encryption_key=KEY, VMX_CONFIG_REFRESH_SECONDS="1")
     manage(env, "migrate", "--no-input", "-v", "0")
     return env
 
@@ -137,3 +140,98 @@ def test_concurrent_writers_lose_nothing(env, server_database_url):
         "from connections.selectors import config_revision_get; print(config_revision_get())",
     )
     assert value.stdout.strip() == "400"
+
+
+def _apply(env, tmp_path, config) -> None:
+    import yaml
+
+    path = tmp_path / f"config-{time.monotonic_ns()}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    manage(env, "vmx_apply", str(path))
+
+
+DEMO = {
+    "connections": [{"name": "offline", "provider": "mock", "config": {}}],
+    "resources": [{"name": "demo", "model": {"connection": "offline", "model": "mock-1"}}],
+    "apiKeys": [{"name": "ops", "key": "vmx-ops-0123456789abcdef0", "resources": "*"}],
+}
+AUTH = {"Authorization": "Bearer vmx-ops-0123456789abcdef0"}
+
+
+def test_queued_audit_records_survive_a_graceful_stop(env, tmp_path):
+    _apply(env, tmp_path, DEMO)
+    gateway = gateway_start(env, tmp_path / "gunicorn.log", "--workers", "2")
+    ids = []
+    try:
+        with httpx2.Client(base_url=gateway.base_url) as http:
+            for n in range(60):
+                body = {"model": "demo", "messages": [{"role": "user", "content": f"n{n}"}]}
+                ids.append(http.post("/v1/chat/completions", json=body, headers=AUTH).headers["x-vmx-request-id"])
+    finally:
+        assert gateway.stop() == 0  # SIGTERM right after the last answer
+    out = manage(env, "vmx_audit", "--format", "jsonl", "--limit", "1000").stdout
+    audited = {json.loads(line)["request_id"] for line in out.splitlines()}
+    assert audited == set(ids)
+
+
+def test_sigterm_lets_an_open_stream_finish(env, tmp_path, upstream):
+    from tests.fakes.openai_upstream import Reply, chat_stream
+
+    config = {
+        "connections": [
+            {"name": "up", "provider": "openai", "config": {"apiKey": "sk-x", "baseURL": upstream.base_url}}
+        ],
+        "resources": [{"name": "slow", "model": {"connection": "up", "model": "gpt-4.1"}}],
+        "apiKeys": DEMO["apiKeys"],
+    }
+    _apply(env, tmp_path, config)
+    paced = []
+    for event in chat_stream("gpt-4.1", "a b c d e f g h", include_usage=True):
+        paced += [event, 0.25]
+    upstream.reply("POST", "/v1/chat/completions", Reply(events=paced))
+    gateway = gateway_start(env, tmp_path / "gunicorn.log", "--workers", "1")
+    try:
+        with httpx2.Client(base_url=gateway.base_url, timeout=30) as http:
+            body = {"model": "slow", "messages": [{"role": "user", "content": "x"}], "stream": True}
+            with http.stream("POST", "/v1/chat/completions", json=body, headers=AUTH) as response:
+                chunks = response.iter_raw()
+                first = next(chunks)
+                gateway.process.send_signal(signal.SIGTERM)
+                rest = b"".join(chunks)
+        assert (first + rest).endswith(b"data: [DONE]\n\n")
+        assert gateway.process.wait(timeout=30) == 0
+    finally:
+        gateway.stop()
+    record = json.loads(manage(env, "vmx_audit", "--format", "jsonl", "--limit", "1").stdout)
+    assert record["status_code"] == 200 and record["error_type"] is None
+
+
+def test_a_change_made_elsewhere_reaches_every_worker(env, tmp_path):
+    _apply(env, tmp_path, DEMO)
+    gateway = gateway_start({**env, "VMX_WORKERS": "2"}, tmp_path / "gunicorn.log")
+    try:
+        with httpx2.Client(base_url=gateway.base_url) as http:
+            # Both workers hold a warm snapshot before the change.
+            for _ in range(10):
+                assert [m["id"] for m in http.get("/v1/models", headers=AUTH).json()["data"]] == ["demo"]
+        changed = {
+            **DEMO,
+            "resources": [*DEMO["resources"], {"name": "added", "model": {"connection": "offline", "model": "m"}}],
+        }
+        _apply(env, tmp_path, changed)
+        applied = time.monotonic()
+        seen_everywhere = None
+        while time.monotonic() - applied < 10:
+            # New connections spread over both workers; all must see the change.
+            answers = [
+                [m["id"] for m in httpx2.get(f"{gateway.base_url}/v1/models", headers=AUTH).json()["data"]]
+                for _ in range(12)
+            ]
+            if all(ids == ["added", "demo"] for ids in answers):
+                seen_everywhere = time.monotonic() - applied
+                break
+            time.sleep(0.1)
+        assert seen_everywhere is not None, "the change never reached every worker"
+        print(f"change visible on every worker after {seen_everywhere:.2f} s")
+    finally:
+        gateway.stop()

@@ -1,0 +1,97 @@
+"""Audit records in the admin: read-only, filterable, one page per request."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.contrib import admin
+from django.http import HttpRequest
+from django.utils.html import format_html
+
+from gateway.models import AuditRecord
+
+
+@admin.register(AuditRecord)
+class AuditRecordAdmin(admin.ModelAdmin[AuditRecord]):
+    list_display = [
+        "created_at",
+        "endpoint",
+        "stream",
+        "resource",
+        "api_key",
+        "status_code",
+        "model",
+        "connection",
+        "total_tokens",
+        "duration_ms",
+        "correlation_id",
+    ]
+    list_filter = ["endpoint", "status_code", "stream", "resource", "api_key", "created_at"]
+    search_fields = ["request_id", "correlation_id", "resource", "api_key", "model", "error_message"]
+    date_hierarchy = "created_at"
+    list_per_page = 100
+    show_full_result_count = False  # COUNT(*) over a large audit table is slow
+    fieldsets = [
+        (
+            None,
+            {
+                "fields": [
+                    "request_id",
+                    "created_at",
+                    "endpoint",
+                    "stream",
+                    "status_code",
+                    "error_type",
+                    "error_message",
+                ]
+            },
+        ),
+        ("Who", {"fields": ["api_key", "resource", "correlation_id", "metadata_pretty", "source_ip"]}),
+        ("Upstream", {"fields": ["connection", "model", "attempts_pretty", "duration_ms", "ttft_ms"]}),
+        (
+            "Usage (tokens)",
+            {
+                "fields": [
+                    "input_tokens",
+                    "cached_tokens",
+                    "output_tokens",
+                    "reasoning_tokens",
+                    "audio_tokens",
+                    "accepted_prediction_tokens",
+                    "rejected_prediction_tokens",
+                    "total_tokens",
+                ]
+            },
+        ),
+        ("Bodies", {"fields": ["request_body_pretty", "response_body_pretty"], "classes": ["collapse"]}),
+    ]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: AuditRecord | None = None) -> Any:
+        return [name for _, options in self.fieldsets for name in options["fields"]]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: AuditRecord | None = None) -> bool:
+        return False
+
+    @admin.display(description="Metadata")
+    def metadata_pretty(self, obj: AuditRecord) -> str:
+        return _pretty(obj.metadata)
+
+    @admin.display(description="Attempts")
+    def attempts_pretty(self, obj: AuditRecord) -> str:
+        return _pretty(obj.attempts)
+
+    @admin.display(description="Request body")
+    def request_body_pretty(self, obj: AuditRecord) -> str:
+        return _pretty(obj.request_body) if obj.request_body is not None else "not stored (VMX_AUDIT_BODIES is off)"
+
+    @admin.display(description="Response body")
+    def response_body_pretty(self, obj: AuditRecord) -> str:
+        return _pretty(obj.response_body) if obj.response_body is not None else "not stored"
+
+
+def _pretty(value: Any) -> str:
+    return format_html("<pre>{}</pre>", json.dumps(value, indent=2, ensure_ascii=False))

@@ -1,0 +1,177 @@
+"""One error tree for everything the gateway answers with an error, and its two renderings.
+
+Each class carries its HTTP status and its type in both protocols (OpenAI and Anthropic), so a
+view never decides statuses itself: it raises, and the endpoint's exception handler renders the
+error in the caller's shape (DESIGN.md 2.8). Messages never contain secrets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import orjson
+
+
+class GatewayError(Exception):
+    status: ClassVar[int] = 500
+    openai_type: ClassVar[str] = "server_error"
+    anthropic_type: ClassVar[str] = "api_error"
+    default_code: ClassVar[str | None] = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        param: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code if code is not None else self.default_code
+        self.param = param
+        self.headers: dict[str, str] = dict(headers or {})
+
+    @property
+    def status_code(self) -> int:
+        return self.status
+
+    def openai_body(self) -> bytes:
+        return orjson.dumps(
+            {"error": {"message": self.message, "type": self.openai_type, "param": self.param, "code": self.code}}
+        )
+
+    def anthropic_body(self, request_id: str | None = None) -> bytes:
+        body: dict[str, Any] = {"type": "error", "error": {"type": self.anthropic_type, "message": self.message}}
+        if request_id:
+            body["request_id"] = request_id
+        return orjson.dumps(body)
+
+
+class InvalidRequestError(GatewayError):
+    status = 400
+    openai_type = "invalid_request_error"
+    anthropic_type = "invalid_request_error"
+
+
+class AuthenticationError(GatewayError):
+    status = 401
+    openai_type = "invalid_request_error"
+    anthropic_type = "authentication_error"
+    default_code = "invalid_api_key"
+
+
+class PermissionDeniedError(GatewayError):
+    status = 403
+    openai_type = "invalid_request_error"
+    anthropic_type = "permission_error"
+    default_code = "model_not_allowed"
+
+
+class NotFoundError(GatewayError):
+    status = 404
+    openai_type = "invalid_request_error"
+    anthropic_type = "not_found_error"
+
+
+class ModelNotFoundError(NotFoundError):
+    default_code = "model_not_found"
+
+
+class MethodNotAllowedError(GatewayError):
+    status = 405
+    openai_type = "invalid_request_error"
+    anthropic_type = "invalid_request_error"
+    default_code = "method_not_allowed"
+
+
+class RequestTooLargeError(GatewayError):
+    status = 413
+    openai_type = "invalid_request_error"
+    anthropic_type = "request_too_large"
+    default_code = "request_too_large"
+
+
+class UpstreamError(GatewayError):
+    """An upstream leg failed; routing moves on to the next leg (DESIGN.md 2.6)."""
+
+    connection: str = ""
+
+
+class UpstreamStatusError(UpstreamError):
+    """The upstream answered an HTTP error. Its status and body reach the client as they were."""
+
+    def __init__(self, *, status: int, body: bytes, headers: Mapping[str, str], connection: str) -> None:
+        self.upstream_status = status
+        self.body = body
+        self.connection = connection
+        self.parsed = _error_object(body)
+        message = str(self.parsed.get("message") or f"upstream answered HTTP {status}")
+        code = self.parsed.get("code")
+        super().__init__(message, code=str(code) if code is not None else None, headers=headers)
+
+    @property
+    def status_code(self) -> int:
+        return self.upstream_status
+
+    @property
+    def upstream_type(self) -> str:
+        return str(self.parsed.get("type") or "")
+
+    def openai_body(self) -> bytes:
+        if self.parsed:  # a well-formed OpenAI error: forward it verbatim
+            return self.body
+        # Not JSON (a proxy's HTML page, say): still answer JSON.
+        snippet = self.body[:200].decode("utf-8", "replace").strip()
+        message = f"upstream answered HTTP {self.upstream_status}" + (f": {snippet}" if snippet else "")
+        error_type = "server_error" if self.upstream_status >= 500 else "invalid_request_error"
+        return orjson.dumps({"error": {"message": message, "type": error_type, "param": None, "code": None}})
+
+
+class UpstreamAuthFailedError(UpstreamError):
+    """The operator's credentials were refused (upstream 401/403): not the client's fault."""
+
+    status = 502
+    default_code = "upstream_auth_failed"
+
+    def __init__(self, *, connection: str, upstream_status: int, upstream_message: str) -> None:
+        self.connection = connection
+        self.upstream_status = upstream_status
+        super().__init__(
+            f"the upstream refused the credentials of connection '{connection}' "
+            f"(HTTP {upstream_status}: {upstream_message}); the gateway operator must fix the connection"
+        )
+
+
+class UpstreamUnavailableError(UpstreamError):
+    status = 502
+    default_code = "upstream_unavailable"
+
+    def __init__(self, message: str, *, connection: str) -> None:
+        self.connection = connection
+        super().__init__(message)
+
+
+class UpstreamTimeoutError(UpstreamError):
+    status = 504
+    anthropic_type = "timeout_error"
+    default_code = "upstream_timeout"
+
+    def __init__(self, message: str, *, connection: str) -> None:
+        self.connection = connection
+        super().__init__(message)
+
+
+class NoAvailableModelError(GatewayError):
+    status = 502
+    default_code = "no_available_model"
+
+
+def _error_object(body: bytes) -> dict[str, Any]:
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return {}
+    error = parsed.get("error") if isinstance(parsed, dict) else None
+    return error if isinstance(error, dict) else {}

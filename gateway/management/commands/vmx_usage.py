@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from gateway.selectors import USAGE_GROUPS, since_parse, usage_totals
+
+COLUMNS = [
+    ("requests", "requests"),
+    ("input_tokens", "input"),
+    ("cached_tokens", "cached"),
+    ("output_tokens", "output"),
+    ("reasoning_tokens", "reasoning"),
+    ("audio_tokens", "audio"),
+    ("total_tokens", "total"),
+]
+
+
+class Command(BaseCommand):
+    help = "Token totals from the audit, grouped by resource, model, API key or connection."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--since", default="24h", help="e.g. 1h, 24h, 7d (default 24h)")
+        parser.add_argument("--by", default="resource", choices=USAGE_GROUPS)
+
+    def handle(self, *args: Any, since: str, by: str, **options: Any) -> None:
+        try:
+            rows = usage_totals(since=since_parse(since), by=by)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from exc
+        width = max([len(by), 8, *(len(str(row[by] or "-")) for row in rows)])
+        self.stdout.write(f"{by:<{width}}  " + " ".join(f"{label:>10}" for _, label in COLUMNS))
+        totals = dict.fromkeys((key for key, _ in COLUMNS), 0)
+        for row in rows:
+            self.stdout.write(f"{row[by] or '-':<{width}}  " + " ".join(f"{row[key]:>10}" for key, _ in COLUMNS))
+            for key in totals:
+                totals[key] += row[key]
+        self.stdout.write(f"{'TOTAL':<{width}}  " + " ".join(f"{totals[key]:>10}" for key, _ in COLUMNS))

@@ -1,0 +1,83 @@
+"""Reads of the audit: records for `vmx_audit`, token totals for `vmx_usage`."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db.models import Count, QuerySet, Sum
+from django.utils import timezone
+
+from gateway.models import AuditRecord
+
+USAGE_FIELDS = (
+    "input_tokens",
+    "cached_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+    "audio_tokens",
+    "accepted_prediction_tokens",
+    "rejected_prediction_tokens",
+    "total_tokens",
+)
+USAGE_GROUPS = ("resource", "model", "api_key", "connection")
+_SINCE = re.compile(r"^(\d+)\s*([smhdw])$")
+_UNIT = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def since_parse(text: str) -> datetime:
+    """`90s`, `15m`, `1h`, `7d`, `2w` ago, or an ISO date/time."""
+    match = _SINCE.match(text.strip())
+    if match:
+        return timezone.now() - timedelta(**{_UNIT[match.group(2)]: int(match.group(1))})
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(f"cannot read '{text}' as a duration (e.g. 1h, 30m, 7d) or an ISO date") from None
+    return moment if moment.tzinfo else timezone.make_aware(moment)
+
+
+def audit_records_list(*, since: datetime | None = None, limit: int = 100, **filters: str) -> QuerySet[AuditRecord]:
+    """Newest first. `filters` are exact matches on request_id, correlation_id, resource, api_key, endpoint."""
+    records = AuditRecord.objects.all()
+    if since is not None:
+        records = records.filter(created_at__gte=since)
+    records = records.filter(**{name: value for name, value in filters.items() if value})
+    return records.order_by("-created_at", "-id")[:limit]
+
+
+def audit_record_as_dict(record: AuditRecord) -> dict[str, Any]:
+    """The `vmx_audit --format jsonl` object (DESIGN.md 2.9)."""
+    return {
+        "request_id": record.request_id,
+        "created_at": record.created_at.isoformat().replace("+00:00", "Z"),
+        "endpoint": record.endpoint,
+        "stream": record.stream,
+        "api_key": record.api_key,
+        "resource": record.resource,
+        "correlation_id": record.correlation_id or None,
+        "metadata": record.metadata,
+        "source_ip": record.source_ip,
+        "status_code": record.status_code,
+        "error_type": record.error_type or None,
+        "error_message": record.error_message or None,
+        "duration_ms": record.duration_ms,
+        "ttft_ms": record.ttft_ms,
+        "connection": record.connection or None,
+        "model": record.model or None,
+        "attempts": record.attempts,
+        "usage": {name: getattr(record, name) for name in USAGE_FIELDS},
+    }
+
+
+def usage_totals(*, since: datetime, by: str) -> list[dict[str, Any]]:
+    if by not in USAGE_GROUPS:
+        raise ValueError(f"--by must be one of {', '.join(USAGE_GROUPS)}")
+    rows = (
+        AuditRecord.objects.filter(created_at__gte=since)
+        .values(by)
+        .annotate(requests=Count("id"), **{name: Sum(name) for name in USAGE_FIELDS})
+        .order_by("-total_tokens", by)
+    )
+    return [{**row, **{name: row[name] or 0 for name in USAGE_FIELDS}} for row in rows]

@@ -1,0 +1,1 @@
+"""Endpoint services: one module per endpoint, sharing routing (legs, retries, fallback, commit)."""

@@ -1,0 +1,322 @@
+"""Chat Completions and Responses: forwarded verbatim, relayed byte for byte (DESIGN.md 2.4-2.9).
+
+The body goes upstream as the client sent it, minus the envelopes, merged with the resource's
+`defaultArgs` and `vmx.providerArgs`, `model` rewritten. Answers come back unchanged; streams are
+relayed event by event with their original bytes, except the usage chunk that the gateway itself
+asked for (Chat) and the gateway's own error frame when a committed stream fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import orjson
+
+from gateway.audit import AuditEntry
+from gateway.errors import GatewayError, UpstreamError, UpstreamUnavailableError
+from gateway.providers.base import UpstreamRequest, UpstreamResponse
+from gateway.services.envelope import Envelope
+from gateway.services.routing import Leg, Route, leg_request, route_call, upstream_body
+from gateway.sse import SSEDecoder, SSEEvent, sse_data, sse_event
+from gateway.usage import Usage, usage_from_chat, usage_from_responses
+
+
+@dataclass(slots=True)
+class GatewayResult:
+    """What the view sends: a complete body, or an async iterator of bytes for a stream."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes = b""
+    stream: AsyncIterator[bytes] | None = None
+
+
+class UpstreamStreamError(UpstreamError):
+    """The upstream reported an error inside its event stream."""
+
+    status = 502
+    default_code = "upstream_stream_error"
+
+    def __init__(self, message: str, *, connection: str, code: str | None = None) -> None:
+        self.connection = connection
+        super().__init__(message, code=code)
+
+
+@dataclass(slots=True)
+class StreamState:
+    usage: Usage | None = None
+    terminal: bool = False
+    """The upstream's clean end was seen ([DONE] or the final Responses event)."""
+    error: str | None = None
+    """An error the upstream reported in-stream (relayed as is)."""
+    drop_usage_chunk: bool = False
+    last_data: bytes = b""
+
+
+@dataclass(slots=True)
+class Primed:
+    events: list[SSEEvent] = field(default_factory=list)
+    decoder: SSEDecoder = field(default_factory=SSEDecoder)
+    iterator: AsyncIterator[bytes] | None = None
+
+
+class PassthroughEndpoint:
+    name: ClassVar[str]
+    path: ClassVar[str]
+
+    def prepare(self, body: dict[str, Any], *, stream: bool, state: StreamState) -> dict[str, Any]:
+        return body
+
+    def usage_from_body(self, parsed: Any) -> Usage:
+        raise NotImplementedError
+
+    def event_error(self, event: SSEEvent) -> tuple[str, str | None] | None:
+        """(message, code) when `event` is an upstream error report."""
+        raise NotImplementedError
+
+    def observe(self, event: SSEEvent, state: StreamState) -> bool:
+        """Update `state` from `event`; False to drop the event."""
+        raise NotImplementedError
+
+    def error_frame(self, error: GatewayError, state: StreamState) -> bytes:
+        raise NotImplementedError
+
+    # --------------------------------------------------------------------------------------------
+
+    async def serve(
+        self, *, route: Route, body: dict[str, Any], envelope: Envelope, audit: AuditEntry, headers: dict[str, str]
+    ) -> GatewayResult:
+        stream = body.get("stream") is True
+        audit.stream = stream
+        state = StreamState()
+
+        def build(leg: Leg) -> UpstreamRequest:
+            merged = self.prepare(
+                upstream_body(route=route, leg=leg, body=body, envelope=envelope), stream=stream, state=state
+            )
+            return leg_request(leg=leg, envelope=envelope, path=self.path, body=merged, stream=stream)
+
+        if not stream:
+            leg, response, parsed = await route_call(route=route, audit=audit, build=build, prime=_parse_json)
+            audit.usage = self.usage_from_body(parsed)
+            audit.response_body = parsed
+            audit.first_byte()
+            audit.finish(status_code=response.status)
+            return GatewayResult(
+                status=response.status, headers={**headers, **_answer_headers(leg, response, audit)}, body=response.body
+            )
+
+        async def prime(leg: Leg, response: UpstreamResponse) -> Primed:
+            return await self._prime_stream(leg, response)
+
+        leg, response, primed = await route_call(route=route, audit=audit, build=build, prime=prime)
+        return GatewayResult(
+            status=response.status,
+            headers={**headers, **_answer_headers(leg, response, audit)},
+            stream=self._relay(response, primed, state, audit),
+        )
+
+    async def _prime_stream(self, leg: Leg, response: UpstreamResponse) -> Primed:
+        """Read up to the first event that carries data; reject the leg if it is an error."""
+        assert response.chunks is not None
+        primed = Primed(iterator=aiter(response.chunks))
+        while True:
+            try:
+                chunk = await anext(primed.iterator)  # type: ignore[arg-type]
+            except StopAsyncIteration:
+                raise UpstreamUnavailableError(
+                    f"the upstream of connection '{leg.connection.name}' ended its stream before the first event",
+                    connection=leg.connection.name,
+                ) from None
+            for event in primed.decoder.feed(chunk):
+                primed.events.append(event)
+                if event.data:
+                    reported = self.event_error(event)
+                    if reported is not None:
+                        raise UpstreamStreamError(reported[0], connection=leg.connection.name, code=reported[1])
+                    return primed
+
+    async def _relay(
+        self, response: UpstreamResponse, primed: Primed, state: StreamState, audit: AuditEntry
+    ) -> AsyncIterator[bytes]:
+        status, error_type, error_message = 200, "", ""
+        try:
+            out = [event.raw for event in primed.events if self.observe(event, state)]
+            audit.first_byte()
+            yield b"".join(out)
+            assert primed.iterator is not None
+            async for chunk in primed.iterator:
+                out = [event.raw for event in primed.decoder.feed(chunk) if self.observe(event, state)]
+                if out:
+                    yield b"".join(out)
+            if state.error is not None:
+                error_type, error_message = "upstream_stream_error", state.error
+            elif not state.terminal:
+                cut = UpstreamUnavailableError(
+                    "the upstream stream ended before it was complete", connection=audit.connection
+                )
+                error_type, error_message = cut.code or "", cut.message
+                yield self.error_frame(cut, state)
+        except GatewayError as exc:
+            error_type, error_message = exc.code or exc.openai_type, exc.message
+            yield self.error_frame(exc, state)
+        except (asyncio.CancelledError, GeneratorExit):
+            status, error_type, error_message = (
+                499,
+                "client_disconnected",
+                "the client closed the connection mid-stream",
+            )
+            raise
+        finally:
+            await response.aclose()
+            if state.usage is not None:
+                audit.usage = state.usage
+            audit.finish(status_code=status, error_type=error_type, error_message=error_message)
+
+
+async def _parse_json(leg: Leg, response: UpstreamResponse) -> Any:
+    try:
+        return orjson.loads(response.body)
+    except orjson.JSONDecodeError:
+        raise UpstreamUnavailableError(
+            f"the upstream of connection '{leg.connection.name}' answered with something that is not JSON",
+            connection=leg.connection.name,
+        ) from None
+
+
+def _answer_headers(leg: Leg, response: UpstreamResponse, audit: AuditEntry) -> dict[str, str]:
+    return {
+        **response.headers,
+        "x-vmx-model": leg.entry.model,
+        "x-vmx-connection": leg.connection.name,
+        "x-vmx-attempts": str(len(audit.attempts)),
+    }
+
+
+def _json_object(data: bytes) -> dict[str, Any] | None:
+    try:
+        parsed = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    return parsed if isinstance(parsed, dict) else None
+
+
+class ChatCompletionsEndpoint(PassthroughEndpoint):
+    name = "chat.completions"
+    path = "/chat/completions"
+
+    def prepare(self, body: dict[str, Any], *, stream: bool, state: StreamState) -> dict[str, Any]:
+        if stream:
+            options = body.get("stream_options")
+            options = options if isinstance(options, Mapping) else {}
+            if options.get("include_usage") is not True:
+                # Usage is always counted: ask for it, and hide the extra chunk from the client.
+                body["stream_options"] = {**options, "include_usage": True}
+                state.drop_usage_chunk = True
+        return body
+
+    def usage_from_body(self, parsed: Any) -> Usage:
+        return usage_from_chat(parsed.get("usage") if isinstance(parsed, dict) else None)
+
+    def event_error(self, event: SSEEvent) -> tuple[str, str | None] | None:
+        if b'"error"' not in event.data:
+            return None
+        parsed = _json_object(event.data)
+        error = parsed.get("error") if parsed else None
+        if not error:
+            return None
+        if isinstance(error, dict):
+            code = error.get("code")
+            return str(error.get("message") or "upstream stream error"), str(code) if code is not None else None
+        return str(error), None
+
+    def observe(self, event: SSEEvent, state: StreamState) -> bool:
+        data = event.data
+        if data == b"[DONE]":
+            state.terminal = True
+            return True
+        if data and b'"usage"' in data and not re.search(rb'"usage"\s*:\s*null', data):
+            parsed = _json_object(data)
+            usage = parsed.get("usage") if parsed else None
+            if isinstance(usage, dict):
+                state.usage = usage_from_chat(usage)
+                if state.drop_usage_chunk and not parsed.get("choices"):  # type: ignore[union-attr]
+                    return False
+        if data and state.error is None:
+            reported = self.event_error(event)
+            if reported is not None:
+                state.error = reported[0]
+        return True
+
+    def error_frame(self, error: GatewayError, state: StreamState) -> bytes:
+        # No [DONE] after it: the SDK raises on an `error` object (spec 4.3).
+        payload = {"error": {"message": error.message, "type": "server_error", "param": None, "code": error.code}}
+        return sse_data(orjson.dumps(payload))
+
+
+_TERMINAL_RESPONSE_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed", "error"})
+_EVENT_TYPE = re.compile(rb'"type"\s*:\s*"([^"]+)"')
+_SEQUENCE = re.compile(rb'"sequence_number"\s*:\s*(\d+)')
+
+
+def _response_event_type(event: SSEEvent) -> str | None:
+    if event.event:
+        return event.event
+    match = _EVENT_TYPE.search(event.data)
+    return match.group(1).decode() if match else None
+
+
+class ResponsesEndpoint(PassthroughEndpoint):
+    name = "responses"
+    path = "/responses"
+
+    def usage_from_body(self, parsed: Any) -> Usage:
+        return usage_from_responses(parsed.get("usage") if isinstance(parsed, dict) else None)
+
+    def event_error(self, event: SSEEvent) -> tuple[str, str | None] | None:
+        kind = _response_event_type(event)
+        if kind not in ("error", "response.failed"):
+            return None
+        parsed: Any = _json_object(event.data) or {}
+        # Flat `{"type":"error","code","message"}`, nested `{"error":{...}}`, or a failed response.
+        if kind == "response.failed":
+            parsed = parsed.get("response") or {}
+        error = parsed.get("error") if isinstance(parsed.get("error"), dict) else parsed
+        code = error.get("code")
+        return str(error.get("message") or "upstream stream error"), str(code) if code is not None else None
+
+    def observe(self, event: SSEEvent, state: StreamState) -> bool:
+        if not event.data:
+            return True
+        state.last_data = event.data
+        kind = _response_event_type(event)
+        if kind in _TERMINAL_RESPONSE_EVENTS:
+            state.terminal = True
+            parsed = _json_object(event.data) or {}
+            response = parsed.get("response")
+            if isinstance(response, dict):
+                state.usage = usage_from_responses(response.get("usage"))
+            if kind in ("error", "response.failed") and state.error is None:
+                reported = self.event_error(event)
+                state.error = reported[0] if reported else "upstream stream error"
+        return True
+
+    def error_frame(self, error: GatewayError, state: StreamState) -> bytes:
+        match = _SEQUENCE.search(state.last_data)
+        sequence = int(match.group(1)) + 1 if match else 0
+        payload = {
+            "type": "error",
+            "code": error.code or "server_error",
+            "message": error.message,
+            "param": None,
+            "sequence_number": sequence,
+        }
+        return sse_event("error", orjson.dumps(payload))
+
+
+CHAT_COMPLETIONS = ChatCompletionsEndpoint()
+RESPONSES = ResponsesEndpoint()

@@ -1,0 +1,194 @@
+"""Routing shared by every endpoint: resolve `model` to legs, try them in order, commit streams.
+
+Invariants (DESIGN.md 2.4, 2.6):
+- A leg is one model entry on one connection; within a leg the provider retries
+  (`max_retries` = the entry's `maxRetries`); any upstream failure of a leg moves to the next.
+- Gateway-side rejections (bad input, unknown resource, key not allowed) happen before any leg.
+- A stream commits when its first event has been checked (`prime`); a failure up to then still
+  moves to the next leg, after it the endpoint reports it in-stream.
+- When every leg failed, the last leg's error is raised.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import orjson
+
+from connections.entities import ApiKeyInfo, ConfigSnapshot, ConnectionInfo, ModelEntryInfo
+from gateway.audit import AuditEntry
+from gateway.errors import (
+    ModelNotFoundError,
+    NoAvailableModelError,
+    PermissionDeniedError,
+    UpstreamError,
+    UpstreamStatusError,
+)
+from gateway.providers import provider_get
+from gateway.providers.base import UpstreamRequest, UpstreamResponse
+from gateway.services.envelope import Envelope
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Leg:
+    connection: ConnectionInfo
+    entry: ModelEntryInfo
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    resource: str
+    """As audited: the resource name, or the literal `conn/model` string."""
+    legs: tuple[Leg, ...]
+    default_args: Mapping[str, Any]
+
+
+def route_resolve(*, snapshot: ConfigSnapshot, api_key: ApiKeyInfo, model: str) -> Route:
+    """404 for an unknown resource, 403 when the key may not use it (in that order)."""
+    resource = snapshot.resources.get(model)
+    if resource is not None:
+        if not resource.enabled:
+            raise ModelNotFoundError(f"The model '{model}' is disabled on this gateway.", param="model")
+        if not api_key.allows(model):
+            raise PermissionDeniedError(f"This API key may not use the model '{model}'.", param="model")
+        legs = tuple(
+            Leg(snapshot.connections[entry.connection], entry)
+            for entry in resource.models
+            if entry.connection in snapshot.connections and snapshot.connections[entry.connection].enabled
+        )
+        if not legs:
+            raise NoAvailableModelError(f"Every connection of the model '{model}' is disabled.")
+        return Route(resource=model, legs=legs, default_args=resource.default_args)
+    connection_name, _, model_id = model.partition("/")
+    connection = snapshot.connections.get(connection_name) if model_id else None
+    if connection is not None:
+        # `connection/model-id` addresses a connection directly: only for keys allowed everything.
+        if not api_key.all_resources:
+            raise PermissionDeniedError(
+                f"This API key may not address connections directly ('{model}'); it needs access to all resources.",
+                param="model",
+            )
+        if not connection.enabled:
+            raise NoAvailableModelError(f"The connection '{connection_name}' is disabled.")
+        return Route(
+            resource=model, legs=(Leg(connection, ModelEntryInfo(connection_name, model_id)),), default_args={}
+        )
+    raise ModelNotFoundError(f"The model '{model}' does not exist or you do not have access to it.", param="model")
+
+
+def upstream_body(*, route: Route, leg: Leg, body: Mapping[str, Any], envelope: Envelope) -> dict[str, Any]:
+    """defaultArgs ← client body ← providerArgs, shallow, with `model` set to the leg's upstream id."""
+    merged = (
+        {**route.default_args, **body, **envelope.provider_args}
+        if route.default_args or envelope.provider_args
+        else dict(body)
+    )
+    merged["model"] = leg.entry.model
+    return merged
+
+
+def leg_timeout(*, leg: Leg, envelope: Envelope) -> float:
+    timeout_ms = leg.entry.timeout_ms if envelope.timeout_ms is None else min(leg.entry.timeout_ms, envelope.timeout_ms)
+    return timeout_ms / 1000
+
+
+def leg_request(*, leg: Leg, envelope: Envelope, path: str, body: Mapping[str, Any], stream: bool) -> UpstreamRequest:
+    return UpstreamRequest(
+        path=path,
+        body=orjson.dumps(body),
+        stream=stream,
+        timeout=leg_timeout(leg=leg, envelope=envelope),
+        max_retries=leg.entry.max_retries,
+    )
+
+
+async def route_call(
+    *,
+    route: Route,
+    audit: AuditEntry,
+    build: Callable[[Leg], UpstreamRequest],
+    prime: Callable[[Leg, UpstreamResponse], Awaitable[T]],
+) -> tuple[Leg, UpstreamResponse, T]:
+    """Try each leg until one answers and `prime` accepts its start; raise the last leg's error.
+
+    `prime` reads what must be checked before committing (a whole body, or a stream's first
+    event) and raises an `UpstreamError` to reject the leg. The returned response is open for
+    streams: the caller must `aclose()` it.
+    """
+    last_error: UpstreamError | None = None
+    for leg in route.legs:
+        started = time.monotonic()
+        response: UpstreamResponse | None = None
+        try:
+            response = await provider_get(leg.connection).send(build(leg))
+            primed = await prime(leg, response)
+        except UpstreamError as exc:
+            if response is not None:
+                await response.aclose()
+            audit.attempt(connection=leg.connection.name, model=leg.entry.model, started=started, error=exc)
+            last_error = exc
+            continue
+        except BaseException:
+            if response is not None:
+                await response.aclose()
+            raise
+        audit.attempt(
+            connection=leg.connection.name,
+            model=leg.entry.model,
+            started=started,
+            error=None,
+            status_code=response.status,
+        )
+        audit.connection, audit.model = leg.connection.name, leg.entry.model
+        return leg, response, primed
+    assert last_error is not None  # a route always has at least one leg
+    raise with_retry_after(last_error)
+
+
+# ------------------------------------------------------------------------------------------------
+# 429: tell the client when to come back (DESIGN.md 2.6).
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+_UNIT_MS = {"ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
+
+
+def duration_ms(text: str) -> float | None:
+    """`1m30s`, `250ms`, `7s`, `2h`, `0.5s` → milliseconds; None when unreadable."""
+    text = text.strip()
+    if not text:
+        return None
+    position, total = 0, 0.0
+    for match in _DURATION_PART.finditer(text):
+        if match.start() != position:
+            return None
+        total += float(match.group(1)) * _UNIT_MS[match.group(2)]
+        position = match.end()
+    return total if position == len(text) else None
+
+
+def retry_after_ms(headers: Mapping[str, str]) -> float:
+    for name, scale in (("retry-after-ms", 1.0), ("retry-after", 1000.0)):
+        value = headers.get(name)
+        if value is not None:
+            try:
+                return max(float(value) * scale, 0.0)
+            except ValueError:
+                pass
+    resets = [duration_ms(headers.get(name, "")) for name in ("x-ratelimit-reset-requests", "x-ratelimit-reset-tokens")]
+    known = [r for r in resets if r is not None]
+    return max(known) if known else 1000.0
+
+
+def with_retry_after(error: UpstreamError) -> UpstreamError:
+    if isinstance(error, UpstreamStatusError) and error.upstream_status == 429:
+        wait_ms = retry_after_ms(error.headers)
+        error.headers["retry-after"] = str(max(1, math.ceil(wait_ms / 1000)))
+        error.headers["retry-after-ms"] = str(max(1, math.ceil(wait_ms)))
+    return error
