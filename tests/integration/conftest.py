@@ -121,15 +121,20 @@ class Gateway:
     def base_url(self) -> str:
         return self.process.base_url
 
-    def audit(self, request_id: str, timeout: float = 5.0) -> dict[str, Any]:
+    def audit(self, request_id: str) -> dict[str, Any]:
         """The audit record of `request_id`, waiting for the batch writer (DESIGN.md: within 1 s)."""
+        return self.audit_by(request_id=request_id)
+
+    def audit_by(self, timeout: float = 5.0, **filters: str) -> dict[str, Any]:
+        """The newest audit record matching `filters` (vmx_audit options, e.g. correlation_id)."""
+        options = [part for name, value in filters.items() for part in (f"--{name.replace('_', '-')}", value)]
         deadline = time.monotonic() + timeout
         while True:
-            out = manage(self.env, "vmx_audit", "--format", "jsonl", "--request-id", request_id).stdout.strip()
+            out = manage(self.env, "vmx_audit", "--format", "jsonl", "--limit", "1", *options).stdout.strip()
             if out:
                 return dict(json.loads(out))
             if time.monotonic() > deadline:
-                raise AssertionError(f"no audit record for {request_id} after {timeout} s")
+                raise AssertionError(f"no audit record for {filters} after {timeout} s")
             time.sleep(0.2)
 
 

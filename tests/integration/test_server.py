@@ -31,9 +31,18 @@ def test_first_start_serves_admin_with_the_printed_credentials(env, tmp_path):
     assert "API key:  vmx-" in first
     assert manage(env, "vmx_bootstrap").stdout == ""  # printed once
 
+    key = re.search(r"API key:  (vmx-\S+)", first).group(1)
     gateway = gateway_start(env, tmp_path / "gunicorn.log", "--workers", "2")
     try:
         assert httpx2.get(f"{gateway.base_url}/readyz").json()["status"] == "ok"
+        # The printed "Try it" request answers offline, from the mock provider.
+        answer = httpx2.post(
+            f"{gateway.base_url}/v1/chat/completions",
+            headers={"Authorization": f"Bearer {key}"},
+            json={"model": "default", "messages": [{"role": "user", "content": "Hi"}]},
+        )
+        assert answer.status_code == 200
+        assert answer.json()["choices"][0]["message"]["content"].endswith("You said: Hi")
         css = httpx2.get(f"{gateway.base_url}/static/admin/css/base.css")
         assert css.status_code == 200 and css.headers["content-type"].startswith("text/css")
 

@@ -39,6 +39,11 @@ class Command(BaseCommand):
         if not APIKey.objects.exists():
             _, key, _ = api_key_save(name="default", resources=None)
             said += [f"API key:  {key}", "          (allowed every resource)"]
+            said += [
+                f"Try it:   curl {base_url}/v1/chat/completions -H 'Authorization: Bearer {key}' \\",
+                "            -H 'Content-Type: application/json' \\",
+                """            -d '{"model": "default", "messages": [{"role": "user", "content": "Hi"}]}'""",
+            ]
 
         if said:
             banner = "=" * 78
