@@ -14,7 +14,9 @@ def test_bodies_are_stored_only_when_enabled_and_summarised(settings):
     settings.VMX_AUDIT_BODIES = False
     AuditEntry(request_id="req_off", endpoint="responses", request_body={"input": payload}).finish(status_code=200)
     settings.VMX_AUDIT_BODIES = True
-    entry = AuditEntry(request_id="req_on", endpoint="responses", request_body={"input": payload}, response_body={"ok": True})
+    entry = AuditEntry(
+        request_id="req_on", endpoint="responses", request_body={"input": payload}, response_body={"ok": True}
+    )
     entry.usage = Usage(input_tokens=3, total_tokens=3)
     entry.finish(status_code=200)
     entry.finish(status_code=500)  # a second finish is ignored
@@ -27,7 +29,9 @@ def test_bodies_are_stored_only_when_enabled_and_summarised(settings):
 
 
 def test_audit_admin_pages(admin_client):
-    AuditEntry(request_id="req_admin", endpoint="chat.completions", resource="default", api_key="ci").finish(status_code=200)
+    AuditEntry(request_id="req_admin", endpoint="chat.completions", resource="default", api_key="ci").finish(
+        status_code=200
+    )
     audit_flush()
     record = AuditRecord.objects.get(request_id="req_admin")
     listing = admin_client.get("/admin/gateway/auditrecord/?endpoint__exact=chat.completions&status_code__exact=200")
