@@ -57,20 +57,29 @@ class AuditEntry:
     finished: bool = False
 
     def attempt(
-        self, *, connection: str, model: str, started: float, error: GatewayError | None, status_code: int | None = None
+        self,
+        *,
+        connection: str,
+        model: str,
+        started: float,
+        error: GatewayError | None,
+        status_code: int | None = None,
+        notes: list[str] | None = None,
     ) -> None:
+        """Record one leg. `notes` say how the leg's call was revised (e.g. retried without reasoning)."""
         if error is not None:
             # The upstream's own status when it answered; None for timeouts and connect errors.
             status_code = getattr(error, "upstream_status", None)
-        self.attempts.append(
-            {
-                "connection": connection,
-                "model": model,
-                "status_code": status_code,
-                "error": error.message if error is not None else None,
-                "duration_ms": round((time.monotonic() - started) * 1000, 1),
-            }
-        )
+        entry: dict[str, Any] = {
+            "connection": connection,
+            "model": model,
+            "status_code": status_code,
+            "error": error.message if error is not None else None,
+            "duration_ms": round((time.monotonic() - started) * 1000, 1),
+        }
+        if notes:
+            entry["notes"] = notes
+        self.attempts.append(entry)
 
     def first_byte(self) -> None:
         if self.ttft_ms is None:

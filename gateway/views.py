@@ -13,6 +13,7 @@ import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
 
+import orjson
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.cache import cache
@@ -31,10 +32,12 @@ from gateway.errors import (
     MethodNotAllowedError,
     NotFoundError,
     RequestTooLargeError,
+    UpstreamStatusError,
 )
-from gateway.services.envelope import envelope_extract, request_body_parse
+from gateway.services.envelope import Envelope, envelope_extract, request_body_parse
+from gateway.services.messages import MESSAGES, count_tokens
 from gateway.services.passthrough import CHAT_COMPLETIONS, RESPONSES, GatewayResult, PassthroughEndpoint
-from gateway.services.routing import route_resolve
+from gateway.services.routing import Route, route_resolve
 from gateway.sse import SSE_HEADERS
 
 logger = logging.getLogger("vmx.gateway")
@@ -50,6 +53,34 @@ def openai_exception_handler(error: GatewayError, *, request_id: str) -> HttpRes
     response = HttpResponse(error.openai_body(), status=error.status_code, content_type=JSON)
     for name, value in error.headers.items():
         response[name] = value
+    response["x-vmx-request-id"] = request_id
+    return response
+
+
+def anthropic_exception_handler(error: GatewayError, *, request_id: str) -> HttpResponse:
+    """Anthropic's error shape and status/type pairs (spec 4.1, 4.2)."""
+    from gateway.converters.responses_to_anthropic import anthropic_error_type
+    from gateway.services.passthrough import UpstreamStreamError
+
+    headers = dict(error.headers)
+    if isinstance(error, UpstreamStatusError):
+        status, kind = anthropic_error_type(status=error.upstream_status, code=error.code)
+        if error.upstream_status == 429 and error.code == "insufficient_quota":
+            headers["x-should-retry"] = "false"  # retrying cannot help: the account is out of credit
+        body = orjson.dumps(
+            {"type": "error", "error": {"type": kind, "message": error.message}, "request_id": request_id}
+        )
+    elif isinstance(error, UpstreamStreamError) and error.code:
+        status, kind = anthropic_error_type(code=error.code)
+        body = orjson.dumps(
+            {"type": "error", "error": {"type": kind, "message": error.message}, "request_id": request_id}
+        )
+    else:
+        status, body = error.status_code, error.anthropic_body(request_id)
+    response = HttpResponse(body, status=status, content_type=JSON)
+    for name, value in headers.items():
+        response[name] = value
+    response["request-id"] = request_id
     response["x-vmx-request-id"] = request_id
     return response
 
@@ -163,6 +194,71 @@ class ChatCompletionsView(PassthroughView):
 
 class ResponsesView(PassthroughView):
     endpoint = RESPONSES
+
+
+class AnthropicAPIView(GatewayAPIView):
+    exception_handler = staticmethod(anthropic_exception_handler)
+
+    def envelope_and_route(
+        self, request: HttpRequest, snapshot: ConfigSnapshot, api_key: ApiKeyInfo, *, required: tuple[str, ...]
+    ) -> tuple[dict[str, Any], Envelope, Route]:
+        self.check_body_size(request)
+        body = request_body_parse(self.read_body(request), required=required)
+        envelope = envelope_extract(body, request.headers)
+        return body, envelope, route_resolve(snapshot=snapshot, api_key=api_key, model=body["model"])
+
+    def audit_entry(
+        self, request: HttpRequest, api_key: ApiKeyInfo, route: Route, envelope: Envelope, body: dict[str, Any]
+    ) -> AuditEntry:
+        return AuditEntry(
+            request_id=self.request_id,
+            endpoint="messages",
+            api_key=api_key.name,
+            resource=route.resource,
+            correlation_id=envelope.correlation_id,
+            metadata=envelope.metadata,
+            source_ip=request.META.get("REMOTE_ADDR") or None,
+            request_body=body if settings.VMX_AUDIT_BODIES else None,
+        )
+
+
+class MessagesView(AnthropicAPIView):
+    """`POST /v1/messages` (also `?beta=true`; any `anthropic-version` / `anthropic-beta`)."""
+
+    async def post(self, request: HttpRequest) -> HttpResponseBase:
+        snapshot, api_key = await self.authenticate(request)
+        body, envelope, route = self.envelope_and_route(request, snapshot, api_key, required=("max_tokens", "messages"))
+        audit = self.audit_entry(request, api_key, route, envelope, body)
+        headers = {"x-vmx-correlation-id": envelope.correlation_id} if envelope.correlation_id else {}
+        try:
+            result = await MESSAGES.serve(
+                route=route, body=body, envelope=envelope, audit=audit, headers=headers, request_id=self.request_id
+            )
+        except GatewayError as error:
+            audit.finish(
+                status_code=error.status_code,
+                error_type=error.code or error.anthropic_type,
+                error_message=error.message,
+            )
+            error.headers.setdefault("x-vmx-attempts", str(len(audit.attempts)))
+            error.headers.update(headers)
+            raise
+        return result_response(result)
+
+
+class CountTokensView(AnthropicAPIView):
+    """`POST /v1/messages/count_tokens`: the upstream's count, else an estimate (DESIGN.md 2.4)."""
+
+    async def post(self, request: HttpRequest) -> HttpResponseBase:
+        snapshot, api_key = await self.authenticate(request)
+        body, envelope, route = self.envelope_and_route(request, snapshot, api_key, required=("messages",))
+        scratch = AuditEntry(request_id=self.request_id, endpoint="messages")  # not a model call: not audited
+        tokens, estimated = await count_tokens(route=route, body=body, envelope=envelope, audit=scratch)
+        response = JsonResponse({"input_tokens": tokens})
+        if estimated:
+            response["x-vmx-estimate"] = "true"
+        response["request-id"] = self.request_id
+        return response
 
 
 class ModelsView(GatewayAPIView):

@@ -109,45 +109,63 @@ def leg_request(*, leg: Leg, envelope: Envelope, path: str, body: Mapping[str, A
     )
 
 
+Revise = Callable[[Leg, UpstreamRequest, UpstreamError], tuple[UpstreamRequest, str] | None]
+MAX_REVISIONS = 2
+
+
 async def route_call(
     *,
     route: Route,
     audit: AuditEntry,
     build: Callable[[Leg], UpstreamRequest],
     prime: Callable[[Leg, UpstreamResponse], Awaitable[T]],
+    revise: Revise | None = None,
 ) -> tuple[Leg, UpstreamResponse, T]:
     """Try each leg until one answers and `prime` accepts its start; raise the last leg's error.
 
     `prime` reads what must be checked before committing (a whole body, or a stream's first
     event) and raises an `UpstreamError` to reject the leg. The returned response is open for
-    streams: the caller must `aclose()` it.
+    streams: the caller must `aclose()` it. `revise` may turn a failed call into a corrected one
+    within the same leg (e.g. without parameters the model rejected), at most `MAX_REVISIONS`
+    times; the leg's attempt entry notes it.
     """
     last_error: UpstreamError | None = None
     for leg in route.legs:
         started = time.monotonic()
-        response: UpstreamResponse | None = None
-        try:
-            response = await provider_get(leg.connection).send(build(leg))
-            primed = await prime(leg, response)
-        except UpstreamError as exc:
-            if response is not None:
-                await response.aclose()
-            audit.attempt(connection=leg.connection.name, model=leg.entry.model, started=started, error=exc)
-            last_error = exc
-            continue
-        except BaseException:
-            if response is not None:
-                await response.aclose()
-            raise
-        audit.attempt(
-            connection=leg.connection.name,
-            model=leg.entry.model,
-            started=started,
-            error=None,
-            status_code=response.status,
-        )
-        audit.connection, audit.model = leg.connection.name, leg.entry.model
-        return leg, response, primed
+        request = build(leg)
+        notes: list[str] = []
+        for revision in range(MAX_REVISIONS + 1):
+            response: UpstreamResponse | None = None
+            try:
+                response = await provider_get(leg.connection).send(request)
+                primed = await prime(leg, response)
+            except UpstreamError as exc:
+                if response is not None:
+                    await response.aclose()
+                revised = revise(leg, request, exc) if revise is not None and revision < MAX_REVISIONS else None
+                if revised is not None:
+                    request, note = revised
+                    notes.append(note)
+                    continue
+                audit.attempt(
+                    connection=leg.connection.name, model=leg.entry.model, started=started, error=exc, notes=notes
+                )
+                last_error = exc
+                break
+            except BaseException:
+                if response is not None:
+                    await response.aclose()
+                raise
+            audit.attempt(
+                connection=leg.connection.name,
+                model=leg.entry.model,
+                started=started,
+                error=None,
+                status_code=response.status,
+                notes=notes,
+            )
+            audit.connection, audit.model = leg.connection.name, leg.entry.model
+            return leg, response, primed
     assert last_error is not None  # a route always has at least one leg
     raise with_retry_after(last_error)
 

@@ -13,6 +13,7 @@ read what the gateway sent in `requests`.
 
 from __future__ import annotations
 
+import itertools
 import json
 import socket
 import threading
@@ -163,7 +164,7 @@ def response_object(model: str, text: str, status: str = "completed") -> dict[st
 
 
 def responses_stream(model: str, text: str) -> list[bytes | float]:
-    seq = iter(range(1000))
+    seq = itertools.count()
     item = {"id": "msg_fake1", "type": "message", "status": "in_progress", "role": "assistant", "content": []}
     part = {"type": "output_text", "text": "", "annotations": []}
     events: list[bytes | float] = [
@@ -255,8 +256,9 @@ def _last_user_text(body: dict[str, Any]) -> str:
             content = item.get("content")
             if isinstance(content, str):
                 return content
-            if isinstance(content, list):
-                return " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+            if isinstance(content, list):  # the last text part: agents put the prompt last
+                texts = [str(p.get("text", "")) for p in content if isinstance(p, dict) and p.get("text")]
+                return texts[-1] if texts else ""
     return ""
 
 

@@ -17,6 +17,7 @@ from tests.integration.server import REPO
 
 TOOLS = REPO / ".tools"
 CODEX_PACKAGE = "@openai/codex@0.169.0"
+CLAUDE_CODE_PACKAGE = "@anthropic-ai/claude-code@2.1.332"
 
 
 def _unavailable(reason: str) -> None:

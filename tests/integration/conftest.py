@@ -104,6 +104,8 @@ def gateway_config(fake: FakeOpenAI) -> dict[str, Any]:
             },
             {"name": "only-a", "model": {"connection": "up-a", "model": "gpt-4.1-nano"}},
             {"name": "demo", "model": {"connection": "offline", "model": "mock-1"}},
+            # What Claude Code sends as `model`: operators name resources after Claude model ids.
+            {"name": "claude-sonnet-4-6", "model": {"connection": "up-a", "model": "gpt-4.1"}},
         ],
         "apiKeys": [
             {"name": "all", "key": ALL_KEY, "resources": "*"},

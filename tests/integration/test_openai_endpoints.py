@@ -492,7 +492,17 @@ def test_models_lists_what_the_key_may_use(gateway):
     with openai.OpenAI(api_key=ALL_KEY, base_url=f"{gateway.base_url}/v1") as everything:
         ids = [m.id for m in everything.models.list()]
     assert ids == sorted(
-        ["default", "fallback", "retrying", "dead-first", "slow-first", "with-defaults", "only-a", "demo"]
+        [
+            "default",
+            "fallback",
+            "retrying",
+            "dead-first",
+            "slow-first",
+            "with-defaults",
+            "only-a",
+            "demo",
+            "claude-sonnet-4-6",
+        ]
     )
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(api_key="wrong-key-000000000000", base_url=f"{gateway.base_url}/v1").models.list()

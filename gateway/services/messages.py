@@ -1,0 +1,390 @@
+"""Anthropic Messages (`POST /v1/messages`) over OpenAI Responses (spec: anthropic-to-responses.md).
+
+The request is converted per leg (thinking signatures replay only to the model that made them),
+sent through the shared routing (retries, fallback, commit), and the result or event stream is
+converted back. Invariants: the client gets Anthropic shapes only, errors included; a stream
+starts only after the upstream answered 2xx and sent a non-error first event, and always ends
+with `message_stop` or `event: error`; the upstream stream is closed whatever happens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+
+from gateway.audit import AuditEntry
+from gateway.converters.anthropic_to_responses import (
+    anthropic_to_responses,
+    reasoning_items_removed,
+    reasoning_params_removed,
+)
+from gateway.converters.common import ConversionError, ConvertedRequest, ConvertOptions
+from gateway.converters.responses_to_anthropic import (
+    AnthropicStreamTranslator,
+    UpstreamFailure,
+    anthropic_error_type,
+    anthropic_message,
+)
+from gateway.errors import GatewayError, InvalidRequestError, UpstreamError, UpstreamStatusError, UpstreamTimeoutError
+from gateway.providers.base import UpstreamRequest, UpstreamResponse
+from gateway.services.envelope import Envelope
+from gateway.services.passthrough import GatewayResult, UpstreamStreamError, _json_object, _parse_json
+from gateway.services.routing import Leg, Route, leg_timeout, route_call
+from gateway.sse import SSEDecoder, SSEEvent, sse_event
+from gateway.usage import usage_from_responses
+
+PING_SECONDS = 15.0
+# Upstream 400s that name a reasoning parameter, or a replayed reasoning item (spec 1.5).
+_REASONING_PARAM = re.compile(
+    r"reasoning\.(effort|summary)|'reasoning'|unsupported parameter.*reasoning"
+    r"|\breasoning\b.*\b(not supported|unsupported)",
+    re.I,
+)
+_REASONING_ITEM = re.compile(
+    r"required following item|encrypted[ _]content|item with id '?rs_|reasoning item|'rs_", re.I
+)
+COUNT_TOKENS_FIELDS = (
+    "model",
+    "input",
+    "instructions",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "reasoning",
+    "text",
+)
+
+
+class AnthropicUpstreamError(GatewayError):
+    """An upstream failure reported inside a response (`status: failed`), in Anthropic terms."""
+
+    def __init__(self, message: str, *, status: int, anthropic_type: str) -> None:
+        super().__init__(message)
+        self._status = status
+        self._anthropic_type = anthropic_type
+
+    @property
+    def status_code(self) -> int:
+        return self._status
+
+    def anthropic_body(self, request_id: str | None = None) -> bytes:
+        body: dict[str, Any] = {"type": "error", "error": {"type": self._anthropic_type, "message": self.message}}
+        if request_id:
+            body["request_id"] = request_id
+        return orjson.dumps(body)
+
+
+def _convert(body: dict[str, Any], leg: Leg) -> ConvertedRequest:
+    try:
+        return anthropic_to_responses(
+            body, options=ConvertOptions(upstream_model=leg.entry.model, reasoning=leg.entry.reasoning)
+        )
+    except ConversionError as exc:
+        raise InvalidRequestError(str(exc)) from None
+
+
+def _upstream_body(route: Route, converted: ConvertedRequest, envelope: Envelope, leg: Leg) -> dict[str, Any]:
+    # defaultArgs (Responses names) under the converted body, providerArgs over it (DESIGN.md 2.6).
+    merged = {**route.default_args, **converted.body, **envelope.provider_args}
+    merged["model"] = leg.entry.model
+    return merged
+
+
+def _revise(leg: Leg, request: UpstreamRequest, error: UpstreamError) -> tuple[UpstreamRequest, str] | None:
+    """One retry without reasoning parameters, or without replayed reasoning items (spec 1.5)."""
+    if not isinstance(error, UpstreamStatusError) or error.upstream_status != 400:
+        return None
+    body = orjson.loads(request.body)
+    message = error.message
+    if any(
+        item.get("type") == "reasoning" for item in body.get("input", []) if isinstance(item, dict)
+    ) and _REASONING_ITEM.search(message):
+        revised, note = reasoning_items_removed(body), "retried without replayed reasoning items"
+    elif ("reasoning" in body or "reasoning.encrypted_content" in body.get("include", [])) and _REASONING_PARAM.search(
+        message
+    ):
+        revised, note = reasoning_params_removed(body), "retried without reasoning parameters"
+    else:
+        return None
+    return UpstreamRequest(
+        path=request.path,
+        body=orjson.dumps(revised),
+        stream=request.stream,
+        timeout=request.timeout,
+        max_retries=request.max_retries,
+    ), note
+
+
+class MessagesService:
+    name = "messages"
+
+    async def serve(
+        self,
+        *,
+        route: Route,
+        body: dict[str, Any],
+        envelope: Envelope,
+        audit: AuditEntry,
+        headers: dict[str, str],
+        request_id: str,
+    ) -> GatewayResult:
+        stream = body.get("stream") is True
+        audit.stream = stream
+        model = str(body["model"])
+        converted_by_leg: dict[int, ConvertedRequest] = {}
+
+        first = _convert(body, route.legs[0])  # validates the request before any upstream call
+        if first.empty:
+            return self._empty(model=model, stream=stream, audit=audit, headers=headers, request_id=request_id)
+
+        def build(leg: Leg) -> UpstreamRequest:
+            converted = first if leg is route.legs[0] else _convert(body, leg)
+            converted_by_leg[id(leg)] = converted
+            merged = _upstream_body(route, converted, envelope, leg)
+            return UpstreamRequest(
+                path="/responses",
+                body=orjson.dumps(merged),
+                stream=stream,
+                timeout=leg_timeout(leg=leg, envelope=envelope),
+                max_retries=leg.entry.max_retries,
+            )
+
+        answer_headers = {**headers, "request-id": request_id}
+        if not stream:
+            leg, response, parsed = await route_call(
+                route=route, audit=audit, build=build, prime=_parse_json, revise=_revise
+            )
+            audit.usage = usage_from_responses(parsed.get("usage") if isinstance(parsed, dict) else None)
+            try:
+                message = anthropic_message(
+                    parsed, request=converted_by_leg[id(leg)], model=model, upstream_model=leg.entry.model
+                )
+            except UpstreamFailure as failure:
+                status, kind = anthropic_error_type(code=failure.code)
+                error = AnthropicUpstreamError(failure.message, status=status, anthropic_type=kind)
+                error.headers.update(_leg_headers(leg, response, audit))
+                raise error from None
+            audit.response_body = message
+            audit.first_byte()
+            audit.finish(status_code=200)
+            return GatewayResult(
+                status=200, headers={**answer_headers, **_leg_headers(leg, response, audit)}, body=orjson.dumps(message)
+            )
+
+        leg, response, primed = await route_call(
+            route=route, audit=audit, build=build, prime=_prime_responses_stream, revise=_revise
+        )
+        translator = AnthropicStreamTranslator(
+            request=converted_by_leg[id(leg)], model=model, upstream_model=leg.entry.model
+        )
+        return GatewayResult(
+            status=200,
+            headers={**answer_headers, **_leg_headers(leg, response, audit)},
+            stream=_relay(response, primed, translator, audit),
+        )
+
+    def _empty(
+        self, *, model: str, stream: bool, audit: AuditEntry, headers: dict[str, str], request_id: str
+    ) -> GatewayResult:
+        """`max_tokens: 0` (cache pre-warm): an empty message, no upstream call (spec 1.1)."""
+        usage = {"input_tokens": 0, "output_tokens": 0, "cache_read_input_tokens": 0, "cache_creation_input_tokens": 0}
+        message: dict[str, Any] = {
+            "id": "msg_" + request_id.removeprefix("req_"),
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": [],
+            "stop_reason": "max_tokens",
+            "stop_sequence": None,
+            "usage": usage,
+        }
+        audit.first_byte()
+        audit.finish(status_code=200)
+        answer_headers = {**headers, "request-id": request_id, "x-vmx-attempts": "0"}
+        if not stream:
+            return GatewayResult(status=200, headers=answer_headers, body=orjson.dumps(message))
+
+        async def events() -> AsyncIterator[bytes]:
+            yield (
+                sse_event(
+                    "message_start",
+                    orjson.dumps({"type": "message_start", "message": {**message, "stop_reason": None}}),
+                )
+                + sse_event(
+                    "message_delta",
+                    orjson.dumps(
+                        {
+                            "type": "message_delta",
+                            "delta": {"stop_reason": "max_tokens", "stop_sequence": None},
+                            "usage": usage,
+                        }
+                    ),
+                )
+                + sse_event("message_stop", b'{"type":"message_stop"}')
+            )
+
+        return GatewayResult(status=200, headers=answer_headers, stream=events())
+
+
+def _leg_headers(leg: Leg, response: UpstreamResponse, audit: AuditEntry) -> dict[str, str]:
+    upstream_id = response.headers.get("x-request-id")
+    headers = {
+        "x-vmx-model": leg.entry.model,
+        "x-vmx-connection": leg.connection.name,
+        "x-vmx-attempts": str(len(audit.attempts)),
+        **{k: v for k, v in response.headers.items() if k.startswith("x-ratelimit-")},
+    }
+    if upstream_id:
+        headers["x-upstream-request-id"] = upstream_id
+    return headers
+
+
+async def _prime_responses_stream(
+    leg: Leg, response: UpstreamResponse
+) -> tuple[list[SSEEvent], SSEDecoder, AsyncIterator[bytes]]:
+    """Read up to the first event with data; an error there rejects the leg (it is not committed)."""
+    assert response.chunks is not None
+    iterator = aiter(response.chunks)
+    decoder = SSEDecoder()
+    events: list[SSEEvent] = []
+    while True:
+        try:
+            chunk = await anext(iterator)
+        except StopAsyncIteration:
+            raise UpstreamStreamError(
+                f"the upstream of connection '{leg.connection.name}' ended its stream before the first event",
+                connection=leg.connection.name,
+            ) from None
+        for event in decoder.feed(chunk):
+            events.append(event)
+            if not event.data:
+                continue
+            parsed = _json_object(event.data) or {}
+            kind = event.event or parsed.get("type")
+            if kind in ("error", "response.failed"):
+                error = (
+                    parsed.get("response", {}).get("error")
+                    if kind == "response.failed"
+                    else parsed.get("error", parsed)
+                )
+                error = error if isinstance(error, dict) else {}
+                raise UpstreamStreamError(
+                    str(error.get("message") or "upstream stream error"),
+                    connection=leg.connection.name,
+                    code=error.get("code"),
+                )
+            return events, decoder, iterator
+
+
+async def _relay(
+    response: UpstreamResponse,
+    primed: tuple[list[SSEEvent], SSEDecoder, AsyncIterator[bytes]],
+    translator: AnthropicStreamTranslator,
+    audit: AuditEntry,
+) -> AsyncIterator[bytes]:
+    """Translate the upstream stream; `ping` every 15 s of upstream silence (spec 3.3)."""
+    events, decoder, iterator = primed
+    queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(maxsize=64)
+
+    async def read() -> None:
+        try:
+            async for chunk in iterator:
+                await queue.put(chunk)
+            await queue.put(None)
+        except Exception as exc:  # handed to the consumer, which ends the stream with an error event
+            await queue.put(exc)
+
+    reader = asyncio.create_task(read())
+    status, error_type, error_message = 200, "", ""
+
+    def translate(batch: list[SSEEvent]) -> bytes:
+        out: list[bytes] = []
+        for event in batch:
+            if translator.finished or not event.data:
+                continue
+            parsed = _json_object(event.data)
+            if parsed is None:
+                continue
+            if "type" not in parsed and event.event:
+                parsed["type"] = event.event
+            out.extend(sse_event(name, orjson.dumps(payload)) for name, payload in translator.feed(parsed))
+        return b"".join(out)
+
+    try:
+        first = translate(events)
+        audit.first_byte()
+        yield first
+        while not translator.finished:
+            try:
+                item = await asyncio.wait_for(queue.get(), timeout=PING_SECONDS)
+            except TimeoutError:
+                yield sse_event("ping", b'{"type": "ping"}')
+                continue
+            if item is None:
+                tail = translator.end(reason="cut")
+            elif isinstance(item, BaseException):
+                tail = translator.end(reason="timeout" if isinstance(item, UpstreamTimeoutError) else "cut")
+            else:
+                out = translate(decoder.feed(item))
+                if out:
+                    yield out
+                continue
+            yield b"".join(sse_event(name, orjson.dumps(payload)) for name, payload in tail)
+            break
+        if translator.error is not None:
+            error_type, error_message = translator.error
+    except (asyncio.CancelledError, GeneratorExit):
+        status, error_type, error_message = 499, "client_disconnected", "the client closed the connection mid-stream"
+        raise
+    finally:
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await reader
+        await response.aclose()
+        if translator.response_usage is not None:
+            audit.usage = usage_from_responses(translator.response_usage)
+        audit.finish(status_code=status, error_type=error_type, error_message=error_message)
+
+
+def estimate_input_tokens(body: dict[str, Any]) -> int:
+    """Characters / 4 of everything the model would read (DESIGN.md 2.4: count_tokens fallback)."""
+    text = orjson.dumps({k: body.get(k) for k in ("system", "messages", "tools") if k in body}).decode()
+    return max(1, math.ceil(len(text) / 4))
+
+
+async def count_tokens(
+    *, route: Route, body: dict[str, Any], envelope: Envelope, audit: AuditEntry
+) -> tuple[int, bool]:
+    """(input tokens, estimated): the upstream's Responses input-token count, else an estimate."""
+    counted = {**body, "max_tokens": body.get("max_tokens", 1)}
+    first = _convert(counted, route.legs[0])
+
+    def build(leg: Leg) -> UpstreamRequest:
+        converted = first if leg is route.legs[0] else _convert(counted, leg)
+        merged = _upstream_body(route, converted, envelope, leg)
+        payload = {k: merged[k] for k in COUNT_TOKENS_FIELDS if k in merged}
+        return UpstreamRequest(
+            path="/responses/input_tokens",
+            body=orjson.dumps(payload),
+            stream=False,
+            timeout=leg_timeout(leg=leg, envelope=envelope),
+            max_retries=0,
+        )
+
+    try:
+        _, _, parsed = await route_call(route=route, audit=audit, build=build, prime=_parse_json)
+    except UpstreamError:
+        return estimate_input_tokens(body), True
+    tokens = parsed.get("input_tokens") if isinstance(parsed, dict) else None
+    if not isinstance(tokens, int):
+        return estimate_input_tokens(body), True
+    return tokens, False
+
+
+MESSAGES = MessagesService()
