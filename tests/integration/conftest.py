@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -63,7 +64,7 @@ def upstream(fake_openai: FakeOpenAI) -> FakeOpenAI:
 
 ALL_KEY = "vmx-it-all-0123456789abcdef"
 LIMITED_KEY = "vmx-it-limited-0123456789abcdef"
-MAX_BODY = 256 * 1024
+MAX_BODY = 32 * 1024 * 1024  # the default VMX_MAX_BODY_BYTES
 
 
 def gateway_config(fake: FakeOpenAI) -> dict[str, Any]:
@@ -114,6 +115,39 @@ def gateway_config(fake: FakeOpenAI) -> dict[str, Any]:
     }
 
 
+def post_declaring_length(
+    base_url: str, path: str, headers: dict[str, str], content_length: int
+) -> tuple[int, dict[str, Any]]:
+    """POST that only declares a large Content-Length and sends no body: what a client uploading
+    a huge body looks like before its body arrives. Returns (status, JSON body)."""
+    host, port = base_url.removeprefix("http://").split(":")
+    lines = [
+        f"POST {path} HTTP/1.1",
+        f"Host: {host}:{port}",
+        "Content-Type: application/json",
+        f"Content-Length: {content_length}",
+    ]
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        data = b""
+        while b"\r\n\r\n" not in data or len(data.split(b"\r\n\r\n", 1)[1]) < _declared_length(data):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    head, body = data.split(b"\r\n\r\n", 1)
+    return int(head.split()[1]), json.loads(body)
+
+
+def _declared_length(data: bytes) -> int:
+    for line in data.split(b"\r\n\r\n", 1)[0].split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return int(value)
+    return 0
+
+
 @dataclass
 class Gateway:
     process: GatewayProcess
@@ -148,7 +182,6 @@ def gateway(tmp_path_factory: pytest.TempPathFactory, fake_openai: FakeOpenAI) -
     env = gateway_env(
         database_url=database_url,
         encryption_key=Fernet.generate_key().decode(),
-        VMX_MAX_BODY_BYTES=str(MAX_BODY),
         VMX_CONFIG_REFRESH_SECONDS="0.2",
     )
     manage(env, "migrate", "--no-input", "-v", "0")

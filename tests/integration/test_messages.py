@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 from typing import Any
 
 import anthropic
@@ -10,7 +12,7 @@ import httpx2
 import pytest
 
 from tests.fakes.openai_upstream import RESPONSES_USAGE, Reply, response_object, sse
-from tests.integration.conftest import ALL_KEY, LIMITED_KEY, MAX_BODY
+from tests.integration.conftest import ALL_KEY, LIMITED_KEY, MAX_BODY, post_declaring_length
 
 
 @pytest.fixture
@@ -546,13 +548,26 @@ def test_sdk_stream_raises_on_a_cut(client, upstream):
         stream.get_final_message()
 
 
-def test_oversized_body_is_413_in_anthropic_shape(http):
-    big = json.dumps({"model": "default", "max_tokens": 5, "messages": [{"role": "user", "content": "x" * MAX_BODY}]})
-    response = http.post(
-        "/v1/messages", content=big, headers={"x-api-key": ALL_KEY, "Content-Type": "application/json"}
-    )
-    assert response.status_code == 413
-    assert response.json()["error"]["type"] == "request_too_large"
+def test_oversized_body_is_413_in_anthropic_shape(gateway):
+    status, body = post_declaring_length(gateway.base_url, "/v1/messages", {"x-api-key": ALL_KEY}, MAX_BODY + 1)
+    assert status == 413
+    assert body["type"] == "error" and body["error"]["type"] == "request_too_large"
+
+
+def test_a_20_mb_pdf_is_accepted(client, upstream):
+    pdf = base64.b64encode(b"%PDF-1.7\n" + os.urandom(15 * 1024 * 1024)).decode()  # 20 MB of base64
+    content = [
+        {
+            "type": "document",
+            "source": {"type": "base64", "media_type": "application/pdf", "data": pdf},
+            "title": "report.pdf",
+        },
+        {"type": "text", "text": "Summarise"},
+    ]
+    message = client.messages.create(model="default", max_tokens=100, messages=[{"role": "user", "content": content}])
+    assert message.content[0].text == "echo: Summarise"
+    part = body_sent(upstream)["input"][0]["content"][0]
+    assert part == {"type": "input_file", "filename": "report.pdf", "file_data": f"data:application/pdf;base64,{pdf}"}
 
 
 # -- count_tokens ----------------------------------------------------------------------------------

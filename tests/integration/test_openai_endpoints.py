@@ -16,7 +16,7 @@ import openai
 import pytest
 
 from tests.fakes.openai_upstream import CHAT_USAGE, Reply, chat_stream, responses_stream, sse
-from tests.integration.conftest import ALL_KEY, LIMITED_KEY, MAX_BODY
+from tests.integration.conftest import ALL_KEY, LIMITED_KEY, MAX_BODY, post_declaring_length
 
 
 @pytest.fixture
@@ -466,16 +466,14 @@ def test_gateway_rejections_are_json_in_openai_shape(http, upstream, path, heade
     assert not upstream.requests, "gateway-side rejections never reach the upstream"
 
 
-def test_oversized_body_is_413_before_it_is_read(http, upstream):
-    big = json.dumps({"model": "default", "messages": [{"role": "user", "content": "x" * MAX_BODY}]})
-    response = http.post(
-        "/v1/chat/completions", content=big, headers={"x-api-key": ALL_KEY, "Content-Type": "application/json"}
-    )
-    assert response.status_code == 413
-    assert response.json()["error"]["type"] == "invalid_request_error"
+def test_oversized_body_is_413_before_it_is_read(gateway, upstream):
+    # Only the headers are sent: the answer must not wait for a body of that size.
+    status, body = post_declaring_length(gateway.base_url, "/v1/chat/completions", {"x-api-key": ALL_KEY}, MAX_BODY + 1)
+    assert status == 413
+    assert body["error"]["type"] == "invalid_request_error" and body["error"]["code"] == "request_too_large"
     # ...but only for a known key: the key is checked first.
-    response = http.post("/v1/chat/completions", content=big, headers={"Content-Type": "application/json"})
-    assert response.status_code == 401
+    status, body = post_declaring_length(gateway.base_url, "/v1/chat/completions", {}, MAX_BODY + 1)
+    assert status == 401
 
 
 def test_unknown_v1_route_and_wrong_method_are_json(http):
