@@ -59,9 +59,11 @@ def _with_static_files(app: ASGIApp) -> ASGIApp:
 
 
 def _build() -> ASGIApp:
-    django_app = get_asgi_application()
+    get_asgi_application()  # django.setup(); the handler below replaces Django's own
     from gateway.guard import BodyLimitGuard
+    from gateway.handler import GatewayASGIHandler
 
+    django_app = cast(ASGIApp, GatewayASGIHandler())
     return LifespanMiddleware(BodyLimitGuard(_with_static_files(django_app)))
 
 
