@@ -13,6 +13,7 @@ view when the client disconnects (which closes upstream streams).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 from django.core.exceptions import RequestAborted
@@ -50,26 +51,20 @@ class GatewayASGIHandler(ASGIHandler):
         # and a disconnect cancels the view (its streams close their upstream in `finally`).
         async def respond() -> None:
             response = await self.api_response(request)
-            try:
+            with contextlib.suppress(asyncio.CancelledError):  # the client went away mid-send
                 await self.send_response(response, send)
-            except asyncio.CancelledError:
-                pass
 
         listener = asyncio.create_task(self.listen_for_disconnect(receive))
         responder = asyncio.create_task(respond())
         await asyncio.wait([listener, responder], return_when=asyncio.FIRST_COMPLETED)
         for task in (listener, responder):
             if task.done():
-                try:
+                with contextlib.suppress(RequestAborted):
                     task.result()
-                except RequestAborted:
-                    pass
             else:
                 task.cancel()
-                try:
+                with contextlib.suppress(asyncio.CancelledError, RequestAborted):
                     await task
-                except (asyncio.CancelledError, RequestAborted):
-                    pass
 
     async def api_response(self, request: HttpRequest) -> HttpResponseBase:
         match = get_resolver().resolve(request.path_info)  # the URLconf ends with a /v1/ catch-all
