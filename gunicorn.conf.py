@@ -4,6 +4,14 @@ Precedence: command line (`--bind`, `--workers`) > VMX_BIND / VMX_WORKERS > the 
 """
 
 import os
+import resource
+
+# Every open stream holds two sockets (client and upstream): lift the soft open-file limit (often
+# 1,024) to the hard limit so thousands of concurrent streams do not fail with EMFILE.
+_soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+_wanted = 65_536 if _hard == resource.RLIM_INFINITY else min(_hard, 65_536)
+if _soft < _wanted:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (_wanted, _hard))
 
 wsgi_app = "vmx_project.asgi:application"
 worker_class = "vmx_project.workers.GatewayUvicornWorker"
