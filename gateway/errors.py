@@ -129,6 +129,18 @@ class UpstreamStatusError(UpstreamError):
         return orjson.dumps({"error": {"message": message, "type": error_type, "param": None, "code": None}})
 
 
+class UpstreamStreamError(UpstreamError):
+    """The upstream reported a failure inside its answer: an error as a stream's first event, or a
+    response with `status: "failed"`. `code` is the upstream's failure code."""
+
+    status = 502
+    default_code = "upstream_stream_error"
+
+    def __init__(self, message: str, *, connection: str, code: str | None = None) -> None:
+        self.connection = connection
+        super().__init__(message, code=code)
+
+
 class UpstreamAuthFailedError(UpstreamError):
     """The operator's credentials were refused (upstream 401/403): not the client's fault."""
 
@@ -175,3 +187,14 @@ def _error_object(body: bytes) -> dict[str, Any]:
         return {}
     error = parsed.get("error") if isinstance(parsed, dict) else None
     return error if isinstance(error, dict) else {}
+
+
+def anthropic_status_and_type(error: GatewayError) -> tuple[int, str]:
+    """The HTTP status and Anthropic error type a `/v1/messages` client gets (spec 4.1, 4.2)."""
+    from gateway.converters.responses_to_anthropic import anthropic_error_type
+
+    if isinstance(error, UpstreamStatusError):
+        return anthropic_error_type(status=error.upstream_status, code=error.code)
+    if isinstance(error, UpstreamStreamError) and error.code:
+        return anthropic_error_type(code=error.code)
+    return error.status_code, error.anthropic_type

@@ -33,6 +33,7 @@ from gateway.errors import (
     NotFoundError,
     RequestTooLargeError,
     UpstreamStatusError,
+    anthropic_status_and_type,
 )
 from gateway.services.envelope import Envelope, envelope_extract, request_body_parse
 from gateway.services.messages import MESSAGES, count_tokens
@@ -59,24 +60,11 @@ def openai_exception_handler(error: GatewayError, *, request_id: str) -> HttpRes
 
 def anthropic_exception_handler(error: GatewayError, *, request_id: str) -> HttpResponse:
     """Anthropic's error shape and status/type pairs (spec 4.1, 4.2)."""
-    from gateway.converters.responses_to_anthropic import anthropic_error_type
-    from gateway.services.passthrough import UpstreamStreamError
-
+    status, kind = anthropic_status_and_type(error)
     headers = dict(error.headers)
-    if isinstance(error, UpstreamStatusError):
-        status, kind = anthropic_error_type(status=error.upstream_status, code=error.code)
-        if error.upstream_status == 429 and error.code == "insufficient_quota":
-            headers["x-should-retry"] = "false"  # retrying cannot help: the account is out of credit
-        body = orjson.dumps(
-            {"type": "error", "error": {"type": kind, "message": error.message}, "request_id": request_id}
-        )
-    elif isinstance(error, UpstreamStreamError) and error.code:
-        status, kind = anthropic_error_type(code=error.code)
-        body = orjson.dumps(
-            {"type": "error", "error": {"type": kind, "message": error.message}, "request_id": request_id}
-        )
-    else:
-        status, body = error.status_code, error.anthropic_body(request_id)
+    if isinstance(error, UpstreamStatusError) and error.upstream_status == 429 and error.code == "insufficient_quota":
+        headers["x-should-retry"] = "false"  # retrying cannot help: the account is out of credit
+    body = orjson.dumps({"type": "error", "error": {"type": kind, "message": error.message}, "request_id": request_id})
     response = HttpResponse(body, status=status, content_type=JSON)
     for name, value in headers.items():
         response[name] = value
@@ -235,11 +223,8 @@ class MessagesView(AnthropicAPIView):
                 route=route, body=body, envelope=envelope, audit=audit, headers=headers, request_id=self.request_id
             )
         except GatewayError as error:
-            audit.finish(
-                status_code=error.status_code,
-                error_type=error.code or error.anthropic_type,
-                error_message=error.message,
-            )
+            status, kind = anthropic_status_and_type(error)  # what the client gets is what is audited
+            audit.finish(status_code=status, error_type=error.code or kind, error_message=error.message)
             error.headers.setdefault("x-vmx-attempts", str(len(audit.attempts)))
             error.headers.update(headers)
             raise

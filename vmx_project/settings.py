@@ -160,3 +160,6 @@ LOGGING = {
 
 # Store request/response bodies in audit records (inline base64 payloads are summarised).
 VMX_AUDIT_BODIES: bool = env.bool("VMX_AUDIT_BODIES", default=False)
+
+# Anthropic streams: a `ping` event after this many seconds without upstream bytes (spec 3.3).
+VMX_STREAM_PING_SECONDS: float = env.float("VMX_STREAM_PING_SECONDS", default=15.0)

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import re
 from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
+from django.conf import settings
 
 from gateway.audit import AuditEntry
 from gateway.converters.anthropic_to_responses import (
@@ -28,18 +30,24 @@ from gateway.converters.common import ConversionError, ConvertedRequest, Convert
 from gateway.converters.responses_to_anthropic import (
     AnthropicStreamTranslator,
     UpstreamFailure,
-    anthropic_error_type,
     anthropic_message,
 )
-from gateway.errors import GatewayError, InvalidRequestError, UpstreamError, UpstreamStatusError, UpstreamTimeoutError
+from gateway.errors import (
+    InvalidRequestError,
+    UpstreamError,
+    UpstreamStatusError,
+    UpstreamStreamError,
+    UpstreamTimeoutError,
+    UpstreamUnavailableError,
+)
 from gateway.providers.base import UpstreamRequest, UpstreamResponse
 from gateway.services.envelope import Envelope
-from gateway.services.passthrough import GatewayResult, UpstreamStreamError, _json_object, _parse_json
+from gateway.services.passthrough import RESPONSES, GatewayResult, Primed, _json_object, _parse_json, prime_event_stream
 from gateway.services.routing import Leg, Route, leg_timeout, route_call
-from gateway.sse import SSEDecoder, SSEEvent, sse_event
-from gateway.usage import usage_from_responses
+from gateway.sse import SSEEvent, sse_event
+from gateway.usage import Usage, usage_from_responses
 
-PING_SECONDS = 15.0
+logger = logging.getLogger("vmx.messages")
 # Upstream 400s that name a reasoning parameter, or a replayed reasoning item (spec 1.5).
 _REASONING_PARAM = re.compile(
     r"reasoning\.(effort|summary)|'reasoning'|unsupported parameter.*reasoning"
@@ -61,25 +69,6 @@ COUNT_TOKENS_FIELDS = (
 )
 
 
-class AnthropicUpstreamError(GatewayError):
-    """An upstream failure reported inside a response (`status: failed`), in Anthropic terms."""
-
-    def __init__(self, message: str, *, status: int, anthropic_type: str) -> None:
-        super().__init__(message)
-        self._status = status
-        self._anthropic_type = anthropic_type
-
-    @property
-    def status_code(self) -> int:
-        return self._status
-
-    def anthropic_body(self, request_id: str | None = None) -> bytes:
-        body: dict[str, Any] = {"type": "error", "error": {"type": self._anthropic_type, "message": self.message}}
-        if request_id:
-            body["request_id"] = request_id
-        return orjson.dumps(body)
-
-
 def _convert(body: dict[str, Any], leg: Leg) -> ConvertedRequest:
     try:
         return anthropic_to_responses(
@@ -89,36 +78,74 @@ def _convert(body: dict[str, Any], leg: Leg) -> ConvertedRequest:
         raise InvalidRequestError(str(exc)) from None
 
 
+SAMPLING_WITH_REASONING = ("temperature", "top_p")
+
+
 def _upstream_body(route: Route, converted: ConvertedRequest, envelope: Envelope, leg: Leg) -> dict[str, Any]:
     # defaultArgs (Responses names) under the converted body, providerArgs over it (DESIGN.md 2.6).
-    merged = {**route.default_args, **converted.body, **envelope.provider_args}
+    defaults = route.default_args
+    if "reasoning" in converted.body:
+        # The converter dropped sampling parameters that reasoning models reject (spec 1.5); a
+        # resource default must not bring them back.
+        defaults = {k: v for k, v in defaults.items() if k not in SAMPLING_WITH_REASONING}
+    merged = {**defaults, **converted.body, **envelope.provider_args}
     merged["model"] = leg.entry.model
     return merged
 
 
 def _revise(leg: Leg, request: UpstreamRequest, error: UpstreamError) -> tuple[UpstreamRequest, str] | None:
-    """One retry without reasoning parameters, or without replayed reasoning items (spec 1.5)."""
+    """One retry without what the upstream rejected (spec 1.5, 7): replayed reasoning items, the
+    reasoning summary (organisations must be verified for it), or all reasoning parameters."""
     if not isinstance(error, UpstreamStatusError) or error.upstream_status != 400:
         return None
     body = orjson.loads(request.body)
-    message = error.message
-    if any(
-        item.get("type") == "reasoning" for item in body.get("input", []) if isinstance(item, dict)
-    ) and _REASONING_ITEM.search(message):
+    message, param = error.message, str(error.parsed.get("param") or "")
+    reasoning = body.get("reasoning")
+    replays_reasoning = any(item.get("type") == "reasoning" for item in body.get("input", []) if isinstance(item, dict))
+    if replays_reasoning and _REASONING_ITEM.search(message):
         revised, note = reasoning_items_removed(body), "retried without replayed reasoning items"
-    elif ("reasoning" in body or "reasoning.encrypted_content" in body.get("include", [])) and _REASONING_PARAM.search(
-        message
+    elif (
+        isinstance(reasoning, dict)
+        and "summary" in reasoning
+        and (param == "reasoning.summary" or "summar" in message.lower())
+    ):
+        revised = {**body, "reasoning": {k: v for k, v in reasoning.items() if k != "summary"}}
+        note = "retried without the reasoning summary"
+    elif (reasoning is not None or "reasoning.encrypted_content" in body.get("include", [])) and (
+        param.startswith("reasoning") or _REASONING_PARAM.search(message)
     ):
         revised, note = reasoning_params_removed(body), "retried without reasoning parameters"
     else:
         return None
-    return UpstreamRequest(
+    revised_request = UpstreamRequest(
         path=request.path,
         body=orjson.dumps(revised),
         stream=request.stream,
         timeout=request.timeout,
         max_retries=request.max_retries,
-    ), note
+    )
+    return revised_request, note
+
+
+POLICY_CODES = frozenset({"bio_policy", "misalignment_policy_violation"})
+
+
+async def _prime_response(leg: Leg, response: UpstreamResponse) -> dict[str, Any]:
+    """The parsed Responses object; a failed response rejects the leg like an HTTP error would
+    (DESIGN.md 2.6), except policy refusals, which are answers (spec 4.2)."""
+    parsed = await _parse_json(leg, response)
+    if not isinstance(parsed, dict):
+        raise UpstreamUnavailableError(
+            f"the upstream of connection '{leg.connection.name}' answered JSON that is not a response object",
+            connection=leg.connection.name,
+        )
+    if parsed.get("status") == "failed":
+        error: dict[str, Any] = parsed["error"] if isinstance(parsed.get("error"), dict) else {}
+        code = error.get("code")
+        if code not in POLICY_CODES:
+            message = str(error.get("message") or "the upstream response failed")
+            raise UpstreamStreamError(message, connection=leg.connection.name, code=str(code) if code else None)
+    return parsed
 
 
 class MessagesService:
@@ -158,16 +185,15 @@ class MessagesService:
         answer_headers = {**headers, "request-id": request_id}
         if not stream:
             leg, response, parsed = await route_call(
-                route=route, audit=audit, build=build, prime=_parse_json, revise=_revise
+                route=route, audit=audit, build=build, prime=_prime_response, revise=_revise
             )
-            audit.usage = usage_from_responses(parsed.get("usage") if isinstance(parsed, dict) else None)
+            audit.usage = usage_from_responses(parsed.get("usage"))
             try:
                 message = anthropic_message(
                     parsed, request=converted_by_leg[id(leg)], model=model, upstream_model=leg.entry.model
                 )
-            except UpstreamFailure as failure:
-                status, kind = anthropic_error_type(code=failure.code)
-                error = AnthropicUpstreamError(failure.message, status=status, anthropic_type=kind)
+            except UpstreamFailure as failure:  # a failed response that _prime_response let through
+                error = UpstreamStreamError(failure.message, connection=leg.connection.name, code=failure.code)
                 error.headers.update(_leg_headers(leg, response, audit))
                 raise error from None
             audit.response_body = message
@@ -177,9 +203,10 @@ class MessagesService:
                 status=200, headers={**answer_headers, **_leg_headers(leg, response, audit)}, body=orjson.dumps(message)
             )
 
-        leg, response, primed = await route_call(
-            route=route, audit=audit, build=build, prime=_prime_responses_stream, revise=_revise
-        )
+        async def prime(leg: Leg, response: UpstreamResponse) -> Primed:
+            return await prime_event_stream(leg, response, RESPONSES.event_error)
+
+        leg, response, primed = await route_call(route=route, audit=audit, build=build, prime=prime, revise=_revise)
         translator = AnthropicStreamTranslator(
             request=converted_by_leg[id(leg)], model=model, upstream_model=leg.entry.model
         )
@@ -245,54 +272,23 @@ def _leg_headers(leg: Leg, response: UpstreamResponse, audit: AuditEntry) -> dic
     return headers
 
 
-async def _prime_responses_stream(
-    leg: Leg, response: UpstreamResponse
-) -> tuple[list[SSEEvent], SSEDecoder, AsyncIterator[bytes]]:
-    """Read up to the first event with data; an error there rejects the leg (it is not committed)."""
-    assert response.chunks is not None
-    iterator = aiter(response.chunks)
-    decoder = SSEDecoder()
-    events: list[SSEEvent] = []
-    while True:
-        try:
-            chunk = await anext(iterator)
-        except StopAsyncIteration:
-            raise UpstreamStreamError(
-                f"the upstream of connection '{leg.connection.name}' ended its stream before the first event",
-                connection=leg.connection.name,
-            ) from None
-        for event in decoder.feed(chunk):
-            events.append(event)
-            if not event.data:
-                continue
-            parsed = _json_object(event.data) or {}
-            kind = event.event or parsed.get("type")
-            if kind in ("error", "response.failed"):
-                error = (
-                    parsed.get("response", {}).get("error")
-                    if kind == "response.failed"
-                    else parsed.get("error", parsed)
-                )
-                error = error if isinstance(error, dict) else {}
-                raise UpstreamStreamError(
-                    str(error.get("message") or "upstream stream error"),
-                    connection=leg.connection.name,
-                    code=error.get("code"),
-                )
-            return events, decoder, iterator
-
-
 async def _relay(
     response: UpstreamResponse,
-    primed: tuple[list[SSEEvent], SSEDecoder, AsyncIterator[bytes]],
+    primed: Primed,
     translator: AnthropicStreamTranslator,
     audit: AuditEntry,
 ) -> AsyncIterator[bytes]:
-    """Translate the upstream stream; `ping` every 15 s of upstream silence (spec 3.3)."""
-    events, decoder, iterator = primed
+    """Translate the upstream stream; `ping` after every `VMX_STREAM_PING_SECONDS` of upstream
+    silence (spec 3.3). Always ends with `message_stop` or `event: error`."""
+    assert primed.iterator is not None
+    iterator = primed.iterator
     queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(maxsize=64)
+    ping_seconds = float(settings.VMX_STREAM_PING_SECONDS)
+    emitted_usage: dict[str, Any] = {}
 
     async def read() -> None:
+        # A separate reader, so that waiting for the next upstream bytes can time out into a ping
+        # without cancelling (and so breaking) the upstream read itself.
         try:
             async for chunk in iterator:
                 await queue.put(chunk)
@@ -300,11 +296,14 @@ async def _relay(
         except Exception as exc:  # handed to the consumer, which ends the stream with an error event
             await queue.put(exc)
 
-    reader = asyncio.create_task(read())
-    status, error_type, error_message = 200, "", ""
+    def frames(events: list[tuple[str, dict[str, Any]]]) -> bytes:
+        for name, payload in events:
+            if name == "message_delta" and isinstance(payload.get("usage"), dict):
+                emitted_usage.update(payload["usage"])
+        return b"".join(sse_event(name, orjson.dumps(payload)) for name, payload in events)
 
     def translate(batch: list[SSEEvent]) -> bytes:
-        out: list[bytes] = []
+        out: list[tuple[str, dict[str, Any]]] = []
         for event in batch:
             if translator.finished or not event.data:
                 continue
@@ -313,30 +312,40 @@ async def _relay(
                 continue
             if "type" not in parsed and event.event:
                 parsed["type"] = event.event
-            out.extend(sse_event(name, orjson.dumps(payload)) for name, payload in translator.feed(parsed))
-        return b"".join(out)
+            out.extend(translator.feed(parsed))
+        return frames(out)
 
+    reader = asyncio.create_task(read())
+    status, error_type, error_message = 200, "", ""
     try:
-        first = translate(events)
-        audit.first_byte()
-        yield first
-        while not translator.finished:
-            try:
-                item = await asyncio.wait_for(queue.get(), timeout=PING_SECONDS)
-            except TimeoutError:
-                yield sse_event("ping", b'{"type": "ping"}')
-                continue
-            if item is None:
-                tail = translator.end(reason="cut")
-            elif isinstance(item, BaseException):
-                tail = translator.end(reason="timeout" if isinstance(item, UpstreamTimeoutError) else "cut")
-            else:
-                out = translate(decoder.feed(item))
-                if out:
-                    yield out
-                continue
-            yield b"".join(sse_event(name, orjson.dumps(payload)) for name, payload in tail)
-            break
+        try:
+            first = translate(primed.events)
+            audit.first_byte()
+            yield first
+            while not translator.finished:
+                try:
+                    item = await asyncio.wait_for(queue.get(), timeout=ping_seconds)
+                except TimeoutError:
+                    yield sse_event("ping", b'{"type": "ping"}')
+                    continue
+                if item is None:
+                    yield frames(translator.end(reason="cut"))
+                elif isinstance(item, BaseException):
+                    yield frames(translator.end(reason="timeout" if isinstance(item, UpstreamTimeoutError) else "cut"))
+                else:
+                    out = translate(primed.decoder.feed(item))
+                    if out:
+                        yield out
+        except Exception:
+            # A bug or an upstream event we cannot read: still end the stream as Anthropic would.
+            logger.exception("stream translation failed (request %s)", audit.request_id)
+            if not translator.finished:
+                payload = {
+                    "type": "error",
+                    "error": {"type": "api_error", "message": "the gateway could not translate the upstream stream"},
+                }
+                yield sse_event("error", orjson.dumps(payload))
+            error_type, error_message = "translation_error", "the gateway could not translate the upstream stream"
         if translator.error is not None:
             error_type, error_message = translator.error
     except (asyncio.CancelledError, GeneratorExit):
@@ -349,6 +358,9 @@ async def _relay(
         await response.aclose()
         if translator.response_usage is not None:
             audit.usage = usage_from_responses(translator.response_usage)
+        elif emitted_usage:  # ended early (stop sequence): what the client was told, approximate
+            output = int(emitted_usage.get("output_tokens") or 0)
+            audit.usage = Usage(output_tokens=output, total_tokens=output)
         audit.finish(status_code=status, error_type=error_type, error_message=error_message)
 
 

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import orjson
 
 from gateway.audit import AuditEntry
-from gateway.errors import GatewayError, UpstreamError, UpstreamUnavailableError
+from gateway.errors import GatewayError, UpstreamStreamError, UpstreamUnavailableError
 from gateway.providers.base import UpstreamRequest, UpstreamResponse
 from gateway.services.envelope import Envelope
 from gateway.services.routing import Leg, Route, leg_request, route_call, upstream_body
@@ -33,17 +33,6 @@ class GatewayResult:
     headers: dict[str, str]
     body: bytes = b""
     stream: AsyncIterator[bytes] | None = None
-
-
-class UpstreamStreamError(UpstreamError):
-    """The upstream reported an error inside its event stream."""
-
-    status = 502
-    default_code = "upstream_stream_error"
-
-    def __init__(self, message: str, *, connection: str, code: str | None = None) -> None:
-        self.connection = connection
-        super().__init__(message, code=code)
 
 
 @dataclass(slots=True)
@@ -111,7 +100,7 @@ class PassthroughEndpoint:
             )
 
         async def prime(leg: Leg, response: UpstreamResponse) -> Primed:
-            return await self._prime_stream(leg, response)
+            return await prime_event_stream(leg, response, self.event_error)
 
         leg, response, primed = await route_call(route=route, audit=audit, build=build, prime=prime)
         return GatewayResult(
@@ -119,26 +108,6 @@ class PassthroughEndpoint:
             headers={**headers, **_answer_headers(leg, response, audit)},
             stream=self._relay(response, primed, state, audit),
         )
-
-    async def _prime_stream(self, leg: Leg, response: UpstreamResponse) -> Primed:
-        """Read up to the first event that carries data; reject the leg if it is an error."""
-        assert response.chunks is not None
-        primed = Primed(iterator=aiter(response.chunks))
-        while True:
-            try:
-                chunk = await anext(primed.iterator)  # type: ignore[arg-type]
-            except StopAsyncIteration:
-                raise UpstreamUnavailableError(
-                    f"the upstream of connection '{leg.connection.name}' ended its stream before the first event",
-                    connection=leg.connection.name,
-                ) from None
-            for event in primed.decoder.feed(chunk):
-                primed.events.append(event)
-                if event.data:
-                    reported = self.event_error(event)
-                    if reported is not None:
-                        raise UpstreamStreamError(reported[0], connection=leg.connection.name, code=reported[1])
-                    return primed
 
     async def _relay(
         self, response: UpstreamResponse, primed: Primed, state: StreamState, audit: AuditEntry
@@ -176,6 +145,35 @@ class PassthroughEndpoint:
             if state.usage is not None:
                 audit.usage = state.usage
             audit.finish(status_code=status, error_type=error_type, error_message=error_message)
+
+
+async def prime_event_stream(
+    leg: Leg, response: UpstreamResponse, event_error: Callable[[SSEEvent], tuple[str, str | None] | None]
+) -> Primed:
+    """Read up to the first event that carries data; reject the leg if that event is an error.
+
+    Every event decoded so far is kept (an upstream often sends several in one chunk): the relay
+    starts from all of them.
+    """
+    assert response.chunks is not None
+    iterator = aiter(response.chunks)
+    primed = Primed(iterator=iterator)
+    while True:
+        try:
+            chunk = await anext(iterator)
+        except StopAsyncIteration:
+            raise UpstreamUnavailableError(
+                f"the upstream of connection '{leg.connection.name}' ended its stream before the first event",
+                connection=leg.connection.name,
+            ) from None
+        events = primed.decoder.feed(chunk)
+        primed.events.extend(events)
+        first = next((event for event in events if event.data), None)
+        if first is not None:
+            reported = event_error(first)
+            if reported is not None:
+                raise UpstreamStreamError(reported[0], connection=leg.connection.name, code=reported[1])
+            return primed
 
 
 async def _parse_json(leg: Leg, response: UpstreamResponse) -> Any:

@@ -183,6 +183,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory, fake_openai: FakeOpenAI) -
         database_url=database_url,
         encryption_key=Fernet.generate_key().decode(),
         VMX_CONFIG_REFRESH_SECONDS="0.2",
+        VMX_STREAM_PING_SECONDS="0.5",
     )
     manage(env, "migrate", "--no-input", "-v", "0")
     config_file = directory / "vmx.yaml"

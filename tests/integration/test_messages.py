@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import time
 from typing import Any
 
 import anthropic
@@ -412,6 +413,141 @@ def test_reasoning_rejected_by_the_model_is_retried_once_without_it(client, upst
     assert record["attempts"][0]["notes"] == ["retried without reasoning parameters"]
 
 
+def test_a_stream_sent_in_one_chunk_is_translated_whole(client, upstream):
+    whole = b"".join(
+        e for e in events_of(reasoning_item("Plan"), message_item("All in one write")) if isinstance(e, bytes)
+    )
+    upstream.reply("POST", "/a/v1/responses", Reply(events=[whole]))
+    with client.messages.stream(
+        model="default", max_tokens=2000, messages=USER, thinking={"type": "enabled", "budget_tokens": 1024}
+    ) as stream:
+        final = stream.get_final_message()
+    assert [b.type for b in final.content] == ["thinking", "text"]
+    assert final.content[1].text == "All in one write" and final.stop_reason == "end_turn"
+
+
+def test_resource_temperature_is_not_sent_with_reasoning(client, upstream):
+    client.messages.create(
+        model="with-defaults", max_tokens=2000, messages=USER, thinking={"type": "enabled", "budget_tokens": 1024}
+    )
+    sent = body_sent(upstream)
+    assert "temperature" not in sent and sent["reasoning"]["effort"] == "low"
+    assert sent["max_output_tokens"] == 2000  # the client's max_tokens over the resource's default
+
+
+def test_a_failed_response_falls_back_to_the_next_model(client, upstream, gateway):
+    failed = {
+        **response_object("gpt-4.1", ""),
+        "status": "failed",
+        "error": {"code": "server_error", "message": "model crashed"},
+        "output": [],
+    }
+    upstream.reply("POST", "/a/v1/responses", Reply(body=failed))
+    raw = client.messages.with_raw_response.create(model="fallback", max_tokens=100, messages=USER)
+    assert raw.parse().content[0].text == "echo: Hello Claude"
+    assert raw.headers["x-vmx-connection"] == "up-b"
+    record = gateway.audit(raw.headers["x-vmx-request-id"])
+    assert record["attempts"][0]["error"] == "model crashed"
+
+
+def test_unverified_org_reasoning_summary_is_retried_without_the_summary(client, upstream, gateway):
+    rejection = {
+        "error": {
+            "message": "Your organization must be verified to generate reasoning summaries.",
+            "type": "invalid_request_error",
+            "param": "reasoning.summary",
+            "code": "unsupported_value",
+        }
+    }
+    upstream.reply("POST", "/a/v1/responses", Reply(status=400, body=rejection))
+    raw = client.messages.with_raw_response.create(
+        model="default", max_tokens=5000, messages=USER, thinking={"type": "enabled", "budget_tokens": 5000}
+    )
+    assert raw.parse().content[-1].text == "echo: Hello Claude"
+    first, second = (r.json() for r in upstream.calls("/a/v1/responses"))
+    assert first["reasoning"] == {"effort": "medium", "summary": "auto"}
+    assert second["reasoning"] == {"effort": "medium"}  # thinking kept, only the summary dropped
+    assert gateway.audit(raw.headers["x-vmx-request-id"])["attempts"][0]["notes"] == [
+        "retried without the reasoning summary"
+    ]
+
+
+def test_rejected_reasoning_replay_is_retried_without_reasoning_items(client, upstream, gateway):
+    upstream.reply(
+        "POST", "/a/v1/responses", Reply(events=events_of(reasoning_item("Think"), call_item('{"city":"Oslo"}')))
+    )
+    thinking = {"type": "enabled", "budget_tokens": 2000}
+    with client.messages.stream(
+        model="default", max_tokens=4000, messages=USER, tools=[WEATHER_TOOL], thinking=thinking
+    ) as stream:
+        first = stream.get_final_message()
+    history = [
+        {"role": "user", "content": "Hello Claude"},
+        {"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in first.content]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": first.content[1].id, "content": "ok"}]},
+    ]
+    rejection = {
+        "error": {
+            "message": "Item 'rs_1' of type 'reasoning' was provided without its required following item.",
+            "type": "invalid_request_error",
+            "param": "input",
+            "code": None,
+        }
+    }
+    upstream.reply("POST", "/a/v1/responses", Reply(status=400, body=rejection))
+    raw = client.messages.with_raw_response.create(
+        model="default", max_tokens=4000, messages=history, tools=[WEATHER_TOOL], thinking=thinking
+    )
+    assert raw.parse().stop_reason == "end_turn"
+    rejected, retried = (r.json()["input"] for r in upstream.calls("/a/v1/responses")[1:])
+    assert any(item["type"] == "reasoning" for item in rejected)
+    assert not any(item["type"] == "reasoning" for item in retried)
+    assert all("id" not in item for item in retried if item["type"] == "function_call")
+    assert gateway.audit(raw.headers["x-vmx-request-id"])["attempts"][0]["notes"] == [
+        "retried without replayed reasoning items"
+    ]
+
+
+def test_stop_sequence_ends_the_stream_early_and_is_audited(client, upstream, gateway):
+    upstream.reply("POST", "/a/v1/responses", Reply(events=events_of(message_item("one two STOP three four"))))
+    raw = client.messages.with_raw_response.create(
+        model="default", max_tokens=100, messages=USER, stop_sequences=["STOP"], stream=True
+    )
+    events = list(raw.parse())
+    delta = next(e for e in events if e.type == "message_delta")
+    assert (delta.delta.stop_reason, delta.delta.stop_sequence) == ("stop_sequence", "STOP")
+    text = "".join(e.delta.text for e in events if e.type == "content_block_delta" and e.delta.type == "text_delta")
+    assert text == "one two "
+    record = gateway.audit(raw.headers["x-vmx-request-id"])
+    assert record["status_code"] == 200 and record["usage"]["output_tokens"] > 0
+
+
+def test_ping_keeps_a_silent_stream_alive(http, upstream):
+    events = events_of(message_item("late answer"))
+    upstream.reply("POST", "/a/v1/responses", Reply(events=[*events[:2], 1.3, *events[2:]]))
+    body = {"model": "default", "max_tokens": 50, "messages": USER, "stream": True}
+    with http.stream("POST", "/v1/messages", json=body, headers={"x-api-key": ALL_KEY}) as response:
+        text = b"".join(response.iter_raw()).decode()
+    assert text.count("event: ping") >= 2  # the one after message_start, and at least one for the silence
+    assert text.rstrip().endswith('data: {"type":"message_stop"}')
+
+
+def test_client_disconnect_closes_the_upstream_stream(http, upstream, gateway):
+    paced: list[bytes | float] = []
+    for event in events_of(message_item(" ".join(["word"] * 40))):
+        paced += [event, 0.1]
+    upstream.reply("POST", "/a/v1/responses", Reply(events=paced))
+    body = {"model": "default", "max_tokens": 500, "messages": USER, "stream": True}
+    with http.stream("POST", "/v1/messages", json=body, headers={"x-api-key": ALL_KEY}) as response:
+        request_id = response.headers["request-id"]
+        next(response.iter_raw())
+    deadline = time.monotonic() + 5
+    while not upstream.disconnects and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert upstream.disconnects == ["/a/v1/responses"]
+    assert gateway.audit(request_id)["status_code"] == 499
+
+
 # -- auth, headers, errors -----------------------------------------------------------------------
 
 
@@ -478,7 +614,7 @@ def test_sdk_raises_its_own_error_classes(client, upstream):
         (504, 504, "timeout_error"),
     ],
 )
-def test_upstream_errors_map_to_anthropic(http, upstream, upstream_status, status, kind):
+def test_upstream_errors_map_to_anthropic(http, upstream, gateway, upstream_status, status, kind):
     error = {"error": {"message": f"upstream said {upstream_status}", "type": "x", "param": None, "code": None}}
     upstream.reply(
         "POST",
@@ -495,6 +631,8 @@ def test_upstream_errors_map_to_anthropic(http, upstream, upstream_status, statu
     assert response.json()["error"] == {"type": kind, "message": f"upstream said {upstream_status}"}
     if upstream_status == 429:
         assert response.headers["retry-after"] == "3"
+    # The audit records what the client got (529, not the upstream's 503).
+    assert gateway.audit(response.headers["request-id"])["status_code"] == status
 
 
 def test_upstream_credentials_refused_is_a_502_naming_the_connection(client, upstream):

@@ -168,6 +168,23 @@ def test_chat_stream_is_relayed_byte_for_byte(http, upstream):
     assert received == b"".join(e for e in events if isinstance(e, bytes))
 
 
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/responses"])
+def test_several_events_in_one_upstream_chunk_are_all_relayed(http, upstream, path):
+    is_chat = path.endswith("completions")
+    events = (
+        chat_stream("gpt-4.1", "one two three", include_usage=True) if is_chat else responses_stream("gpt-4.1", "a b c")
+    )
+    whole = b"".join(e for e in events if isinstance(e, bytes))
+    upstream.reply("POST", "/a" + path, Reply(events=[whole[:-5], whole[-5:]]))  # the first write holds nearly all
+    body = {
+        "model": "default",
+        "stream": True,
+        **({"messages": MESSAGES, "stream_options": {"include_usage": True}} if is_chat else {"input": "x"}),
+    }
+    with http.stream("POST", path, json=body, headers={"x-api-key": ALL_KEY}) as response:
+        assert b"".join(response.iter_raw()) == whole
+
+
 def test_chat_stream_usage_is_counted_even_when_the_client_did_not_ask(client, upstream, gateway):
     stream = client.chat.completions.with_raw_response.create(model="default", messages=MESSAGES, stream=True)
     chunks = list(stream.parse())
