@@ -43,3 +43,23 @@ format: dev
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+
+# Benchmarks (bench/README.md): the gateway beside a fake nginx upstream; bench-peers adds Portkey.
+# Installs nginx-light, libnginx-mod-http-echo and wrk with apt-get when missing (root), Portkey
+# into .tools/. Writes docs/benchmarks.md. Extra options: make bench BENCH_ARGS='--quick'.
+BENCH_ARGS ?=
+
+.PHONY: bench bench-peers bench-profile
+
+bench: install
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+bench-peers: install
+	$(BIN)/python bench/run.py --peers $(BENCH_ARGS)
+
+# py-spy one gateway worker under chat c=64 load; prints the top frames (needs py-spy on PATH or
+# PY_SPY=/path/to/py-spy; e.g. python3 -m venv /tmp/spy && /tmp/spy/bin/pip install py-spy).
+PY_SPY ?= py-spy
+PROFILE_ARGS ?=
+bench-profile: install
+	$(BIN)/python bench/run.py profile --py-spy $(PY_SPY) $(PROFILE_ARGS)

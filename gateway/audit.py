@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import close_old_connections, connection, transaction
 
 from gateway.errors import GatewayError
 from gateway.usage import Usage
@@ -166,7 +166,7 @@ class _AuditWriter:
             while self._queue:
                 batch = [self._queue.popleft() for _ in range(min(BATCH_SIZE, len(self._queue)))]
                 try:
-                    AuditRecord.objects.bulk_create([AuditRecord(**row) for row in batch], ignore_conflicts=True)
+                    _insert(AuditRecord, batch)
                 except Exception:
                     self._queue.extendleft(reversed(batch))
                     raise
@@ -182,6 +182,24 @@ class _AuditWriter:
 
     def queued(self) -> int:
         return len(self._queue)
+
+
+def _insert(model: Any, rows: list[dict[str, Any]]) -> None:
+    """One multi-row INSERT … ON CONFLICT DO NOTHING in a transaction.
+
+    Values are prepared by each field (JSON, datetimes, per backend) as the ORM would, without
+    building model instances and compiling the statement per batch: under load the ORM's
+    bulk_create cost more CPU than the requests it recorded.
+    """
+    fields = [f for f in model._meta.concrete_fields if not f.primary_key]
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(f.column) for f in fields)
+    placeholders = ", ".join(["%s"] * len(fields))
+    # Identifiers come from the model and are quoted; every value is a parameter.
+    sql = f"INSERT INTO {quote(model._meta.db_table)} ({columns}) VALUES ({placeholders}) ON CONFLICT DO NOTHING"  # noqa: S608
+    params = [[f.get_db_prep_save(row.get(f.attname, f.get_default()), connection) for f in fields] for row in rows]
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.executemany(sql, params)
 
 
 _writer = _AuditWriter()
