@@ -6,6 +6,7 @@ import base64
 import json
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -744,3 +745,37 @@ def test_count_tokens_estimates_when_the_upstream_cannot_answer(client, upstream
 def test_mock_provider_speaks_anthropic_too(client):
     with client.messages.stream(model="demo", max_tokens=100, messages=[{"role": "user", "content": "ping"}]) as stream:
         assert "You said: ping" in stream.get_final_message().content[0].text
+
+
+def test_a_claude_code_shaped_request_streams_end_to_end(http, upstream):
+    """12 custom tools, adaptive thinking with display omitted, output_config.effort,
+    context_management, cache_control on system blocks, a mid-conversation system message,
+    ?beta=true and streaming (the recorded fixture the converter tests pin)."""
+    fixture = Path(__file__).parents[1] / "gateway" / "converters" / "fixtures" / "requests" / "claude_code.json"
+    body = {**json.loads(fixture.read_text()), "model": "claude-sonnet-4-6"}
+    upstream.reply(
+        "POST",
+        "/a/v1/responses",
+        Reply(events=events_of(reasoning_item("Plan"), call_item('{"command":"ls"}', name=body["tools"][1]["name"]))),
+    )
+    headers = {
+        "x-api-key": ALL_KEY,
+        "anthropic-version": "2023-06-01",
+        "anthropic-beta": "claude-code-20250219,interleaved-thinking-2025-05-14",
+    }
+    with http.stream("POST", "/v1/messages?beta=true", json=body, headers=headers) as response:
+        assert response.status_code == 200
+        text = b"".join(response.iter_raw()).decode()
+    kinds = [line.split(": ", 1)[1] for line in text.splitlines() if line.startswith("event: ")]
+    assert kinds[0] == "message_start" and kinds[-1] == "message_stop"
+    starts = [
+        json.loads(line[6:])["content_block"]["type"]
+        for line in text.splitlines()
+        if line.startswith('data: {"type":"content_block_start"')
+    ]
+    assert starts == ["thinking", "tool_use"]
+    assert '"thinking":""' in text.replace(" ", "")  # display omitted: no thinking text, only the signature
+    sent = body_sent(upstream)
+    assert sent["reasoning"] == {"effort": "high"} and len(sent["tools"]) == 12
+    assert any(item.get("role") == "developer" for item in sent["input"])
+    assert "context_management" not in sent and "cache_control" not in json.dumps(sent)
