@@ -548,8 +548,11 @@ def start_gateway(
     procs: Processes, workdir: Path, upstream_port: int, workers: int
 ) -> tuple[subprocess.Popen[bytes], int, Path]:
     run_dir = Path(tempfile.mkdtemp(prefix=f"gw{workers}-", dir=workdir))
+    # A clean environment for the gateway, except the upstream transport switch (for A/B runs).
     env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("VMX_", "DJANGO_", "OPENAI_", "DATABASE_", "REDIS_"))
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("VMX_", "DJANGO_", "OPENAI_", "DATABASE_", "REDIS_")) or k == "VMX_UPSTREAM_TRANSPORT"
     }
     env.update(
         DATABASE_URL=f"sqlite:///{run_dir}/db.sqlite3",  # absolute path: sqlite:////tmp/...

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from collections.abc import AsyncIterator
@@ -65,7 +66,7 @@ class OpenAIProvider(Provider):
                 organization=config.get("organization") or None,
                 project=config.get("project") or None,
                 max_retries=0,
-                http_client=openai.DefaultAsyncHttpxClient(limits=CONNECTION_LIMITS),
+                http_client=_http_client(),
             )
         return self._client
 
@@ -83,9 +84,9 @@ class OpenAIProvider(Provider):
         except openai.APIStatusError as exc:
             detail = f"upstream answered HTTP {exc.status_code}: {self.scrub(exc.message)}"
             return CheckResult(False, _elapsed_ms(started), detail)
-        except openai.APITimeoutError:
-            return CheckResult(False, _elapsed_ms(started), "upstream timed out after 15 s")
         except openai.APIConnectionError as exc:
+            if _timed_out(exc):
+                return CheckResult(False, _elapsed_ms(started), "upstream timed out after 15 s")
             cause = exc.__cause__ or exc
             return CheckResult(False, _elapsed_ms(started), f"cannot reach upstream: {self.scrub(str(cause))}")
         count = len(page.data)
@@ -114,11 +115,11 @@ class OpenAIProvider(Provider):
                 headers=passthrough_headers(exc.response.headers),
                 connection=name,
             ) from None
-        except openai.APITimeoutError:
-            raise UpstreamTimeoutError(
-                f"upstream of connection '{name}' did not answer within {request.timeout:g} s", connection=name
-            ) from None
         except openai.APIConnectionError as exc:
+            if _timed_out(exc):
+                raise UpstreamTimeoutError(
+                    f"upstream of connection '{name}' did not answer within {request.timeout:g} s", connection=name
+                ) from None
             cause = self.scrub(str(exc.__cause__ or exc))
             raise UpstreamUnavailableError(
                 f"cannot reach the upstream of connection '{name}': {cause}", connection=name
@@ -154,6 +155,31 @@ class OpenAIProvider(Provider):
         if self._client is not None:
             await self._client.close()
             self._client = None
+
+
+def _timed_out(error: BaseException) -> bool:
+    """A real timeout, not a refused connection. The SDK's aiohttp transport reports refused and
+    reset connections as connect *timeouts*; the underlying error tells them apart."""
+    if not isinstance(error, openai.APITimeoutError):
+        return False
+    cause: BaseException | None = error.__cause__
+    seen = 0
+    while cause is not None and seen < 10:
+        if isinstance(cause, TimeoutError):
+            return True
+        if isinstance(cause, OSError) and not isinstance(cause, TimeoutError):
+            return False
+        cause, seen = cause.__cause__ or cause.__context__, seen + 1
+    return True
+
+
+def _http_client() -> httpx2.AsyncClient:
+    """The SDK's aiohttp transport by default (VMX_UPSTREAM_TRANSPORT=aiohttp): the same SDK, auth,
+    retries and error classes, with aiohttp's C HTTP parser under them instead of the pure-Python
+    httpcore/h11 stack that was half of a worker's CPU under load. `httpx` selects the SDK default."""
+    if os.environ.get("VMX_UPSTREAM_TRANSPORT", "aiohttp") == "aiohttp":
+        return openai.DefaultAioHttpClient(limits=CONNECTION_LIMITS)
+    return openai.DefaultAsyncHttpxClient(limits=CONNECTION_LIMITS)
 
 
 def _elapsed_ms(started: float) -> float:
