@@ -8,7 +8,9 @@ any process is therefore visible everywhere within two refresh periods (2 s by d
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import logging
 import threading
 import time
 from types import MappingProxyType
@@ -19,6 +21,8 @@ from django.db.models import Prefetch
 
 from connections.entities import ApiKeyInfo, ConfigSnapshot, ConnectionInfo, ModelEntryInfo, ResourceInfo
 from connections.models import AIResource, APIKey, ConfigRevision, Connection, ModelEntry
+
+logger = logging.getLogger("vmx.config")
 
 
 def config_revision_get() -> int:
@@ -84,6 +88,8 @@ class _SnapshotCache:
         self.snapshot: ConfigSnapshot | None = None
         self.checked_at = 0.0
         self.lock = threading.Lock()
+        self.kept_fresh = False
+        """A background task keeps the snapshot fresh: readers need not check."""
 
     def is_fresh(self) -> bool:
         return self.snapshot is not None and time.monotonic() - self.checked_at < settings.VMX_CONFIG_REFRESH_SECONDS
@@ -112,11 +118,34 @@ def config_snapshot() -> ConfigSnapshot:
 
 
 async def aconfig_snapshot() -> ConfigSnapshot:
-    """The current configuration for async views; touches the database at most once a period."""
+    """The current configuration for async views.
+
+    In a server process a background task (`config_snapshot_keep_fresh`) re-checks the revision
+    every period, so a request never waits for the database; elsewhere the check happens here, at
+    most once a period.
+    """
     snapshot = _cache.snapshot
-    if snapshot is not None and _cache.is_fresh():
+    if snapshot is not None and (_cache.kept_fresh or _cache.is_fresh()):
         return snapshot
     return await sync_to_async(_cache.refresh, thread_sensitive=False)()
+
+
+async def config_snapshot_keep_fresh() -> None:
+    """Re-check the revision every `VMX_CONFIG_REFRESH_SECONDS` until cancelled (server lifespan).
+
+    A failed check (database briefly down) keeps serving the last snapshot and tries again.
+    """
+    _cache.kept_fresh = True
+    try:
+        while True:
+            await asyncio.sleep(settings.VMX_CONFIG_REFRESH_SECONDS)
+            _cache.checked_at = 0.0
+            try:
+                await sync_to_async(_cache.refresh, thread_sensitive=False)()
+            except Exception:
+                logger.exception("configuration refresh failed; serving the last snapshot")
+    finally:
+        _cache.kept_fresh = False
 
 
 def config_snapshot_invalidate() -> None:

@@ -7,6 +7,7 @@ clients.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 
@@ -14,7 +15,7 @@ from asgiref.sync import sync_to_async
 from django.db import DatabaseError
 
 from connections.crypto import EncryptionKeyError
-from connections.selectors import config_snapshot
+from connections.selectors import config_snapshot, config_snapshot_keep_fresh
 
 logger = logging.getLogger("vmx.lifecycle")
 
@@ -23,9 +24,14 @@ class StartupError(Exception):
     pass
 
 
+_background: set[asyncio.Task[None]] = set()
+
+
 async def gateway_startup() -> None:
     try:
         await _configuration_load()
+        # Requests read the in-process snapshot; this task keeps it fresh off the request path.
+        _background.add(asyncio.create_task(config_snapshot_keep_fresh(), name="vmx-config-refresh"))
     finally:
         # Everything loaded so far (Django, the SDKs, the URLconf) lives as long as the process:
         # move it out of the collector's view, so collections under load only scan request garbage.
@@ -52,6 +58,10 @@ async def _configuration_load() -> None:
 
 async def gateway_shutdown() -> None:
     from gateway.audit import audit_shutdown
+
+    for task in _background:
+        task.cancel()
+    _background.clear()
     from gateway.providers.registry import providers_close
 
     await providers_close()
