@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from django.conf import settings
-from django.db import close_old_connections, connection, transaction
+from django.db import close_old_connections, connection, models, transaction
 
 from gateway.errors import GatewayError
 from gateway.usage import Usage
@@ -187,9 +187,10 @@ class _AuditWriter:
 def _insert(model: Any, rows: list[dict[str, Any]]) -> None:
     """One multi-row INSERT … ON CONFLICT DO NOTHING in a transaction.
 
-    Values are prepared by each field (JSON, datetimes, per backend) as the ORM would, without
+    Values are prepared by their fields (JSON, datetimes, per backend) as the ORM would, without
     building model instances and compiling the statement per batch: under load the ORM's
-    bulk_create cost more CPU than the requests it recorded.
+    bulk_create cost more CPU than the requests it recorded. Plain text, number and boolean
+    values need no preparation and are passed as they are.
     """
     fields = [f for f in model._meta.concrete_fields if not f.primary_key]
     quote = connection.ops.quote_name
@@ -197,9 +198,23 @@ def _insert(model: Any, rows: list[dict[str, Any]]) -> None:
     placeholders = ", ".join(["%s"] * len(fields))
     # Identifiers come from the model and are quoted; every value is a parameter.
     sql = f"INSERT INTO {quote(model._meta.db_table)} ({columns}) VALUES ({placeholders}) ON CONFLICT DO NOTHING"  # noqa: S608
-    params = [[f.get_db_prep_save(row.get(f.attname, f.get_default()), connection) for f in fields] for row in rows]
+    plain = [isinstance(f, _PLAIN_FIELDS) and not isinstance(f, _PREPARED_FIELDS) for f in fields]
+    defaults = [f.get_default() for f in fields]
+    params = [
+        [
+            value if is_plain else field.get_db_prep_save(value, connection)
+            for field, is_plain, value in zip(
+                fields, plain, (row.get(f.attname, d) for f, d in zip(fields, defaults, strict=True)), strict=True
+            )
+        ]
+        for row in rows
+    ]
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.executemany(sql, params)
+
+
+_PLAIN_FIELDS = (models.CharField, models.TextField, models.BooleanField, models.IntegerField, models.FloatField)
+_PREPARED_FIELDS = (models.GenericIPAddressField,)
 
 
 _writer = _AuditWriter()
