@@ -10,6 +10,7 @@ from django.http import HttpRequest
 from django.utils.html import format_html
 
 from gateway.models import AuditRecord
+from gateway.selectors import USAGE_FIELDS
 
 
 @admin.register(AuditRecord)
@@ -49,21 +50,7 @@ class AuditRecordAdmin(admin.ModelAdmin[AuditRecord]):
         ),
         ("Who", {"fields": ["api_key", "resource", "correlation_id", "metadata_pretty", "source_ip"]}),
         ("Upstream", {"fields": ["connection", "model", "attempts_pretty", "duration_ms", "ttft_ms"]}),
-        (
-            "Usage (tokens)",
-            {
-                "fields": [
-                    "input_tokens",
-                    "cached_tokens",
-                    "output_tokens",
-                    "reasoning_tokens",
-                    "audio_tokens",
-                    "accepted_prediction_tokens",
-                    "rejected_prediction_tokens",
-                    "total_tokens",
-                ]
-            },
-        ),
+        ("Usage (tokens)", {"fields": list(USAGE_FIELDS)}),
         ("Bodies", {"fields": ["request_body_pretty", "response_body_pretty"], "classes": ["collapse"]}),
     ]
 

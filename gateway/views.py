@@ -110,6 +110,36 @@ class GatewayAPIView(View):
     async def authenticate(self, request: HttpRequest) -> tuple[ConfigSnapshot, ApiKeyInfo]:
         return await authenticate(request.headers)
 
+    def envelope_and_route(
+        self, request: HttpRequest, snapshot: ConfigSnapshot, api_key: ApiKeyInfo, *, required: tuple[str, ...] = ()
+    ) -> tuple[dict[str, Any], Envelope, Route]:
+        """The checks after authentication, in DESIGN.md 2.4's order: size, body, resource, scope."""
+        self.check_body_size(request)
+        body = request_body_parse(self.read_body(request), required=required)
+        envelope = envelope_extract(body, request.headers)
+        return body, envelope, route_resolve(snapshot=snapshot, api_key=api_key, model=body["model"])
+
+    def audit_entry(
+        self,
+        request: HttpRequest,
+        *,
+        endpoint: str,
+        api_key: ApiKeyInfo,
+        route: Route,
+        envelope: Envelope,
+        body: dict[str, Any],
+    ) -> AuditEntry:
+        return AuditEntry(
+            request_id=self.request_id,
+            endpoint=endpoint,
+            api_key=api_key.name,
+            resource=route.resource,
+            correlation_id=envelope.correlation_id,
+            metadata=envelope.metadata,
+            source_ip=request.META.get("REMOTE_ADDR") or None,
+            request_body=body if settings.VMX_AUDIT_BODIES else None,
+        )
+
     def check_body_size(self, request: HttpRequest) -> None:
         """413 from Content-Length, before the body is touched (DESIGN.md 2.4)."""
         limit = self.get_max_body_bytes()
@@ -135,20 +165,10 @@ class PassthroughView(GatewayAPIView):
 
     async def post(self, request: HttpRequest) -> HttpResponseBase:
         snapshot, api_key = await self.authenticate(request)
-        self.check_body_size(request)
-        body = request_body_parse(self.read_body(request))
-        envelope = envelope_extract(body, request.headers)
-        route = route_resolve(snapshot=snapshot, api_key=api_key, model=body["model"])
+        body, envelope, route = self.envelope_and_route(request, snapshot, api_key)
         endpoint = self.get_endpoint()
-        audit = AuditEntry(
-            request_id=self.request_id,
-            endpoint=endpoint.name,
-            api_key=api_key.name,
-            resource=route.resource,
-            correlation_id=envelope.correlation_id,
-            metadata=envelope.metadata,
-            source_ip=request.META.get("REMOTE_ADDR") or None,
-            request_body=body if settings.VMX_AUDIT_BODIES else None,
+        audit = self.audit_entry(
+            request, endpoint=endpoint.name, api_key=api_key, route=route, envelope=envelope, body=body
         )
         headers = {"x-vmx-correlation-id": envelope.correlation_id} if envelope.correlation_id else {}
         try:
@@ -187,28 +207,6 @@ class ResponsesView(PassthroughView):
 class AnthropicAPIView(GatewayAPIView):
     exception_handler = staticmethod(anthropic_exception_handler)
 
-    def envelope_and_route(
-        self, request: HttpRequest, snapshot: ConfigSnapshot, api_key: ApiKeyInfo, *, required: tuple[str, ...]
-    ) -> tuple[dict[str, Any], Envelope, Route]:
-        self.check_body_size(request)
-        body = request_body_parse(self.read_body(request), required=required)
-        envelope = envelope_extract(body, request.headers)
-        return body, envelope, route_resolve(snapshot=snapshot, api_key=api_key, model=body["model"])
-
-    def audit_entry(
-        self, request: HttpRequest, api_key: ApiKeyInfo, route: Route, envelope: Envelope, body: dict[str, Any]
-    ) -> AuditEntry:
-        return AuditEntry(
-            request_id=self.request_id,
-            endpoint="messages",
-            api_key=api_key.name,
-            resource=route.resource,
-            correlation_id=envelope.correlation_id,
-            metadata=envelope.metadata,
-            source_ip=request.META.get("REMOTE_ADDR") or None,
-            request_body=body if settings.VMX_AUDIT_BODIES else None,
-        )
-
 
 class MessagesView(AnthropicAPIView):
     """`POST /v1/messages` (also `?beta=true`; any `anthropic-version` / `anthropic-beta`)."""
@@ -216,7 +214,9 @@ class MessagesView(AnthropicAPIView):
     async def post(self, request: HttpRequest) -> HttpResponseBase:
         snapshot, api_key = await self.authenticate(request)
         body, envelope, route = self.envelope_and_route(request, snapshot, api_key, required=("max_tokens", "messages"))
-        audit = self.audit_entry(request, api_key, route, envelope, body)
+        audit = self.audit_entry(
+            request, endpoint="messages", api_key=api_key, route=route, envelope=envelope, body=body
+        )
         headers = {"x-vmx-correlation-id": envelope.correlation_id} if envelope.correlation_id else {}
         try:
             result = await MESSAGES.serve(
