@@ -1,6 +1,6 @@
 """OpenAI Responses result / event stream → Anthropic Message / Messages event stream.
 
-Spec: /work/shared/spec/anthropic-to-responses.md §2 (non-stream), §3 (stream), §4.2 (errors),
+Spec: ../shared/spec/anthropic-to-responses.md §2 (non-stream), §3 (stream), §4.2 (errors),
 §1.7 (stop-sequence emulation, output side) and the output-side edge cases of §6.
 
 Pure code over plain data: no Django, no I/O, no SSE byte framing. The caller frames each
