@@ -30,7 +30,7 @@ from gateway.usage import Usage
 
 logger = logging.getLogger("vmx.audit")
 
-FLUSH_SECONDS = 0.5
+FLUSH_SECONDS = 0.1
 BATCH_SIZE = 100
 MAX_QUEUED = 100_000
 
