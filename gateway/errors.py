@@ -96,7 +96,9 @@ class RequestTooLargeError(GatewayError):
 class UpstreamError(GatewayError):
     """An upstream leg failed; routing moves on to the next leg (DESIGN.md 2.6)."""
 
-    connection: str = ""
+    def __init__(self, message: str, *, connection: str = "", **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.connection = connection
 
 
 class UpstreamStatusError(UpstreamError):
@@ -105,11 +107,10 @@ class UpstreamStatusError(UpstreamError):
     def __init__(self, *, status: int, body: bytes, headers: Mapping[str, str], connection: str) -> None:
         self.upstream_status = status
         self.body = body
-        self.connection = connection
         self.parsed = _error_object(body)
         message = str(self.parsed.get("message") or f"upstream answered HTTP {status}")
         code = self.parsed.get("code")
-        super().__init__(message, code=str(code) if code is not None else None, headers=headers)
+        super().__init__(message, connection=connection, code=str(code) if code is not None else None, headers=headers)
 
     @property
     def status_code(self) -> int:
@@ -137,8 +138,7 @@ class UpstreamStreamError(UpstreamError):
     default_code = "upstream_stream_error"
 
     def __init__(self, message: str, *, connection: str, code: str | None = None) -> None:
-        self.connection = connection
-        super().__init__(message, code=code)
+        super().__init__(message, connection=connection, code=code)
 
 
 class UpstreamAuthFailedError(UpstreamError):
@@ -148,11 +148,11 @@ class UpstreamAuthFailedError(UpstreamError):
     default_code = "upstream_auth_failed"
 
     def __init__(self, *, connection: str, upstream_status: int, upstream_message: str) -> None:
-        self.connection = connection
         self.upstream_status = upstream_status
         super().__init__(
             f"the upstream refused the credentials of connection '{connection}' "
-            f"(HTTP {upstream_status}: {upstream_message}); the gateway operator must fix the connection"
+            f"(HTTP {upstream_status}: {upstream_message}); the gateway operator must fix the connection",
+            connection=connection,
         )
 
 
@@ -160,19 +160,11 @@ class UpstreamUnavailableError(UpstreamError):
     status = 502
     default_code = "upstream_unavailable"
 
-    def __init__(self, message: str, *, connection: str) -> None:
-        self.connection = connection
-        super().__init__(message)
-
 
 class UpstreamTimeoutError(UpstreamError):
     status = 504
     anthropic_type = "timeout_error"
     default_code = "upstream_timeout"
-
-    def __init__(self, message: str, *, connection: str) -> None:
-        self.connection = connection
-        super().__init__(message)
 
 
 class NoAvailableModelError(GatewayError):

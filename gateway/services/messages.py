@@ -42,7 +42,14 @@ from gateway.errors import (
 )
 from gateway.providers.base import UpstreamRequest, UpstreamResponse
 from gateway.services.envelope import Envelope
-from gateway.services.passthrough import RESPONSES, GatewayResult, Primed, _json_object, _parse_json, prime_event_stream
+from gateway.services.passthrough import (
+    RESPONSES,
+    GatewayResult,
+    Primed,
+    json_object,
+    parse_json_body,
+    prime_event_stream,
+)
 from gateway.services.routing import Leg, Route, leg_timeout, route_call
 from gateway.sse import SSEEvent, sse_event
 from gateway.usage import Usage, usage_from_responses
@@ -133,7 +140,7 @@ POLICY_CODES = frozenset({"bio_policy", "misalignment_policy_violation"})
 async def _prime_response(leg: Leg, response: UpstreamResponse) -> dict[str, Any]:
     """The parsed Responses object; a failed response rejects the leg like an HTTP error would
     (DESIGN.md 2.6), except policy refusals, which are answers (spec 4.2)."""
-    parsed = await _parse_json(leg, response)
+    parsed = await parse_json_body(leg, response)
     if not isinstance(parsed, dict):
         raise UpstreamUnavailableError(
             f"the upstream of connection '{leg.connection.name}' answered JSON that is not a response object",
@@ -307,7 +314,7 @@ async def _relay(
         for event in batch:
             if translator.finished or not event.data:
                 continue
-            parsed = _json_object(event.data)
+            parsed = json_object(event.data)
             if parsed is None:
                 continue
             if "type" not in parsed and event.event:
@@ -390,7 +397,7 @@ async def count_tokens(
         )
 
     try:
-        _, _, parsed = await route_call(route=route, audit=audit, build=build, prime=_parse_json)
+        _, _, parsed = await route_call(route=route, audit=audit, build=build, prime=parse_json_body)
     except UpstreamError:
         return estimate_input_tokens(body), True
     tokens = parsed.get("input_tokens") if isinstance(parsed, dict) else None

@@ -90,7 +90,7 @@ class PassthroughEndpoint:
             return leg_request(leg=leg, envelope=envelope, path=self.path, body=merged, stream=stream)
 
         if not stream:
-            leg, response, parsed = await route_call(route=route, audit=audit, build=build, prime=_parse_json)
+            leg, response, parsed = await route_call(route=route, audit=audit, build=build, prime=parse_json_body)
             audit.usage = self.usage_from_body(parsed)
             audit.response_body = parsed
             audit.first_byte()
@@ -176,7 +176,8 @@ async def prime_event_stream(
             return primed
 
 
-async def _parse_json(leg: Leg, response: UpstreamResponse) -> Any:
+async def parse_json_body(leg: Leg, response: UpstreamResponse) -> Any:
+    """`prime` for non-stream calls: a body that is not JSON rejects the leg (502)."""
     try:
         return orjson.loads(response.body)
     except orjson.JSONDecodeError:
@@ -195,7 +196,8 @@ def _answer_headers(leg: Leg, response: UpstreamResponse, audit: AuditEntry) -> 
     }
 
 
-def _json_object(data: bytes) -> dict[str, Any] | None:
+def json_object(data: bytes) -> dict[str, Any] | None:
+    """`data` parsed as a JSON object, or None for anything else."""
     try:
         parsed = orjson.loads(data)
     except orjson.JSONDecodeError:
@@ -223,7 +225,7 @@ class ChatCompletionsEndpoint(PassthroughEndpoint):
     def event_error(self, event: SSEEvent) -> tuple[str, str | None] | None:
         if b'"error"' not in event.data:
             return None
-        parsed = _json_object(event.data)
+        parsed = json_object(event.data)
         error = parsed.get("error") if parsed else None
         if not error:
             return None
@@ -238,7 +240,7 @@ class ChatCompletionsEndpoint(PassthroughEndpoint):
             state.terminal = True
             return True
         if data and b'"usage"' in data and not re.search(rb'"usage"\s*:\s*null', data):
-            parsed = _json_object(data)
+            parsed = json_object(data)
             usage = parsed.get("usage") if parsed else None
             if isinstance(usage, dict):
                 state.usage = usage_from_chat(usage)
@@ -279,7 +281,7 @@ class ResponsesEndpoint(PassthroughEndpoint):
         kind = _response_event_type(event)
         if kind not in ("error", "response.failed"):
             return None
-        parsed: Any = _json_object(event.data) or {}
+        parsed: Any = json_object(event.data) or {}
         # Flat `{"type":"error","code","message"}`, nested `{"error":{...}}`, or a failed response.
         if kind == "response.failed":
             parsed = parsed.get("response") or {}
@@ -294,7 +296,7 @@ class ResponsesEndpoint(PassthroughEndpoint):
         kind = _response_event_type(event)
         if kind in _TERMINAL_RESPONSE_EVENTS:
             state.terminal = True
-            parsed = _json_object(event.data) or {}
+            parsed = json_object(event.data) or {}
             response = parsed.get("response")
             if isinstance(response, dict):
                 state.usage = usage_from_responses(response.get("usage"))
