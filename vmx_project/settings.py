@@ -6,6 +6,7 @@ Precedence, highest first: process environment, `.env` in the repo root, develop
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import django_stubs_ext
@@ -47,18 +48,23 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "axes",
     "connections",
     "gateway",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Before AxesMiddleware, so the lockout page it substitutes gets the header too.
+    "vmx_project.security.content_security_policy",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes requires: turns a refused login into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "vmx_project.urls"
@@ -116,6 +122,39 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 
+# Admin login throttling (django-axes): the first backend refuses a locked-out username+address
+# before the password is checked. Attempts live in the database, so every instance sharing it
+# enforces the same lock. API keys on /v1/ never go through Django authentication.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = 5
+AXES_COOLOFF_TIME = timedelta(minutes=15)
+# Per username *and* address: someone failing on an admin's name elsewhere cannot lock that admin
+# out. Reset on success, and a failure during the lock restarts the cool-off (django-axes default).
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+# REMOTE_ADDR only, never a client-supplied X-Forwarded-For: behind a proxy, the server (uvicorn)
+# rewrites REMOTE_ADDR from that header only for peers in FORWARDED_ALLOW_IPS (loopback by default).
+AXES_CLIENT_IP_CALLABLE = "vmx_project.security.client_address"
+AXES_LOCKOUT_CALLABLE = "vmx_project.security.lockout_response"
+
+# Content-Security-Policy for every page Django serves (the admin). Same name and shape as Django
+# 6.0's built-in setting, so upgrading means swapping vmx_project.security for Django's middleware.
+# The admin needs no inline script or style, so neither is allowed (Django's changelist adds an
+# inline <style> only for a ModelAdmin that turns off both action bars; keep the bars on).
+SECURE_CSP: dict[str, list[str]] = {
+    "default-src": ["'self'"],
+    "script-src": ["'self'"],
+    "style-src": ["'self'"],
+    "img-src": ["'self'"],
+    "object-src": ["'none'"],
+    "base-uri": ["'none'"],
+    "form-action": ["'self'"],
+    "frame-ancestors": ["'none'"],
+}
+
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = False
@@ -128,6 +167,11 @@ STATIC_ROOT = VAR_DIR / "static"
 # limit would otherwise turn a large vision/PDF request into an HTML 400 page.
 VMX_MAX_BODY_BYTES: int = env.int("VMX_MAX_BODY_BYTES", default=32 * 1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = VMX_MAX_BODY_BYTES
+
+# Seconds a client has to send a complete request (headers and body) once it connects or starts
+# its next request; slower or idle connections are closed (408 where possible) so they cannot pile
+# up and hold worker sockets. Enforced by gateway.asgi.protocol, before Django; 0 disables.
+VMX_CLIENT_TIMEOUT: float = env.float("VMX_CLIENT_TIMEOUT", default=30.0)
 
 # TLS ends in front of the app (DESIGN.md 2.1): these stay off unless asked for.
 SECURE_SSL_REDIRECT: bool = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=False)
@@ -155,11 +199,16 @@ LOGGING = {
         "httpx2": {"level": "WARNING"},
         "openai": {"level": "WARNING"},
         "anthropic": {"level": "WARNING"},
+        # Failed logins and lockouts are WARNING; the startup banner and each good login are not.
+        "axes": {"level": "WARNING"},
     },
 }
 
 # Store request/response bodies in audit records (inline base64 payloads are summarised).
 VMX_AUDIT_BODIES: bool = env.bool("VMX_AUDIT_BODIES", default=False)
+# Audit records that cannot be written when the server stops (database down) wait here and are
+# written at the next start.
+VMX_AUDIT_SPOOL_DIR: str = env.str("VMX_AUDIT_SPOOL_DIR", default=str(VAR_DIR / "audit-spool"))
 
 # Anthropic streams: a `ping` event after this many seconds without upstream bytes (spec 3.3).
 VMX_STREAM_PING_SECONDS: float = env.float("VMX_STREAM_PING_SECONDS", default=15.0)
