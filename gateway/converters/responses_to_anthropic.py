@@ -1,6 +1,6 @@
 """OpenAI Responses result / event stream → Anthropic Message / Messages event stream.
 
-Spec: ../shared/spec/anthropic-to-responses.md §2 (non-stream), §3 (stream), §4.2 (errors),
+Spec: docs/anthropic-mapping.md §2 (non-stream), §3 (stream), §4.2 (errors),
 §1.7 (stop-sequence emulation, output side) and the output-side edge cases of §6.
 
 Pure code over plain data: no Django, no I/O, no SSE byte framing. The caller frames each
@@ -21,10 +21,14 @@ Invariants of `AnthropicStreamTranslator` (the anthropic SDK accumulator relies 
   held back until it either completes (stop) or cannot (flushed) (§1.7).
 - Text is handled as `str` (code points) end to end: no byte offsets, so emoji and other
   multi-byte characters are never split (§6.34).
+- Linear in the size of the stream: text, arguments and thinking received so far are kept as
+  pieces (`_Text`), never re-copied per delta, so one huge delta or a million small ones cost
+  time proportional to their total size.
 """
 
 from __future__ import annotations
 
+import bisect
 import json
 import logging
 import math
@@ -47,7 +51,7 @@ _POLICY_CATEGORY = {"bio_policy": "bio"}
 _STATUS_MAP: dict[int, tuple[int, str]] = {
     400: (400, "invalid_request_error"),
     # 401/403 mean the operator's connection credentials were refused; the caller normally
-    # handles them (DESIGN.md 2.6) — this is the fallback if it asks anyway.
+    # handles them (docs/reference.md 2.6) — this is the fallback if it asks anyway.
     401: (502, "api_error"),
     403: (502, "api_error"),
     404: (404, "not_found_error"),
@@ -236,7 +240,7 @@ def _reasoning_text(item: dict[str, Any]) -> str:
     return "\n\n".join(content)
 
 
-def _citation(annotation: dict[str, Any], text: str) -> tuple[dict[str, Any], int] | None:
+def _citation(annotation: dict[str, Any], text: str | _Text) -> tuple[dict[str, Any], int] | None:
     """(web_search_result_location citation, end index) for a `url_citation`; else None (§2.2).
 
     Indices are Python str (code point) indices, clamped to the text (spec §7 open item).
@@ -458,19 +462,69 @@ def _stop_reason(
 # ---------------------------------------------------------------------------------------------
 
 
+class _Text:
+    """Text received in pieces. `text += piece` on an attribute copies everything so far (CPython
+    only extends a string in place when it is held by a local variable), which made a long
+    stream of deltas quadratic; here appending is O(piece) and reading is O(what is read)."""
+
+    __slots__ = ("_ends", "_pieces")
+
+    def __init__(self) -> None:
+        self._pieces: list[str] = []
+        self._ends: list[int] = []
+        """`_ends[i]`: the length of the text up to and including `_pieces[i]` (for bisect)."""
+
+    def __len__(self) -> int:
+        return self._ends[-1] if self._ends else 0
+
+    def __iadd__(self, piece: str) -> _Text:
+        if piece:
+            self._pieces.append(piece)
+            self._ends.append(len(self) + len(piece))
+        return self
+
+    def __getitem__(self, span: slice) -> str:
+        """`text[start:end]` (non-negative bounds, step 1), reading only the pieces it covers."""
+        start, end, _ = span.indices(len(self))
+        if start >= end:
+            return ""
+        first = bisect.bisect_right(self._ends, start)
+        offset = self._ends[first - 1] if first else 0
+        out: list[str] = []
+        for index in range(first, len(self._pieces)):
+            piece = self._pieces[index]
+            out.append(piece[max(start - offset, 0) : end - offset])
+            offset += len(piece)
+            if offset >= end:
+                break
+        return "".join(out)
+
+    def rest_of(self, final: str) -> str:
+        """What `final` adds after this text when it starts with all of it; else "" (O(len(final)))."""
+        if len(final) <= len(self):
+            return ""
+        position = 0
+        for piece in self._pieces:
+            if not final.startswith(piece, position):
+                return ""
+            position += len(piece)
+        return final[position:]
+
+
 @dataclass(eq=False)
 class _Part:
     """One message content part (`output_text` or `refusal`) → one Anthropic text block."""
 
     refusal: bool = False
-    raw: str = ""
+    raw: _Text = field(default_factory=_Text)
     """Upstream text so far (citations slice it, §2.2)."""
     index: int | None = None
     """Anthropic block index once opened (blocks open lazily, at the first visible text)."""
     held: str = ""
     """Stop-sequence hold-back: a suffix that could still become a stop sequence (§1.7)."""
-    prefill: str | None = None
-    """Text seen while it may still be the prefill (§6.5); None when not (or no longer) matching."""
+    prefill: int | None = None
+    """How much of the prefill the text repeated so far, while it may still be the prefill (§6.5);
+    None when not (or no longer) matching. A count, not the text: no copy grows per delta."""
     closed: bool = False
 
 
@@ -481,7 +535,7 @@ class _Item:
     kind: str
     data: dict[str, Any] = field(default_factory=dict)
     index: int | None = None
-    sent: str = ""
+    sent: _Text = field(default_factory=_Text)
     """Arguments / thinking text already emitted (to emit only a missing remainder at `done`)."""
     parts: dict[int, _Part] = field(default_factory=dict)
     separators: set[int] = field(default_factory=set)
@@ -727,9 +781,7 @@ class AnthropicStreamTranslator:
                 self._close_open()
         elif kind == "reasoning":
             if self._open is item and not self._request.display_omitted:
-                final = _reasoning_text(data)
-                if final.startswith(item.sent) and len(final) > len(item.sent):
-                    self._thinking_delta(item, final[len(item.sent) :])
+                self._thinking_delta(item, item.sent.rest_of(_reasoning_text(data)))
             # Keep the thinking block open: its signature needs the next item (§3.3 pending_thinking).
         elif kind == "web_search_call" and _is_search(data):
             tool_id, tool_input, result = _web_search_blocks(data)
@@ -768,15 +820,15 @@ class AnthropicStreamTranslator:
         text = delta
         if not part.refusal and self._prefill_armed:
             self._prefill_armed = False
-            part.prefill = ""  # this is the first answer text: it may repeat the prefill
+            part.prefill = 0  # this is the first answer text: it may repeat the prefill
         if part.prefill is not None:
-            seen = part.prefill + text
-            prefill = self._request.prefill
-            if len(seen) < len(prefill) and prefill.startswith(seen):
-                part.prefill = seen  # undecided yet: show nothing
+            prefill, matched = self._request.prefill, part.prefill
+            if matched + len(text) < len(prefill) and prefill.startswith(text, matched):
+                part.prefill = matched + len(text)  # undecided yet: show nothing
                 return
             part.prefill = None
-            text = seen[len(prefill) :] if seen.startswith(prefill) else seen
+            rest = prefill[matched:]
+            text = text[len(rest) :] if text.startswith(rest) else prefill[:matched] + text
         self._hold(part, text)
 
     def _hold(self, part: _Part, text: str) -> None:
@@ -805,13 +857,12 @@ class AnthropicStreamTranslator:
 
     def _text_final(self, part: _Part, final: str) -> None:
         # Upstream `*.done` carries the whole text; send only what the deltas did not.
-        if final.startswith(part.raw) and len(final) > len(part.raw):
-            self._text_in(part, final[len(part.raw) :])
+        self._text_in(part, part.raw.rest_of(final))
 
     def _flush(self, part: _Part) -> None:
         """End of a part: undecided prefill text was not the prefill; held text was no stop."""
         if part.prefill is not None:
-            text, part.prefill = part.prefill, None
+            text, part.prefill = self._request.prefill[: part.prefill], None
             self._hold(part, text)
         if part.held and not self._finished:
             text, part.held = part.held, ""
@@ -865,9 +916,7 @@ class AnthropicStreamTranslator:
         if self._open is not item:
             return
         if final:
-            if not (text.startswith(item.sent) and len(text) > len(item.sent)):
-                return
-            text = text[len(item.sent) :]
+            text = item.sent.rest_of(text)
         if not text:
             return
         item.sent += text

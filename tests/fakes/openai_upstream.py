@@ -7,8 +7,8 @@ tokens. Any path prefix before `/v1` works, so several connections can share one
 URLs like `http://127.0.0.1:PORT/a/v1`.
 
 Tests script what comes next on a route with `reply(method, path, Reply(...))`: an HTTP error
-with headers, a delay, an SSE stream given event by event (with pauses, optionally cut off), and
-read what the gateway sent in `requests`.
+with headers, a delay, an SSE stream given event by event (with pauses, optionally cut off) or
+re-cut into writes of a fixed size (`rechunk`), and read what the gateway sent in `requests`.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 import itertools
 import json
 import socket
+import struct
 import threading
 import time
 from collections import defaultdict, deque
@@ -56,6 +57,9 @@ class Reply:
     """An SSE body sent piece by piece; a float pauses that many seconds."""
     cut: bool = False
     """Close the connection after `events` without ending the body properly."""
+    drop: str | None = None
+    """End the connection without answering: "reset" (TCP RST, a crashed upstream) or "close"
+    (a clean close, as a proxy that gave up does)."""
 
 
 @dataclass
@@ -73,6 +77,14 @@ class RecordedRequest:
 def sse(payload: Any, event: str | None = None) -> bytes:
     data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
     return (f"event: {event}\n".encode() if event else b"") + b"data: " + data + b"\n\n"
+
+
+def rechunk(events: list[bytes | float], size: int) -> list[bytes | float]:
+    """The body of `events` (which must not pause) re-cut into `size`-byte writes: event
+    boundaries then fall anywhere in a write, and a big event spans many, as over a network."""
+    assert all(isinstance(e, bytes) for e in events), "rechunk keeps no pauses"
+    body = b"".join(e for e in events if isinstance(e, bytes))
+    return [body[start : start + size] for start in range(0, len(body), size)]
 
 
 def chat_completion(model: str, text: str) -> dict[str, Any]:
@@ -287,6 +299,12 @@ class FakeOpenAI:
                     queue = fake._script.get((self.command, path))
                     reply = queue.popleft() if queue else None
                 reply = fake._fill_default(recorded, reply or Reply())
+                if reply.drop:
+                    if reply.drop == "reset":  # SO_LINGER 0: the close sends a TCP reset
+                        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    self.connection.close()
+                    self.close_connection = True
+                    return
                 if reply.delay:
                     time.sleep(reply.delay)
                 if reply.events is not None:
@@ -360,7 +378,7 @@ class FakeOpenAI:
         return [r for r in self.requests if r.path.endswith(path_suffix)]
 
     def _fill_default(self, request: RecordedRequest, reply: Reply) -> Reply:
-        if reply.body is not None or reply.events is not None or reply.status != 200:
+        if reply.body is not None or reply.events is not None or reply.status != 200 or reply.drop:
             return reply
         path = request.path
         if request.method == "GET" and path.endswith("/models"):
