@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 from django.core.exceptions import ValidationError
@@ -501,6 +502,21 @@ def _prune(doc: ConfigDoc, report: ApplyReport) -> None:
 # Exporting
 
 
+def _url_password_masked(value: Any) -> Any:
+    """A URL stored before credentials in URLs were refused keeps its password out of exports."""
+    if not isinstance(value, str) or "@" not in value:
+        return value
+    try:
+        parts = urlsplit(value)
+        password = parts.password
+    except ValueError:
+        return value
+    if not password:
+        return value
+    netloc = parts.netloc.replace(f":{password}@", f":{SECRET_MASK}@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
 def config_export(*, include_secrets: bool = False) -> dict[str, Any]:
     """The whole configuration in the file format; applying it back changes nothing."""
     connections = []
@@ -509,7 +525,8 @@ def config_export(*, include_secrets: bool = False) -> dict[str, Any]:
         if conn.description:
             item["description"] = conn.description
         secrets = conn.secrets_get()
-        config = {**{k: (v if include_secrets else SECRET_MASK) for k, v in secrets.items()}, **conn.config}
+        plain = conn.config if include_secrets else {k: _url_password_masked(v) for k, v in conn.config.items()}
+        config = {**{k: (v if include_secrets else SECRET_MASK) for k, v in secrets.items()}, **plain}
         item["config"] = config
         if not conn.enabled:
             item["enabled"] = False

@@ -13,22 +13,14 @@ from datetime import datetime
 from types import MappingProxyType
 from typing import Any
 
+# Defined by the providers, which consume it (the provider registry owns that shape).
+from gateway.providers.base import ConnectionInfo
+
+__all__ = ["ApiKeyInfo", "ConfigSnapshot", "ConnectionInfo", "ModelEntryInfo", "ResourceInfo"]
+
 
 def _empty() -> Mapping[str, Any]:
     return MappingProxyType({})
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectionInfo:
-    name: str
-    provider: str
-    enabled: bool
-    config: Mapping[str, Any]
-    """Non-secret provider settings (e.g. `baseURL`)."""
-    secrets: Mapping[str, str] = field(default_factory=_empty, repr=False)
-    """Decrypted secret settings (e.g. `apiKey`). Never logged."""
-    fingerprint: str = ""
-    """Changes whenever any setting changes; providers rebuild their clients on a new one."""
 
 
 @dataclass(frozen=True, slots=True)

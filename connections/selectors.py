@@ -17,12 +17,21 @@ from types import MappingProxyType
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.db import DatabaseError
 from django.db.models import Prefetch
 
 from connections.entities import ApiKeyInfo, ConfigSnapshot, ConnectionInfo, ModelEntryInfo, ResourceInfo
 from connections.models import AIResource, APIKey, ConfigRevision, Connection, ModelEntry
+from gateway.logs import ThrottledLog
 
 logger = logging.getLogger("vmx.config")
+_refresh_failures = ThrottledLog(logger, interval=10.0)
+RETRY_WITHOUT_SNAPSHOT_SECONDS = 1.0
+"""With no configuration at all (database down at start), requests fail fast between attempts."""
+
+
+class ConfigurationUnavailableError(Exception):
+    """There is no configuration to serve from: the database could not be read yet."""
 
 
 def config_revision_get() -> int:
@@ -90,6 +99,10 @@ class _SnapshotCache:
         self.lock = threading.Lock()
         self.kept_fresh = False
         """A background task keeps the snapshot fresh: readers need not check."""
+        self.refreshed_at: float | None = None
+        """When the revision was last read successfully (monotonic)."""
+        self.failed_at = 0.0
+        self.failures = 0
 
     def is_fresh(self) -> bool:
         return self.snapshot is not None and time.monotonic() - self.checked_at < settings.VMX_CONFIG_REFRESH_SECONDS
@@ -99,10 +112,16 @@ class _SnapshotCache:
             if self.is_fresh():
                 assert self.snapshot is not None
                 return self.snapshot
-            revision = config_revision_get()
-            if self.snapshot is None or self.snapshot.revision != revision:
-                self.snapshot = config_snapshot_build()
-            self.checked_at = time.monotonic()
+            try:
+                revision = config_revision_get()
+                if self.snapshot is None or self.snapshot.revision != revision:
+                    self.snapshot = config_snapshot_build()
+            except Exception:
+                self.failed_at = time.monotonic()
+                self.failures += 1
+                raise
+            self.checked_at = self.refreshed_at = time.monotonic()
+            self.failures = 0
             return self.snapshot
 
 
@@ -127,7 +146,14 @@ async def aconfig_snapshot() -> ConfigSnapshot:
     snapshot = _cache.snapshot
     if snapshot is not None and (_cache.kept_fresh or _cache.is_fresh()):
         return snapshot
-    return await sync_to_async(_cache.refresh, thread_sensitive=False)()
+    if snapshot is None and time.monotonic() - _cache.failed_at < RETRY_WITHOUT_SNAPSHOT_SECONDS:
+        raise ConfigurationUnavailableError("the configuration could not be read from the database yet")
+    try:
+        return await sync_to_async(_cache.refresh, thread_sensitive=False)()
+    except DatabaseError as exc:
+        if _cache.snapshot is not None:  # serve from the last configuration (DESIGN.md 2.13)
+            return _cache.snapshot
+        raise ConfigurationUnavailableError(f"the configuration could not be read: {type(exc).__name__}") from exc
 
 
 async def config_snapshot_keep_fresh() -> None:
@@ -142,10 +168,20 @@ async def config_snapshot_keep_fresh() -> None:
             _cache.checked_at = 0.0
             try:
                 await sync_to_async(_cache.refresh, thread_sensitive=False)()
-            except Exception:
-                logger.exception("configuration refresh failed; serving the last snapshot")
+            except Exception as exc:
+                state = "serving the last configuration" if _cache.snapshot is not None else "no configuration yet"
+                _refresh_failures.warning(
+                    "refresh", "configuration refresh failed (%s: %s); %s", type(exc).__name__, exc, state
+                )
     finally:
         _cache.kept_fresh = False
+
+
+def config_snapshot_age() -> float | None:
+    """Seconds since the configuration was last read successfully; None if it never was."""
+    if _cache.refreshed_at is None:
+        return None
+    return time.monotonic() - _cache.refreshed_at
 
 
 def config_snapshot_invalidate() -> None:

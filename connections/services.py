@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -224,7 +225,11 @@ async def _connection_check(info: ConnectionInfo) -> CheckResult:
     # A throwaway provider: pooled clients are bound to the event loop that created them, and
     # async_to_sync runs this on a loop of its own.
     provider = provider_class_get(info.provider)(info)
+    started = time.perf_counter()
     try:
         return await provider.check()
+    except Exception as exc:  # whatever the provider raised, the operator gets a report, not a traceback
+        detail = provider.redactor.text(f"{type(exc).__name__}: {exc}")
+        return CheckResult(False, (time.perf_counter() - started) * 1000, f"the check failed: {detail}")
     finally:
         await provider.aclose()

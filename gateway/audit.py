@@ -1,10 +1,14 @@
 """Audit: one record per client request, queued in memory and written in batches off the request path.
 
-Invariants: `AuditEntry.finish()` is idempotent and never raises into the request; a queued record
-reaches the database within `FLUSH_SECONDS` (or as soon as `BATCH_SIZE` are waiting); `audit_flush()`
-writes everything queued in the calling thread, and the process's shutdown calls it, so a graceful
-stop loses nothing. If the database is down, records stay queued (up to `MAX_QUEUED`) and are
-retried.
+Invariants (DESIGN.md 2.9, 2.13):
+- `AuditEntry.finish()` is idempotent and never raises into the request; a queued record reaches
+  the database within `FLUSH_SECONDS` (or as soon as `BATCH_SIZE` are waiting).
+- The writer never stops and no record blocks the ones behind it: a batch the database refuses
+  for its content is written row by row; a refused row is cleaned (NULs, lone surrogates, over-long
+  text, an invalid address) and written, or dropped, logged and counted in `dropped_total`.
+- If the database is unreachable, records stay queued (up to `MAX_QUEUED`) and are retried with
+  a growing pause, logging one line per 10 s. At shutdown what cannot be written goes to the spool
+  directory (`VMX_AUDIT_SPOOL_DIR`), and the next start writes it (`audit_spool_replay`).
 """
 
 from __future__ import annotations
@@ -12,27 +16,36 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import ipaddress
 import logging
 import os
 import re
+import secrets
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+import orjson
 from django.conf import settings
-from django.db import close_old_connections, connection, models, transaction
+from django.db import InterfaceError, OperationalError, close_old_connections, connection, models, transaction
 
 from gateway.errors import GatewayError
+from gateway.logs import ThrottledLog
 from gateway.usage import Usage
 
 logger = logging.getLogger("vmx.audit")
+_failures = ThrottledLog(logger, interval=10.0)
 
 FLUSH_SECONDS = 0.1
 BATCH_SIZE = 100
 MAX_QUEUED = 100_000
+MAX_RETRY_PAUSE = 5.0
+dropped_total = 0
+"""Records the database refused even after cleaning, or that overflowed the queue, since start."""
 
 
 @dataclass(slots=True)
@@ -65,8 +78,10 @@ class AuditEntry:
         error: GatewayError | None,
         status_code: int | None = None,
         notes: list[str] | None = None,
+        tries: int = 1,
     ) -> None:
-        """Record one leg. `notes` say how the leg's call was revised (e.g. retried without reasoning)."""
+        """Record one leg. `notes` say how the leg's call was revised (e.g. retried without reasoning);
+        `tries` counts its HTTP calls (0 when the leg was skipped without calling)."""
         if error is not None:
             # The upstream's own status when it answered; None for timeouts and connect errors.
             status_code = getattr(error, "upstream_status", None)
@@ -76,6 +91,7 @@ class AuditEntry:
             "status_code": status_code,
             "error": error.message if error is not None else None,
             "duration_ms": round((time.monotonic() - started) * 1000, 1),
+            "tries": tries,
         }
         if notes:
             entry["notes"] = notes
@@ -120,6 +136,10 @@ class AuditEntry:
         )
 
 
+class DatabaseUnavailableError(Exception):
+    """The database could not be reached: records stay queued."""
+
+
 class _AuditWriter:
     def __init__(self) -> None:
         self._queue: deque[dict[str, Any]] = deque()
@@ -130,9 +150,11 @@ class _AuditWriter:
         self._stopping = False
 
     def submit(self, row: dict[str, Any]) -> None:
+        global dropped_total
         if len(self._queue) >= MAX_QUEUED:
             self._queue.popleft()
-            logger.error("audit queue full (%d records): dropped the oldest record", MAX_QUEUED)
+            dropped_total += 1
+            _failures.warning("queue-full", "audit queue full (%d records): dropped the oldest record", MAX_QUEUED)
         self._queue.append(row)
         self._ensure_thread()
         if len(self._queue) >= BATCH_SIZE:
@@ -147,30 +169,34 @@ class _AuditWriter:
             self._thread.start()
 
     def _run(self) -> None:
+        pause = FLUSH_SECONDS
         while not self._stopping:
-            self._wake.wait(FLUSH_SECONDS)
+            self._wake.wait(pause)
             self._wake.clear()
             try:
                 self.flush()
-            except Exception:  # the database may be down; keep the records and retry
-                logger.exception("audit write failed; %d records stay queued", len(self._queue))
+                pause = FLUSH_SECONDS
+            except Exception as exc:  # the database is down (or worse): keep the records, retry later
+                _failures.warning(
+                    "write", "audit write failed (%s); %d records stay queued", _error_text(exc), len(self._queue)
+                )
                 close_old_connections()
-                time.sleep(FLUSH_SECONDS)
+                pause = min(pause * 2, MAX_RETRY_PAUSE)
 
     def flush(self) -> int:
-        """Write every queued record now, in the calling thread. Returns how many were written."""
-        from gateway.models import AuditRecord
+        """Write every queued record now, in the calling thread. Returns how many were written.
 
+        Raises `DatabaseUnavailableError` (records kept) when the database cannot be reached.
+        """
         written = 0
         with self._write_lock:
             while self._queue:
                 batch = [self._queue.popleft() for _ in range(min(BATCH_SIZE, len(self._queue)))]
                 try:
-                    _insert(AuditRecord, batch)
-                except Exception:
+                    written += rows_write(batch)
+                except DatabaseUnavailableError:
                     self._queue.extendleft(reversed(batch))
                     raise
-                written += len(batch)
         return written
 
     def stop(self) -> None:
@@ -178,10 +204,171 @@ class _AuditWriter:
         self._wake.set()
         if self._thread is not None and self._thread.is_alive() and self._pid == os.getpid():
             self._thread.join(timeout=10)
-        self.flush()
+        try:
+            self.flush()
+        except Exception as exc:
+            with self._write_lock:
+                rows = list(self._queue)
+                self._queue.clear()
+            path = spool_write(rows)
+            logger.error(
+                "audit: the database is unreachable at shutdown (%s); %d records spooled to %s",
+                _error_text(exc),
+                len(rows),
+                path,
+            )
 
     def queued(self) -> int:
         return len(self._queue)
+
+
+def rows_write(rows: list[dict[str, Any]]) -> int:
+    """Write `rows`; isolate and clean what the database refuses. Returns rows written (or already there).
+
+    Raises `DatabaseUnavailableError` when the database cannot be reached at all.
+    """
+    from gateway.models import AuditRecord
+
+    try:
+        _insert(AuditRecord, rows)
+        return len(rows)
+    except (OperationalError, InterfaceError) as exc:
+        raise DatabaseUnavailableError(_error_text(exc)) from exc
+    except Exception:
+        if len(rows) == 1:
+            return _row_write_cleaned(AuditRecord, rows[0])
+    # One row spoils the batch: find it, write the others.
+    written = 0
+    for row in rows:
+        try:
+            _insert(AuditRecord, [row])
+            written += 1
+        except (OperationalError, InterfaceError) as exc:
+            raise DatabaseUnavailableError(_error_text(exc)) from exc
+        except Exception:
+            written += _row_write_cleaned(AuditRecord, row)
+    return written
+
+
+def _row_write_cleaned(model: Any, row: dict[str, Any]) -> int:
+    global dropped_total
+    try:
+        _insert(model, [row_cleaned(model, row)])
+        return 1
+    except (OperationalError, InterfaceError) as exc:
+        raise DatabaseUnavailableError(_error_text(exc)) from exc
+    except Exception as exc:
+        dropped_total += 1
+        _failures.warning(
+            "dropped",
+            "audit record %s dropped: the database refused it even cleaned (%s)",
+            row.get("request_id", "?"),
+            _error_text(exc),
+        )
+        return 0
+
+
+def row_cleaned(model: Any, row: dict[str, Any]) -> dict[str, Any]:
+    """`row` as the database will take it: no NUL or lone surrogate anywhere, text cut to its column."""
+    cleaned: dict[str, Any] = {}
+    for name, value in row.items():
+        value = _clean_value(value)
+        try:
+            column = model._meta.get_field(name)
+        except Exception:
+            column = None
+        if isinstance(column, models.GenericIPAddressField) and value is not None:
+            try:
+                value = str(ipaddress.ip_address(value))
+            except ValueError:
+                value = None
+        elif isinstance(column, models.CharField) and isinstance(value, str) and column.max_length:
+            value = value[: column.max_length]
+        cleaned[name] = value
+    return cleaned
+
+
+def _clean_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_clean_value(str(k)): _clean_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean_value(v) for v in value]
+    return value
+
+
+def _error_text(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"[:300]
+
+
+# ------------------------------------------------------------------------------------------------
+# Spool: records that could not be written at shutdown, replayed at the next start.
+
+
+def spool_dir() -> Path:
+    return Path(settings.VMX_AUDIT_SPOOL_DIR)
+
+
+def spool_write(rows: list[dict[str, Any]]) -> Path | None:
+    if not rows:
+        return None
+    directory = spool_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    name = f"audit-{datetime.now(UTC):%Y%m%dT%H%M%S}-{os.getpid()}-{secrets.token_hex(4)}"
+    partial, final = directory / f"{name}.partial", directory / f"{name}.jsonl"
+    with partial.open("wb") as out:
+        for row in rows:
+            out.write(orjson.dumps(row, default=str) + b"\n")
+        out.flush()
+        os.fsync(out.fileno())
+    partial.rename(final)  # only complete files are ever replayed
+    return final
+
+
+def audit_spool_replay() -> int:
+    """Write the records spooled by earlier processes; returns how many. Safe to run in every worker
+    at once: each file is claimed by an atomic rename, and request ids make a second write a no-op."""
+    directory = spool_dir()
+    if not directory.is_dir():
+        return 0
+    for stale in directory.glob("audit-*.jsonl.*.replaying"):
+        if not _process_alive(int(stale.suffixes[-2].lstrip("."))):  # its worker died mid-replay
+            stale.rename(stale.with_name(stale.name.rsplit(".", 2)[0]))
+    replayed = 0
+    for path in sorted(directory.glob("audit-*.jsonl")):
+        claimed = path.with_name(f"{path.name}.{os.getpid()}.replaying")
+        try:
+            path.rename(claimed)
+        except FileNotFoundError:
+            continue  # another worker took it
+        rows = [_spooled_row(line) for line in claimed.read_bytes().splitlines() if line.strip()]
+        try:
+            for start in range(0, len(rows), BATCH_SIZE):
+                replayed += rows_write(rows[start : start + BATCH_SIZE])
+        except DatabaseUnavailableError:
+            claimed.rename(path)  # keep it for the next start
+            raise
+        claimed.unlink()
+        logger.info("audit: wrote %d spooled records from %s", len(rows), path.name)
+    return replayed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _spooled_row(line: bytes) -> dict[str, Any]:
+    row: dict[str, Any] = orjson.loads(line)
+    if isinstance(row.get("created_at"), str):
+        row["created_at"] = datetime.fromisoformat(row["created_at"])
+    return row
 
 
 def _insert(model: Any, rows: list[dict[str, Any]]) -> None:
@@ -222,6 +409,10 @@ _writer = _AuditWriter()
 
 def audit_flush() -> int:
     return _writer.flush()
+
+
+def audit_queue_depth() -> int:
+    return _writer.queued()
 
 
 def audit_shutdown() -> None:

@@ -1,17 +1,25 @@
 """Gateway API keys on `/v1/`: `Authorization: Bearer <key>` or `x-api-key: <key>` (DESIGN.md 2.4).
 
 Keys are looked up by SHA-256 digest in the in-process snapshot: no database query and no slow
-password hash on the request path.
+password hash on the request path. Refusals are not audited (there is no key to charge them to):
+they are counted in `failures_total` and logged at most once a second per client address.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
 from connections.entities import ApiKeyInfo, ConfigSnapshot
-from connections.selectors import aconfig_snapshot, api_key_lookup
-from gateway.errors import AuthenticationError
+from connections.selectors import ConfigurationUnavailableError, aconfig_snapshot, api_key_lookup
+from gateway.errors import AuthenticationError, ServiceUnavailableError
+from gateway.logs import ThrottledLog
+
+logger = logging.getLogger("vmx.auth")
+_refusals = ThrottledLog(logger, interval=1.0)
+failures_total = 0
+"""401 answers since the process started (for metrics)."""
 
 
 def api_key_from_headers(headers: Mapping[str, str]) -> str:
@@ -23,13 +31,20 @@ def api_key_from_headers(headers: Mapping[str, str]) -> str:
 
 
 async def authenticate(headers: Mapping[str, str]) -> tuple[ConfigSnapshot, ApiKeyInfo]:
-    """The current snapshot and the caller's key; 401 when missing, unknown, disabled or expired."""
+    """The current snapshot and the caller's key; 401 when missing, unknown, disabled or expired,
+    503 when the worker has no configuration to check it against (database down since start)."""
     key = api_key_from_headers(headers)
     if not key:
         raise AuthenticationError(
             "You didn't provide an API key. Send it as 'Authorization: Bearer <key>' or 'x-api-key: <key>'."
         )
-    snapshot = await aconfig_snapshot()
+    try:
+        snapshot = await aconfig_snapshot()
+    except ConfigurationUnavailableError:
+        raise ServiceUnavailableError(
+            "The gateway cannot serve yet: its configuration database is unreachable. Try again shortly.",
+            headers={"retry-after": "5"},
+        ) from None
     api_key = api_key_lookup(snapshot=snapshot, key=key)
     if api_key is None:
         raise AuthenticationError("Incorrect API key provided.")
@@ -38,3 +53,11 @@ async def authenticate(headers: Mapping[str, str]) -> tuple[ConfigSnapshot, ApiK
     if api_key.expires_at is not None and api_key.expires_at <= datetime.now(UTC):
         raise AuthenticationError(f"The API key '{api_key.name}' has expired.")
     return snapshot, api_key
+
+
+def authentication_failed(*, source_ip: str | None, path: str, error: AuthenticationError) -> None:
+    """Count a 401 and log it, at most once a second per address (a flood leaves one line a second)."""
+    global failures_total
+    failures_total += 1
+    address = source_ip or "unknown"
+    _refusals.warning(f"401:{address}", "401 for %s on %s: %s", address, path, error.message)

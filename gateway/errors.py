@@ -7,7 +7,7 @@ error in the caller's shape (DESIGN.md 2.8). Messages never contain secrets.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import orjson
@@ -93,28 +93,54 @@ class RequestTooLargeError(GatewayError):
     default_code = "request_too_large"
 
 
-class UpstreamError(GatewayError):
-    """An upstream leg failed; routing moves on to the next leg (DESIGN.md 2.6)."""
+class ServiceUnavailableError(GatewayError):
+    """The gateway cannot serve yet (e.g. it started while the database was down)."""
 
-    def __init__(self, message: str, *, connection: str = "", **kwargs: Any) -> None:
+    status = 503
+    default_code = "service_unavailable"
+
+
+class UpstreamError(GatewayError):
+    """An upstream leg failed; routing moves on to the next leg (DESIGN.md 2.6).
+
+    `tries` is how many HTTP calls the provider made for this leg (1 + its retries).
+    """
+
+    def __init__(self, message: str, *, connection: str = "", tries: int = 1, **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
         self.connection = connection
+        self.tries = tries
+
+    def redact(self, text: Callable[[str], str], data: Callable[[bytes], bytes]) -> None:
+        """Mask the connection's secrets in everything this error would relay or store (2.13)."""
+        self.message = text(self.message)
+        self.args = (self.message,)
+        self.headers = {name: text(value) for name, value in self.headers.items()}
 
 
 class UpstreamStatusError(UpstreamError):
     """The upstream answered an HTTP error. Its status and body reach the client as they were."""
 
-    def __init__(self, *, status: int, body: bytes, headers: Mapping[str, str], connection: str) -> None:
+    def __init__(
+        self, *, status: int, body: bytes, headers: Mapping[str, str], connection: str, tries: int = 1
+    ) -> None:
         self.upstream_status = status
         self.body = body
         self.parsed = _error_object(body)
         message = str(self.parsed.get("message") or f"upstream answered HTTP {status}")
         code = self.parsed.get("code")
-        super().__init__(message, connection=connection, code=str(code) if code is not None else None, headers=headers)
+        super().__init__(
+            message, connection=connection, tries=tries, code=str(code) if code is not None else None, headers=headers
+        )
 
     @property
     def status_code(self) -> int:
         return self.upstream_status
+
+    def redact(self, text: Callable[[str], str], data: Callable[[bytes], bytes]) -> None:
+        super().redact(text, data)
+        self.body = data(self.body)
+        self.parsed = _error_object(self.body)
 
     @property
     def upstream_type(self) -> str:
@@ -147,12 +173,13 @@ class UpstreamAuthFailedError(UpstreamError):
     status = 502
     default_code = "upstream_auth_failed"
 
-    def __init__(self, *, connection: str, upstream_status: int, upstream_message: str) -> None:
+    def __init__(self, *, connection: str, upstream_status: int, upstream_message: str, tries: int = 1) -> None:
         self.upstream_status = upstream_status
         super().__init__(
             f"the upstream refused the credentials of connection '{connection}' "
             f"(HTTP {upstream_status}: {upstream_message}); the gateway operator must fix the connection",
             connection=connection,
+            tries=tries,
         )
 
 
@@ -179,14 +206,3 @@ def _error_object(body: bytes) -> dict[str, Any]:
         return {}
     error = parsed.get("error") if isinstance(parsed, dict) else None
     return error if isinstance(error, dict) else {}
-
-
-def anthropic_status_and_type(error: GatewayError) -> tuple[int, str]:
-    """The HTTP status and Anthropic error type a `/v1/messages` client gets (spec 4.1, 4.2)."""
-    from gateway.converters.responses_to_anthropic import anthropic_error_type
-
-    if isinstance(error, UpstreamStatusError):
-        return anthropic_error_type(status=error.upstream_status, code=error.code)
-    if isinstance(error, UpstreamStreamError) and error.code:
-        return anthropic_error_type(code=error.code)
-    return error.status_code, error.anthropic_type

@@ -8,10 +8,12 @@ exception handler per response shape renders them. It deliberately does no conte
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import orjson
 from asgiref.sync import sync_to_async
@@ -20,25 +22,28 @@ from django.core.cache import cache
 from django.core.exceptions import RequestDataTooBig
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse, StreamingHttpResponse
-from django.views import View
+from django.views import View, defaults
 from django.views.decorators.csrf import csrf_exempt
 
 from connections.entities import ApiKeyInfo, ConfigSnapshot
+from connections.selectors import aconfig_snapshot, config_snapshot_age
 from gateway.audit import AuditEntry
-from gateway.auth import authenticate
+from gateway.auth import authenticate, authentication_failed
+from gateway.converters.responses_to_anthropic import anthropic_error_type
 from gateway.errors import (
+    AuthenticationError,
     GatewayError,
-    InvalidRequestError,
     MethodNotAllowedError,
     NotFoundError,
     RequestTooLargeError,
     UpstreamStatusError,
-    anthropic_status_and_type,
+    UpstreamStreamError,
 )
 from gateway.services.envelope import Envelope, envelope_extract, request_body_parse
 from gateway.services.messages import MESSAGES, count_tokens
 from gateway.services.passthrough import CHAT_COMPLETIONS, RESPONSES, GatewayResult, PassthroughEndpoint
 from gateway.services.routing import Route, route_resolve
+from gateway.services.shutdown import shutdown_error, shutdown_forced
 from gateway.sse import SSE_HEADERS
 
 logger = logging.getLogger("vmx.gateway")
@@ -56,6 +61,15 @@ def openai_exception_handler(error: GatewayError, *, request_id: str) -> HttpRes
         response[name] = value
     response["x-vmx-request-id"] = request_id
     return response
+
+
+def anthropic_status_and_type(error: GatewayError) -> tuple[int, str]:
+    """The HTTP status and Anthropic error type a `/v1/messages` client gets (spec 4.1, 4.2)."""
+    if isinstance(error, UpstreamStatusError):
+        return anthropic_error_type(status=error.upstream_status, code=error.code)
+    if isinstance(error, UpstreamStreamError) and error.code:
+        return anthropic_error_type(code=error.code)
+    return error.status_code, error.anthropic_type
 
 
 def anthropic_exception_handler(error: GatewayError, *, request_id: str) -> HttpResponse:
@@ -78,6 +92,8 @@ class GatewayAPIView(View):
 
     http_method_names = ["get", "post"]
     exception_handler: ClassVar[Callable[..., HttpResponse]] = staticmethod(openai_exception_handler)
+    audit_endpoint: ClassVar[str | None] = None
+    """The audit's endpoint name for requests of this view; None for views that are not audited."""
 
     @classmethod
     def as_view(cls, **initkwargs: Any) -> Callable[..., Any]:
@@ -90,6 +106,10 @@ class GatewayAPIView(View):
     def get_max_body_bytes(self) -> int:
         return int(settings.VMX_MAX_BODY_BYTES)
 
+    def get_audit_outcome(self, error: GatewayError) -> tuple[int, str]:
+        """The status and error type the client gets for `error`, as the audit records them."""
+        return error.status_code, error.code or error.openai_type
+
     async def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:  # type: ignore[override]
         request_id = request_id_new()
         self.request_id = request_id
@@ -100,6 +120,10 @@ class GatewayAPIView(View):
             response: HttpResponseBase = await handler(request, *args, **kwargs)
         except GatewayError as error:
             response = self.get_exception_handler()(error, request_id=request_id)
+        except asyncio.CancelledError:
+            if not shutdown_forced():
+                raise  # the client left: nobody to answer
+            response = self.get_exception_handler()(shutdown_error(), request_id=request_id)
         except Exception:
             logger.exception("unexpected error in %s (request %s)", request.path, request_id)
             internal = GatewayError("The gateway failed to process the request; see its log.", code="internal_error")
@@ -108,37 +132,66 @@ class GatewayAPIView(View):
         return response
 
     async def authenticate(self, request: HttpRequest) -> tuple[ConfigSnapshot, ApiKeyInfo]:
-        return await authenticate(request.headers)
+        checked = getattr(request, "vmx_auth", None)  # the edge checked the key before the body
+        if checked is not None:
+            return cast(tuple[ConfigSnapshot, ApiKeyInfo], checked)
+        try:
+            return await authenticate(request.headers)
+        except AuthenticationError as exc:
+            authentication_failed(source_ip=request.META.get("REMOTE_ADDR"), path=request.path, error=exc)
+            raise
 
-    def envelope_and_route(
-        self, request: HttpRequest, snapshot: ConfigSnapshot, api_key: ApiKeyInfo, *, required: tuple[str, ...] = ()
-    ) -> tuple[dict[str, Any], Envelope, Route]:
-        """The checks after authentication, in DESIGN.md 2.4's order: size, body, resource, scope."""
-        self.check_body_size(request)
-        body = request_body_parse(self.read_body(request), required=required)
-        envelope = envelope_extract(body, request.headers)
-        return body, envelope, route_resolve(snapshot=snapshot, api_key=api_key, model=body["model"])
-
-    def audit_entry(
-        self,
-        request: HttpRequest,
-        *,
-        endpoint: str,
-        api_key: ApiKeyInfo,
-        route: Route,
-        envelope: Envelope,
-        body: dict[str, Any],
-    ) -> AuditEntry:
+    def audit_entry(self, request: HttpRequest, *, api_key: ApiKeyInfo) -> AuditEntry:
+        assert self.audit_endpoint is not None
         return AuditEntry(
             request_id=self.request_id,
-            endpoint=endpoint,
+            endpoint=self.audit_endpoint,
             api_key=api_key.name,
-            resource=route.resource,
-            correlation_id=envelope.correlation_id,
-            metadata=envelope.metadata,
             source_ip=request.META.get("REMOTE_ADDR") or None,
-            request_body=body if settings.VMX_AUDIT_BODIES else None,
         )
+
+    def envelope_and_route(
+        self,
+        request: HttpRequest,
+        snapshot: ConfigSnapshot,
+        api_key: ApiKeyInfo,
+        audit: AuditEntry,
+        *,
+        required: tuple[str, ...] = (),
+    ) -> tuple[dict[str, Any], Envelope, Route]:
+        """The checks after authentication, in DESIGN.md 2.4's order: size, body, resource, scope.
+        The audit entry learns what is known as soon as it is known, so a rejection is audited too."""
+        self.check_body_size(request)
+        body = request_body_parse(self.read_body(request), required=required)
+        audit.resource = str(body["model"])[:300]
+        envelope = envelope_extract(body, request.headers)
+        audit.correlation_id, audit.metadata = envelope.correlation_id, envelope.metadata
+        if settings.VMX_AUDIT_BODIES:
+            audit.request_body = body
+        return body, envelope, route_resolve(snapshot=snapshot, api_key=api_key, model=body["model"])
+
+    async def audited(self, audit: AuditEntry, call: Awaitable[HttpResponseBase]) -> HttpResponseBase:
+        """Await `call`; whatever ends it early (a rejection, an upstream failure, the client
+        leaving before a non-stream answer, shutdown) is recorded in `audit` (DESIGN.md 2.13)."""
+        try:
+            return await call
+        except GatewayError as error:
+            status, error_type = self.get_audit_outcome(error)
+            audit.finish(status_code=status, error_type=error_type, error_message=error.message)
+            error.headers.setdefault("x-vmx-attempts", str(len(audit.attempts)))
+            if audit.correlation_id:
+                error.headers.setdefault("x-vmx-correlation-id", audit.correlation_id)
+            raise
+        except asyncio.CancelledError:
+            if shutdown_forced():
+                audit.finish_error(shutdown_error())
+            else:
+                audit.finish(
+                    status_code=499,
+                    error_type="client_disconnected",
+                    error_message="the client closed the connection before the answer",
+                )
+            raise
 
     def check_body_size(self, request: HttpRequest) -> None:
         """413 from Content-Length, before the body is touched (DESIGN.md 2.4)."""
@@ -165,20 +218,18 @@ class PassthroughView(GatewayAPIView):
 
     async def post(self, request: HttpRequest) -> HttpResponseBase:
         snapshot, api_key = await self.authenticate(request)
-        body, envelope, route = self.envelope_and_route(request, snapshot, api_key)
-        endpoint = self.get_endpoint()
-        audit = self.audit_entry(
-            request, endpoint=endpoint.name, api_key=api_key, route=route, envelope=envelope, body=body
-        )
+        audit = self.audit_entry(request, api_key=api_key)
+        return await self.audited(audit, self._serve(request, snapshot, api_key, audit))
+
+    async def _serve(
+        self, request: HttpRequest, snapshot: ConfigSnapshot, api_key: ApiKeyInfo, audit: AuditEntry
+    ) -> HttpResponseBase:
+        body, envelope, route = self.envelope_and_route(request, snapshot, api_key, audit)
+        audit.resource = route.resource
         headers = {"x-vmx-correlation-id": envelope.correlation_id} if envelope.correlation_id else {}
-        try:
-            result = await endpoint.serve(route=route, body=body, envelope=envelope, audit=audit, headers=headers)
-        except GatewayError as error:
-            audit.finish_error(error)
-            error.headers.setdefault("x-vmx-attempts", str(len(audit.attempts)))
-            if envelope.correlation_id:
-                error.headers.setdefault("x-vmx-correlation-id", envelope.correlation_id)
-            raise
+        result = await self.get_endpoint().serve(
+            route=route, body=body, envelope=envelope, audit=audit, headers=headers
+        )
         return result_response(result)
 
 
@@ -198,34 +249,45 @@ def result_response(result: GatewayResult) -> HttpResponseBase:
 
 class ChatCompletionsView(PassthroughView):
     endpoint = CHAT_COMPLETIONS
+    audit_endpoint = CHAT_COMPLETIONS.name
 
 
 class ResponsesView(PassthroughView):
     endpoint = RESPONSES
+    audit_endpoint = RESPONSES.name
 
 
 class AnthropicAPIView(GatewayAPIView):
     exception_handler = staticmethod(anthropic_exception_handler)
 
+    def get_audit_outcome(self, error: GatewayError) -> tuple[int, str]:
+        status, kind = anthropic_status_and_type(error)  # what the client gets is what is audited
+        return status, error.code or kind
+
 
 class MessagesView(AnthropicAPIView):
     """`POST /v1/messages` (also `?beta=true`; any `anthropic-version` / `anthropic-beta`)."""
 
+    audit_endpoint = MESSAGES.name
+
     async def post(self, request: HttpRequest) -> HttpResponseBase:
         snapshot, api_key = await self.authenticate(request)
-        body, envelope, route = self.envelope_and_route(request, snapshot, api_key, required=("max_tokens", "messages"))
-        audit = self.audit_entry(
-            request, endpoint="messages", api_key=api_key, route=route, envelope=envelope, body=body
+        audit = self.audit_entry(request, api_key=api_key)
+        return await self.audited(audit, self._serve(request, snapshot, api_key, audit))
+
+    async def _serve(
+        self, request: HttpRequest, snapshot: ConfigSnapshot, api_key: ApiKeyInfo, audit: AuditEntry
+    ) -> HttpResponseBase:
+        body, envelope, route = self.envelope_and_route(
+            request, snapshot, api_key, audit, required=("max_tokens", "messages")
         )
+        audit.resource = route.resource
         headers = {"x-vmx-correlation-id": envelope.correlation_id} if envelope.correlation_id else {}
         try:
             result = await MESSAGES.serve(
                 route=route, body=body, envelope=envelope, audit=audit, headers=headers, request_id=self.request_id
             )
         except GatewayError as error:
-            status, kind = anthropic_status_and_type(error)  # what the client gets is what is audited
-            audit.finish(status_code=status, error_type=error.code or kind, error_message=error.message)
-            error.headers.setdefault("x-vmx-attempts", str(len(audit.attempts)))
             error.headers.update(headers)
             raise
         return result_response(result)
@@ -236,8 +298,8 @@ class CountTokensView(AnthropicAPIView):
 
     async def post(self, request: HttpRequest) -> HttpResponseBase:
         snapshot, api_key = await self.authenticate(request)
-        body, envelope, route = self.envelope_and_route(request, snapshot, api_key, required=("messages",))
         scratch = AuditEntry(request_id=self.request_id, endpoint="messages")  # not a model call: not audited
+        body, envelope, route = self.envelope_and_route(request, snapshot, api_key, scratch, required=("messages",))
         tokens, estimated = await count_tokens(route=route, body=body, envelope=envelope, audit=scratch)
         response = JsonResponse({"input_tokens": tokens})
         if estimated:
@@ -266,6 +328,15 @@ class NotFoundView(GatewayAPIView):
     get = post = _not_found
 
 
+def page_not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponseBase:
+    """Django's 404 handler: JSON in OpenAI's shape for anything an API client could have meant
+    (`/V1/...`, `//v1/...`, a typo), the admin's own page under /admin/ (DESIGN.md 2.13)."""
+    if request.path.startswith("/admin/"):
+        return defaults.page_not_found(request, exception)
+    error = NotFoundError(f"Unknown request URL: {request.method} {request.path}.", code="unknown_url")
+    return openai_exception_handler(error, request_id=request_id_new())
+
+
 # ------------------------------------------------------------------------------------------------
 # Health
 
@@ -275,27 +346,44 @@ async def healthz(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"status": "ok"})
 
 
+READY_MAX_CONFIG_AGE = 30.0
+"""A worker whose configuration was last read longer ago than this cannot vouch for it."""
+PROBE_TIMEOUT = 2.0
+
+
 def _database_ping() -> None:
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
 
 
-async def _check(probe: Callable[[], Awaitable[Any]]) -> str:
+async def _state(probe: Callable[[], Awaitable[Any]]) -> str:
     try:
-        await probe()
-    except Exception as exc:  # any failure means not ready; the name says which
-        return f"error: {type(exc).__name__}"
+        await asyncio.wait_for(probe(), PROBE_TIMEOUT)
+    except Exception:  # any failure or a hang: that dependency is down right now
+        return "down"
     return "ok"
 
 
 async def readyz(request: HttpRequest) -> JsonResponse:
-    """The database and the cache answer; 503 with the failing parts otherwise."""
+    """200 while this worker can serve: its configuration is loaded and was read within the last
+    30 s (DESIGN.md 2.13). A blink of the database or cache does not pull a serving instance out of
+    the load balancer; the body says how each dependency answers right now."""
 
     async def cache_probe() -> None:
         await cache.aset("vmx:readyz", "1", timeout=5)
-        if await cache.aget("vmx:readyz") != "1":
-            raise InvalidRequestError("value not stored")
+        await cache.aget("vmx:readyz")
 
-    checks = {"database": await _check(sync_to_async(_database_ping)), "cache": await _check(cache_probe)}
-    ready = all(value == "ok" for value in checks.values())
-    return JsonResponse({"status": "ok" if ready else "unavailable", "checks": checks}, status=200 if ready else 503)
+    with contextlib.suppress(Exception):  # outside a server nothing refreshes it in the background
+        await aconfig_snapshot()
+    age = config_snapshot_age()
+    configuration = "ok" if age is not None and age <= READY_MAX_CONFIG_AGE else "down"
+    checks = {
+        "configuration": configuration,
+        "database": await _state(sync_to_async(_database_ping)),
+        "cache": await _state(cache_probe),
+    }
+    ready = configuration == "ok"
+    body: dict[str, Any] = {"status": "ok" if ready else "unavailable", "checks": checks}
+    if age is not None:
+        body["configuration_age_seconds"] = round(age, 1)
+    return JsonResponse(body, status=200 if ready else 503)

@@ -32,7 +32,7 @@ class LifespanMiddleware:
         if scope["type"] != "lifespan":
             await self.app(scope, receive, send)
             return
-        from gateway.lifecycle import StartupError, gateway_shutdown, gateway_startup
+        from gateway.asgi.lifecycle import StartupError, gateway_shutdown, gateway_startup
 
         while True:
             message = await receive()
@@ -60,11 +60,10 @@ def _with_static_files(app: ASGIApp) -> ASGIApp:
 
 def _build() -> ASGIApp:
     get_asgi_application()  # django.setup(); the handler below replaces Django's own
-    from gateway.guard import BodyLimitGuard
-    from gateway.handler import GatewayASGIHandler
+    from gateway.asgi.handler import GatewayASGIHandler
 
     django_app = cast(ASGIApp, GatewayASGIHandler())
-    return LifespanMiddleware(BodyLimitGuard(_with_static_files(django_app)))
+    return LifespanMiddleware(_with_static_files(django_app))
 
 
 application = _build()

@@ -3,16 +3,40 @@
 A `Provider` subclass declares its config fields (which the admin renders and every write path
 validates) and is instantiated once per connection version; instances hold pooled clients, so they
 must be cheap to keep and safe to share between concurrent requests.
+
+Providers own the shapes they consume: `ConnectionInfo` is defined here and the configuration
+(`connections`) builds it, so nothing in this package imports the configuration.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
+from types import MappingProxyType
 from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
-from connections.entities import ConnectionInfo
+from gateway.redaction import Redactor
+
+
+def _empty() -> Mapping[str, Any]:
+    return MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionInfo:
+    """What a provider needs of one connection: frozen, Django-free, secrets decrypted."""
+
+    name: str
+    provider: str
+    enabled: bool
+    config: Mapping[str, Any]
+    """Non-secret provider settings (e.g. `baseURL`)."""
+    secrets: Mapping[str, str] = field(default_factory=_empty, repr=False)
+    """Decrypted secret settings (e.g. `apiKey`). Never logged."""
+    fingerprint: str = ""
+    """Changes whenever any setting changes; providers rebuild their clients on a new one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +81,8 @@ class UpstreamResponse:
     body: bytes = b""
     chunks: AsyncIterator[bytes] | None = None
     closer: Any = field(default=None, repr=False)
+    tries: int = 1
+    """HTTP calls made to get this answer (1 + the provider's retries)."""
 
     async def aclose(self) -> None:
         if self.closer is not None:
@@ -78,6 +104,23 @@ def passthrough_headers(headers: Mapping[str, str]) -> dict[str, str]:
     }
 
 
+def url_problem(value: str) -> str | None:
+    """Why `value` is not an acceptable base URL, or None."""
+    try:
+        parts = urlsplit(value)
+        port = parts.port  # raises on a port that is not a number
+    except ValueError:
+        return "must be an http(s) URL"
+    if parts.scheme not in ("http", "https") or not parts.hostname or port == 0:
+        return "must be an http(s) URL"
+    if parts.username is not None or parts.password is not None:
+        # Credentials in a URL end up in logs and exports; the provider's secret fields are the place.
+        return "must not contain credentials (user:password@); put the key in the secret field"
+    if any(ord(c) < 0x21 or ord(c) == 0x7F for c in value):
+        return "must not contain spaces or control characters"
+    return None
+
+
 class Provider:
     slug: ClassVar[str]
     label: ClassVar[str]
@@ -87,6 +130,11 @@ class Provider:
 
     def __init__(self, connection: ConnectionInfo) -> None:
         self.connection = connection
+
+    @cached_property
+    def redactor(self) -> Redactor:
+        """Masks this connection's secrets in upstream text (DESIGN.md 2.13)."""
+        return Redactor(self.connection.secrets.values())
 
     @classmethod
     def secret_field_names(cls) -> frozenset[str]:
@@ -110,9 +158,7 @@ class Provider:
             if not isinstance(value, str):
                 errors[spec.name] = "must be a string"
             elif spec.kind == "url":
-                parts = urlsplit(value)
-                if parts.scheme not in ("http", "https") or not parts.netloc:
-                    errors[spec.name] = "must be an http(s) URL"
+                errors.update({spec.name: problem} if (problem := url_problem(value)) else {})
         return errors
 
     async def check(self) -> CheckResult:

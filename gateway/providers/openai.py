@@ -72,10 +72,7 @@ class OpenAIProvider(Provider):
 
     def scrub(self, message: str) -> str:
         """`message` without the connection's key or anything shaped like one."""
-        secret = self.connection.secrets.get("apiKey")
-        if secret:
-            message = message.replace(secret, "***")
-        return _KEY_LIKE.sub(lambda m: f"{m.group(1)}-***", message)
+        return _KEY_LIKE.sub(lambda m: f"{m.group(1)}-***", self.redactor.text(message))
 
     async def check(self) -> CheckResult:
         started = time.perf_counter()
@@ -105,33 +102,43 @@ class OpenAIProvider(Provider):
                 stream=request.stream,
             )
         except openai.APIStatusError as exc:
+            tries = _tries(exc.response.request)
             if exc.status_code in (401, 403):
                 raise UpstreamAuthFailedError(
-                    connection=name, upstream_status=exc.status_code, upstream_message=self.scrub(exc.message)
+                    connection=name,
+                    upstream_status=exc.status_code,
+                    upstream_message=self.scrub(exc.message),
+                    tries=tries,
                 ) from None
             raise UpstreamStatusError(
                 status=exc.status_code,
                 body=exc.response.content,
                 headers=passthrough_headers(exc.response.headers),
                 connection=name,
+                tries=tries,
             ) from None
         except openai.APIConnectionError as exc:
+            tries = _tries(exc.request)
             if _timed_out(exc):
                 raise UpstreamTimeoutError(
-                    f"upstream of connection '{name}' did not answer within {request.timeout:g} s", connection=name
+                    f"upstream of connection '{name}' did not answer within {request.timeout:g} s",
+                    connection=name,
+                    tries=tries,
                 ) from None
-            cause = self.scrub(str(exc.__cause__ or exc))
+            cause = self.scrub(_describe(exc.__cause__ or exc))
             raise UpstreamUnavailableError(
-                f"cannot reach the upstream of connection '{name}': {cause}", connection=name
+                f"cannot reach the upstream of connection '{name}': {cause}", connection=name, tries=tries
             ) from None
         headers = passthrough_headers(response.headers)
+        tries = _tries(response.request)
         if not request.stream:
-            return UpstreamResponse(status=response.status_code, headers=headers, body=response.content)
+            return UpstreamResponse(status=response.status_code, headers=headers, body=response.content, tries=tries)
         return UpstreamResponse(
             status=response.status_code,
             headers=headers,
             chunks=self._relay(response, waited=request.timeout),
             closer=response.aclose,
+            tries=tries,
         )
 
     async def _relay(self, response: httpx2.Response, *, waited: float) -> AsyncIterator[bytes]:
@@ -139,13 +146,13 @@ class OpenAIProvider(Provider):
         try:
             async for chunk in response.aiter_bytes():
                 yield chunk
-        except httpx2.TimeoutException:
-            raise UpstreamTimeoutError(
-                f"upstream of connection '{name}' sent nothing for {waited:g} s mid-stream", connection=name
-            ) from None
         except httpx2.HTTPError as exc:
+            if _timed_out(exc):  # the aiohttp transport calls a dropped connection a "timeout" too
+                raise UpstreamTimeoutError(
+                    f"upstream of connection '{name}' sent nothing for {waited:g} s mid-stream", connection=name
+                ) from None
             raise UpstreamUnavailableError(
-                f"upstream stream of connection '{name}' broke: {self.scrub(str(exc)) or type(exc).__name__}",
+                f"upstream stream of connection '{name}' broke: {self.scrub(_describe(exc))}",
                 connection=name,
             ) from None
         finally:
@@ -158,19 +165,33 @@ class OpenAIProvider(Provider):
 
 
 def _timed_out(error: BaseException) -> bool:
-    """A real timeout, not a refused connection. The SDK's aiohttp transport reports refused and
-    reset connections as connect *timeouts*; the underlying error tells them apart."""
-    if not isinstance(error, openai.APITimeoutError):
-        return False
-    cause: BaseException | None = error.__cause__
+    """A real timeout, not a refused or reset connection. The SDK's aiohttp transport reports
+    refused, reset and closed connections as connect *timeouts*; only a `TimeoutError` somewhere
+    in the chain of causes says the upstream was too slow (DESIGN.md 2.13: 504 only then)."""
+    cause: BaseException | None = error
     seen = 0
     while cause is not None and seen < 10:
         if isinstance(cause, TimeoutError):
             return True
-        if isinstance(cause, OSError) and not isinstance(cause, TimeoutError):
-            return False
         cause, seen = cause.__cause__ or cause.__context__, seen + 1
-    return True
+    return False
+
+
+def _tries(request: httpx2.Request | None) -> int:
+    """HTTP calls the SDK made: it numbers its retries in a header of the last request it sent."""
+    try:
+        return int(request.headers.get("x-stainless-retry-count", "0")) + 1 if request is not None else 1
+    except ValueError:
+        return 1
+
+
+def _describe(error: BaseException) -> str:
+    """The innermost cause worth showing: 'ConnectionResetError: [Errno 104] …'."""
+    seen = 0
+    while (error.__cause__ or error.__context__) is not None and seen < 10:
+        error, seen = error.__cause__ or error.__context__, seen + 1  # type: ignore[assignment]
+    text = str(error)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 def _http_client() -> httpx2.AsyncClient:

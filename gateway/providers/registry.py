@@ -6,8 +6,7 @@ a pooled client is reused across requests but never outlives a credential change
 
 from __future__ import annotations
 
-from connections.entities import ConnectionInfo
-from gateway.providers.base import Provider
+from gateway.providers.base import ConnectionInfo, Provider
 
 _classes: dict[str, type[Provider]] = {}
 _instances: dict[str, Provider] = {}

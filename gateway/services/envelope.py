@@ -1,11 +1,18 @@
-"""The client body and the gateway's `vmx` envelope (DESIGN.md 2.4, 2.5).
+"""The client body and the gateway's `vmx` envelope (DESIGN.md 2.4, 2.5, 2.13).
 
 The body is parsed once; `vmx` and `__vmx_passthrough` are removed from it here, so nothing
 downstream can forward them by mistake (OpenAI rejects unknown top-level fields).
+
+Invariants: whatever this module accepts can be stored in the audit and echoed in a response
+header. The correlation id and metadata (body or `x-vmx-*` header forms) are bounded in size and
+hold no control characters; the body nests at most `MAX_JSON_DEPTH` levels, so it can always be
+serialised again (orjson refuses to write deeper than 255). Violations are 400s, raised before
+any upstream call.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +23,15 @@ from gateway.errors import InvalidRequestError
 
 METADATA_HEADER_PREFIX = "x-vmx-metadata-"
 MAX_CORRELATION_ID = 256
+MAX_METADATA_KEYS = 32
+MAX_METADATA_KEY = 64
+MAX_METADATA_VALUE = 512
+MAX_JSON_DEPTH = 200
+RESERVED_FIELDS = ("vmx", "__vmx_passthrough")
+
+# C0 controls, DEL and the Unicode line/paragraph separators: they break response headers, log
+# lines and PostgreSQL text (NUL), so identifiers that are echoed or stored may not carry them.
+_CONTROL = re.compile("[\x00-\x1f\x7f\u2028\u2029]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +42,10 @@ class Envelope:
     timeout_ms: int | None = None
 
 
+def has_control_characters(text: str) -> bool:
+    return _CONTROL.search(text) is not None
+
+
 def request_body_parse(raw: bytes, *, required: tuple[str, ...] = ()) -> dict[str, Any]:
     """The body as a JSON object with a string `model` (and the `required` fields), else 400."""
     try:
@@ -34,6 +54,9 @@ def request_body_parse(raw: bytes, *, required: tuple[str, ...] = ()) -> dict[st
         raise InvalidRequestError(f"The request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise InvalidRequestError("The request body must be a JSON object.")
+    # Only a body with enough brackets can be too deep: most requests skip the walk.
+    if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH and json_depth_exceeds(body, MAX_JSON_DEPTH):
+        raise InvalidRequestError(f"The request body nests JSON deeper than {MAX_JSON_DEPTH} levels.")
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise InvalidRequestError("you must provide a model parameter (a string)", param="model")
@@ -41,6 +64,18 @@ def request_body_parse(raw: bytes, *, required: tuple[str, ...] = ()) -> dict[st
         if name not in body:
             raise InvalidRequestError(f"{name}: Field required", param=name)
     return body
+
+
+def json_depth_exceeds(value: Any, limit: int) -> bool:
+    """Whether `value` nests objects/arrays more than `limit` levels (iterative: no recursion limit)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        container, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = container.values() if isinstance(container, dict) else container
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
 
 
 def envelope_extract(body: dict[str, Any], headers: Mapping[str, str]) -> Envelope:
@@ -52,23 +87,28 @@ def envelope_extract(body: dict[str, Any], headers: Mapping[str, str]) -> Envelo
     if not isinstance(raw, dict):
         raise InvalidRequestError("vmx must be an object", param="vmx")
 
-    correlation_id = raw.get("correlationId", headers.get("x-vmx-correlation-id", ""))
-    if not isinstance(correlation_id, str):
-        raise InvalidRequestError("vmx.correlationId must be a string", param="vmx.correlationId")
-    if len(correlation_id) > MAX_CORRELATION_ID:
-        raise InvalidRequestError(
-            f"vmx.correlationId is longer than {MAX_CORRELATION_ID} characters", param="vmx.correlationId"
-        )
+    if "correlationId" in raw:
+        correlation_id = raw["correlationId"]
+        if not isinstance(correlation_id, str):
+            raise InvalidRequestError("vmx.correlationId must be a string", param="vmx.correlationId")
+    else:
+        correlation_id = _header_text(headers, "x-vmx-correlation-id")
+    _check_text(correlation_id, "vmx.correlationId", MAX_CORRELATION_ID)
 
-    metadata: dict[str, str] = {}
-    for name, value in headers.items():
-        lowered = name.lower()
-        if lowered.startswith(METADATA_HEADER_PREFIX) and len(lowered) > len(METADATA_HEADER_PREFIX):
-            metadata[lowered[len(METADATA_HEADER_PREFIX) :]] = value
+    metadata = _header_metadata(headers)
     body_metadata = raw.get("metadata", {})
     if not isinstance(body_metadata, dict) or not all(isinstance(v, str) for v in body_metadata.values()):
         raise InvalidRequestError("vmx.metadata must be an object of strings", param="vmx.metadata")
     metadata.update(body_metadata)  # the body wins over headers
+    if len(metadata) > MAX_METADATA_KEYS:
+        raise InvalidRequestError(
+            f"vmx.metadata has {len(metadata)} keys; at most {MAX_METADATA_KEYS} are allowed", param="vmx.metadata"
+        )
+    for key, value in metadata.items():
+        if not key:
+            raise InvalidRequestError("vmx.metadata keys must not be empty", param="vmx.metadata")
+        _check_text(key, "vmx.metadata key", MAX_METADATA_KEY)
+        _check_text(value, f"vmx.metadata.{key}", MAX_METADATA_VALUE)
 
     provider_args = raw.get("providerArgs", {})
     if not isinstance(provider_args, dict):
@@ -82,3 +122,51 @@ def envelope_extract(body: dict[str, Any], headers: Mapping[str, str]) -> Envelo
     return Envelope(
         correlation_id=correlation_id, metadata=metadata, provider_args=provider_args, timeout_ms=timeout_ms
     )
+
+
+def body_merge(*layers: Mapping[str, Any]) -> dict[str, Any]:
+    """Shallow merge, later layers win (DESIGN.md 2.6); the gateway's reserved fields are removed
+    afterwards, so `vmx.providerArgs` cannot smuggle them back to the upstream (2.13)."""
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        merged.update(layer)
+    for name in RESERVED_FIELDS:
+        merged.pop(name, None)
+    return merged
+
+
+def _check_text(value: str, name: str, limit: int) -> None:
+    if len(value) > limit:
+        raise InvalidRequestError(f"{name} is longer than {limit} characters", param=_param(name))
+    if has_control_characters(value):
+        raise InvalidRequestError(
+            f"{name} must not contain control characters (C0, DEL, U+2028, U+2029)", param=_param(name)
+        )
+
+
+def _param(name: str) -> str:
+    return "vmx.metadata" if name.startswith("vmx.metadata") else name
+
+
+def _header_text(headers: Mapping[str, str], name: str) -> str:
+    value = headers.get(name, "")
+    return _header_decoded(value, name)
+
+
+def _header_decoded(value: str, name: str) -> str:
+    """Header values arrive as latin-1 text; clients send UTF-8 (e.g. a team name with accents)."""
+    if value.isascii():
+        return value
+    try:
+        return value.encode("latin-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        raise InvalidRequestError(f"the header {name} is not valid UTF-8", param=name) from None
+
+
+def _header_metadata(headers: Mapping[str, str]) -> dict[str, str]:
+    metadata: dict[str, str] = {}
+    for name, value in headers.items():
+        lowered = name.lower()
+        if lowered.startswith(METADATA_HEADER_PREFIX) and len(lowered) > len(METADATA_HEADER_PREFIX):
+            metadata[lowered[len(METADATA_HEADER_PREFIX) :]] = _header_decoded(value, lowered)
+    return metadata

@@ -1,4 +1,4 @@
-"""Anthropic Messages (`POST /v1/messages`) over OpenAI Responses (spec: anthropic-to-responses.md).
+"""Anthropic Messages (`POST /v1/messages`) over OpenAI Responses (spec: docs/anthropic-mapping.md).
 
 The request is converted per leg (thinking signatures replay only to the model that made them),
 sent through the shared routing (retries, fallback, commit), and the result or event stream is
@@ -41,8 +41,10 @@ from gateway.errors import (
     UpstreamUnavailableError,
 )
 from gateway.providers.base import UpstreamRequest, UpstreamResponse
-from gateway.services.envelope import Envelope
+from gateway.services.envelope import Envelope, body_merge
 from gateway.services.passthrough import (
+    CLIENT_GONE,
+    CLIENT_GONE_MESSAGE,
     RESPONSES,
     GatewayResult,
     Primed,
@@ -51,6 +53,7 @@ from gateway.services.passthrough import (
     prime_event_stream,
 )
 from gateway.services.routing import Leg, Route, leg_timeout, route_call
+from gateway.services.shutdown import shutdown_error, shutdown_forced
 from gateway.sse import SSEEvent, sse_event
 from gateway.usage import Usage, usage_from_responses
 
@@ -95,7 +98,7 @@ def _upstream_body(route: Route, converted: ConvertedRequest, envelope: Envelope
         # The converter dropped sampling parameters that reasoning models reject (spec 1.5); a
         # resource default must not bring them back.
         defaults = {k: v for k, v in defaults.items() if k not in SAMPLING_WITH_REASONING}
-    merged = {**defaults, **converted.body, **envelope.provider_args}
+    merged = body_merge(defaults, converted.body, envelope.provider_args)
     merged["model"] = leg.entry.model
     return merged
 
@@ -355,8 +358,18 @@ async def _relay(
             error_type, error_message = "translation_error", "the gateway could not translate the upstream stream"
         if translator.error is not None:
             error_type, error_message = translator.error
-    except (asyncio.CancelledError, GeneratorExit):
-        status, error_type, error_message = 499, "client_disconnected", "the client closed the connection mid-stream"
+    except asyncio.CancelledError:
+        if not shutdown_forced():
+            status, error_type, error_message = 499, CLIENT_GONE, CLIENT_GONE_MESSAGE
+            raise
+        # The graceful timeout ran out: end the stream as a failed one, never as complete.
+        error = shutdown_error()
+        status, error_type, error_message = error.status_code, error.code or "", error.message
+        if not translator.finished:
+            payload = {"type": "error", "error": {"type": error.anthropic_type, "message": error.message}}
+            yield sse_event("error", orjson.dumps(payload))
+    except GeneratorExit:
+        status, error_type, error_message = 499, CLIENT_GONE, CLIENT_GONE_MESSAGE
         raise
     finally:
         reader.cancel()

@@ -11,6 +11,8 @@ Invariants (DESIGN.md 2.4, 2.6):
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import math
 import re
 import time
@@ -23,17 +25,23 @@ import orjson
 from connections.entities import ApiKeyInfo, ConfigSnapshot, ConnectionInfo, ModelEntryInfo
 from gateway.audit import AuditEntry
 from gateway.errors import (
+    GatewayError,
+    InvalidRequestError,
     ModelNotFoundError,
     NoAvailableModelError,
     PermissionDeniedError,
     UpstreamError,
     UpstreamStatusError,
+    UpstreamUnavailableError,
 )
+from gateway.logs import ThrottledLog
 from gateway.providers import provider_get
-from gateway.providers.base import UpstreamRequest, UpstreamResponse
-from gateway.services.envelope import Envelope
+from gateway.providers.base import Provider, UpstreamRequest, UpstreamResponse
+from gateway.services.envelope import Envelope, body_merge, has_control_characters
 
 T = TypeVar("T")
+logger = logging.getLogger("vmx.routing")
+_provider_failures = ThrottledLog(logger, interval=10.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +77,9 @@ def route_resolve(*, snapshot: ConfigSnapshot, api_key: ApiKeyInfo, model: str) 
     connection_name, _, model_id = model.partition("/")
     connection = snapshot.connections.get(connection_name) if model_id else None
     if connection is not None:
+        if has_control_characters(model_id):
+            # The address is audited and sent upstream: it must be plain text (DESIGN.md 2.13).
+            raise InvalidRequestError("model must not contain control characters", param="model")
         # `connection/model-id` addresses a connection directly: only for keys allowed everything.
         if not api_key.all_resources:
             raise PermissionDeniedError(
@@ -86,7 +97,7 @@ def route_resolve(*, snapshot: ConfigSnapshot, api_key: ApiKeyInfo, model: str) 
 def upstream_body(*, route: Route, leg: Leg, body: Mapping[str, Any], envelope: Envelope) -> dict[str, Any]:
     """defaultArgs ← client body ← providerArgs, shallow, with `model` set to the leg's upstream id."""
     merged = (
-        {**route.default_args, **body, **envelope.provider_args}
+        body_merge(route.default_args, body, envelope.provider_args)
         if route.default_args or envelope.provider_args
         else dict(body)
     )
@@ -132,29 +143,53 @@ async def route_call(
     last_error: UpstreamError | None = None
     for leg in route.legs:
         started = time.monotonic()
+        provider = provider_get(leg.connection)
         request = build(leg)
         notes: list[str] = []
+        tries = 0
         for revision in range(MAX_REVISIONS + 1):
             response: UpstreamResponse | None = None
             try:
-                response = await provider_get(leg.connection).send(request)
-                primed = await prime(leg, response)
+                try:
+                    response = _redacted(provider, await provider.send(request))
+                    primed = await prime(leg, response)
+                except UpstreamError:
+                    raise
+                except Exception as exc:  # a provider bug or an unforeseen client error: this leg failed
+                    raise _unexpected(leg, provider, exc) from exc
             except UpstreamError as exc:
                 if response is not None:
+                    exc.tries = response.tries
                     await response.aclose()
+                tries += exc.tries
+                exc.redact(provider.redactor.text, provider.redactor.data)
                 revised = revise(leg, request, exc) if revise is not None and revision < MAX_REVISIONS else None
                 if revised is not None:
                     request, note = revised
                     notes.append(note)
                     continue
                 audit.attempt(
-                    connection=leg.connection.name, model=leg.entry.model, started=started, error=exc, notes=notes
+                    connection=leg.connection.name,
+                    model=leg.entry.model,
+                    started=started,
+                    error=exc,
+                    notes=notes,
+                    tries=tries,
                 )
                 last_error = exc
                 break
-            except BaseException:
+            except BaseException as exc:
                 if response is not None:
                     await response.aclose()
+                if isinstance(exc, asyncio.CancelledError):  # the client left: the leg is cut, not failed
+                    audit.attempt(
+                        connection=leg.connection.name,
+                        model=leg.entry.model,
+                        started=started,
+                        error=GatewayError("the client closed the connection before the upstream answered"),
+                        notes=notes,
+                        tries=tries + 1,
+                    )
                 raise
             audit.attempt(
                 connection=leg.connection.name,
@@ -163,11 +198,30 @@ async def route_call(
                 error=None,
                 status_code=response.status,
                 notes=notes,
+                tries=tries + response.tries,
             )
             audit.connection, audit.model = leg.connection.name, leg.entry.model
             return leg, response, primed
     assert last_error is not None  # a route always has at least one leg
     raise with_retry_after(last_error)
+
+
+def _redacted(provider: Provider, response: UpstreamResponse) -> UpstreamResponse:
+    """`response` with the connection's secrets masked in its body or stream (DESIGN.md 2.13)."""
+    redactor = provider.redactor
+    if redactor:
+        if response.body:
+            response.body = redactor.data(response.body)
+        if response.chunks is not None:
+            response.chunks = redactor.stream(response.chunks)
+    return response
+
+
+def _unexpected(leg: Leg, provider: Provider, exc: Exception) -> UpstreamUnavailableError:
+    name = leg.connection.name
+    detail = provider.redactor.text(f"{type(exc).__name__}: {exc}")
+    _provider_failures.exception(f"provider:{name}:{type(exc).__name__}", "connection '%s' failed: %s", name, detail)
+    return UpstreamUnavailableError(f"the upstream call of connection '{name}' failed: {detail}", connection=name)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
+from gateway import audit
 from gateway.audit import AuditEntry, audit_flush
 from gateway.models import AuditRecord
 from gateway.usage import Usage
@@ -40,3 +43,48 @@ def test_audit_admin_pages(admin_client):
     detail = admin_client.get(f"/admin/gateway/auditrecord/{record.pk}/change/")
     assert detail.status_code == 200 and "req_admin" in detail.content.decode()
     assert admin_client.get("/admin/gateway/auditrecord/add/").status_code == 403
+
+
+def _row(request_id: str, **values):
+    entry = AuditEntry(request_id=request_id, endpoint="chat.completions", resource="default", api_key="ci")
+    for name, value in values.items():
+        setattr(entry, name, value)
+    entry.finish(status_code=200)
+
+
+def test_one_bad_record_never_blocks_the_ones_behind_it(settings):
+    # Before: a record the database refused went back to the head of the queue forever, and no
+    # later record of the worker was ever written.
+    dropped_before = audit.dropped_total
+    _row("req_before")
+    _row("req_nul", correlation_id="nul\x00inside", metadata={"te\x00am": "gr\x00owth"}, source_ip="not-an-address")
+    _row("req_unstorable", metadata={"team": object()})  # no database can store this: dropped, counted
+    _row("req_after")
+    assert audit_flush() == 3
+    assert audit.audit_queue_depth() == 0
+    written = set(AuditRecord.objects.values_list("request_id", flat=True))
+    assert {"req_before", "req_nul", "req_after"} <= written and "req_unstorable" not in written
+    assert audit.dropped_total == dropped_before + 1
+    nul = AuditRecord.objects.get(request_id="req_nul")
+    assert "inside" in nul.correlation_id  # kept, cleaned where the database required it
+
+
+def test_records_spooled_at_shutdown_are_written_at_the_next_start(settings, tmp_path):
+    settings.VMX_AUDIT_SPOOL_DIR = str(tmp_path)
+    rows = [
+        {"request_id": f"req_spooled_{i}", "created_at": datetime.now(UTC), "endpoint": "responses", "status_code": 200}
+        for i in range(3)
+    ]
+    rows[1]["duration_ms"] = 12.5
+    path = audit.spool_write([{**row, "duration_ms": row.get("duration_ms", 1.0)} for row in rows])
+    assert path is not None and path.suffix == ".jsonl"
+    # A file an earlier process claimed and died while writing comes back too.
+    claimed = audit.spool_write([{**rows[0], "request_id": "req_claimed", "duration_ms": 1.0}])
+    assert claimed is not None
+    claimed.rename(claimed.with_name(claimed.name + ".999999999.replaying"))
+    assert audit.audit_spool_replay() == 4
+    assert list(tmp_path.iterdir()) == []
+    assert AuditRecord.objects.filter(request_id__startswith="req_spooled_").count() == 3
+    assert AuditRecord.objects.get(request_id="req_spooled_1").duration_ms == 12.5
+    assert AuditRecord.objects.filter(request_id="req_claimed").exists()
+    assert audit.audit_spool_replay() == 0  # nothing left, and replaying twice writes nothing twice

@@ -592,7 +592,9 @@ def test_headers_and_audit_record(http, upstream, gateway):
         "rejected_prediction_tokens": 1,
         "total_tokens": 52,
     }
-    assert [set(a) for a in record["attempts"]] == [{"connection", "model", "status_code", "error", "duration_ms"}]
+    assert [set(a) for a in record["attempts"]] == [
+        {"connection", "model", "status_code", "error", "duration_ms", "tries"}
+    ]
 
 
 def test_correlation_id_from_header(client, upstream):

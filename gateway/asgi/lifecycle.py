@@ -1,8 +1,10 @@
 """Process start and stop: what the ASGI lifespan wrapper (vmx_project/asgi.py) runs.
 
 Startup loads the configuration snapshot once, so a wrong `VMX_ENCRYPTION_KEY` stops the worker
-with a clear message instead of failing on the first request. Shutdown releases pooled upstream
-clients.
+with a clear message instead of failing on the first request, and writes audit records that an
+earlier process spooled because its database was down. A database that is down at startup is not
+fatal: the worker answers 503 until the background refresh reads the configuration. Shutdown
+releases pooled upstream clients and writes (or spools) the queued audit records.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ _background: set[asyncio.Task[None]] = set()
 async def gateway_startup() -> None:
     try:
         await _configuration_load()
+        await _audit_spool_replay()
         # Requests read the in-process snapshot; this task keeps it fresh off the request path.
         _background.add(asyncio.create_task(config_snapshot_keep_fresh(), name="vmx-config-refresh"))
     finally:
@@ -54,6 +57,15 @@ async def _configuration_load() -> None:
         len(snapshot.resources),
         len(snapshot.api_keys_by_digest),
     )
+
+
+async def _audit_spool_replay() -> None:
+    from gateway.audit import DatabaseUnavailableError, audit_spool_replay
+
+    try:
+        await sync_to_async(audit_spool_replay, thread_sensitive=False)()
+    except DatabaseUnavailableError as exc:
+        logger.warning("spooled audit records not written yet (database unavailable: %s)", exc)
 
 
 async def gateway_shutdown() -> None:

@@ -1,0 +1,1 @@
+"""The edge: what runs before Django sees a request."""
