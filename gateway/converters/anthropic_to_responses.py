@@ -21,6 +21,10 @@ Invariants of the produced body (`ConvertedRequest.body`):
   `"reasoning.encrypted_content"` whenever `reasoning` is sent.
 - Things Responses cannot express (`stop_sequences`, prefill, `max_tokens: 0`) are reported on
   the `ConvertedRequest` for the response side to emulate, never sent upstream.
+
+Every client value the converter reads is type-checked where it is read: a wrong one raises
+`ConversionError` naming its dotted path in Anthropic's words (`messages.0.content.1.text: Input
+should be a valid string`). No other exception may escape: it would reach the client as a 500.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from gateway.converters.common import (
     ConversionError,
@@ -40,6 +44,7 @@ from gateway.converters.common import (
 )
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MIN_OUTPUT_TOKENS = 16
 """Responses rejects `max_output_tokens < 16` (`integer_below_min_value`); spec 1.1."""
@@ -96,15 +101,12 @@ def anthropic_to_responses(body: dict[str, Any], *, options: ConvertOptions) -> 
     Raises `ConversionError` (rendered as Anthropic 400 `invalid_request_error`) for requests the
     gateway refuses (spec 1.8); everything else is left for upstream to judge.
     """
-    if not isinstance(body, dict):
-        raise ConversionError("request body must be a JSON object")
+    body = _expect(body, dict, "body")
     _require_model(body)
     max_tokens = _require_max_tokens(body)
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        if "messages" not in body:
-            raise ConversionError("messages: Field required")
-        raise ConversionError("messages: must be a non-empty list")
+    messages = _required(body, "messages", list, "")
+    if not messages:
+        raise ConversionError("messages: List should have at least 1 item after validation, not 0")
 
     for key in sorted(IGNORED_FIELDS & body.keys()):
         logger.debug("anthropic_to_responses: ignoring %r (no Responses equivalent)", key)
@@ -176,10 +178,10 @@ def anthropic_to_responses(body: dict[str, Any], *, options: ConvertOptions) -> 
     if safety_identifier is not None:
         out["safety_identifier"] = safety_identifier
 
-    service_tier = body.get("service_tier")
+    service_tier = _optional(body, "service_tier", str, "")
     if service_tier is not None:
         if service_tier not in SERVICE_TIERS:
-            raise ConversionError(f"service_tier: unknown value {service_tier!r}")
+            raise ConversionError(f"service_tier: unknown value {_shown(service_tier)}")
         out["service_tier"] = SERVICE_TIERS[service_tier]
 
     result.body = out
@@ -232,49 +234,98 @@ def reasoning_items_removed(body: dict[str, Any]) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------------
-# Top-level fields (spec 1.1)
+# Reading client values
 # --------------------------------------------------------------------------------------------
+
+_TYPE_NAMES: dict[type, str] = {str: "string", int: "integer", bool: "boolean", list: "list", dict: "dictionary"}
+SHOWN_MAX = 80
+"""Refusals quote the client's value; a huge one is cut to this many characters."""
 
 
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _join(where: str, key: str | int) -> str:
+    return f"{where}.{key}" if where else str(key)
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= SHOWN_MAX else text[: SHOWN_MAX - 1] + "…"
+
+
+def _expect(value: object, kind: type[T], where: str) -> T:
+    """`value` when it is a `kind` (JSON has no bool/int overlap: `true` is not an integer)."""
+    if not (_is_int(value) if kind is int else isinstance(value, kind)):
+        raise ConversionError(f"{where}: Input should be a valid {_TYPE_NAMES[kind]}")
+    return cast(T, value)
+
+
+def _optional(mapping: Mapping[str, Any], key: str, kind: type[T], where: str) -> T | None:
+    """`mapping[key]` checked to be a `kind`; None when absent or null."""
+    value = mapping.get(key)
+    return None if value is None else _expect(value, kind, _join(where, key))
+
+
+def _required(mapping: Mapping[str, Any], key: str, kind: type[T], where: str) -> T:
+    value = _optional(mapping, key, kind, where)
+    if value is None:
+        raise ConversionError(f"{_join(where, key)}: Field required")
+    return value
+
+
+def _non_empty(value: str, where: str) -> str:
+    if not value:
+        raise ConversionError(f"{where}: String should have at least 1 character")
+    return value
+
+
+def _tag(mapping: Mapping[str, Any], where: str) -> str | None:
+    """The `type` of a block, tool or option object. A string or nothing: the tag is compared
+    and looked up in sets, which an object or a list in its place must not reach."""
+    return _optional(mapping, "type", str, where)
+
+
+def _json_text(value: object, where: str) -> str:
+    """Compact JSON text of a client value (tool arguments, input examples)."""
+    try:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    except RecursionError:
+        # The request's parser accepts deeper nesting than the encoder writes back.
+        raise ConversionError(f"{where}: nested too deeply") from None
+
+
+# --------------------------------------------------------------------------------------------
+# Top-level fields (spec 1.1)
+# --------------------------------------------------------------------------------------------
+
+
 def _require_model(body: Mapping[str, Any]) -> None:
-    model = body.get("model")
-    if model is None:
-        raise ConversionError("model: Field required")
-    if not isinstance(model, str) or not model:
-        raise ConversionError("model: must be a non-empty string")
+    _non_empty(_required(body, "model", str, ""), "model")
 
 
 def _require_max_tokens(body: Mapping[str, Any]) -> int:
-    if "max_tokens" not in body or body["max_tokens"] is None:
-        raise ConversionError("max_tokens: Field required")
-    value = body["max_tokens"]
-    if not _is_int(value):
-        raise ConversionError("max_tokens: must be an integer")
+    value = _required(body, "max_tokens", int, "")
     if value < 0:
-        raise ConversionError("max_tokens: must be greater than or equal to 0")
-    return int(value)
+        raise ConversionError("max_tokens: Input should be greater than or equal to 0")
+    return value
 
 
 def _stream(value: object) -> bool:
-    if value is None:
-        return False
-    if not isinstance(value, bool):
-        raise ConversionError("stream: must be a boolean")
-    return value
+    return False if value is None else _expect(value, bool, "stream")
 
 
 def _stop_sequences(value: object) -> list[str]:
     """spec 1.7: emulated by the gateway, never sent upstream (Responses has no `stop`)."""
     if value is None:
         return []
-    if not isinstance(value, list) or not all(isinstance(entry, str) for entry in value):
-        raise ConversionError("stop_sequences: must be a list of strings")
+    entries = [
+        _expect(entry, str, f"stop_sequences.{index}")
+        for index, entry in enumerate(_expect(value, list, "stop_sequences"))
+    ]
     # An empty sequence would match everywhere; Anthropic has no such semantics.
-    return [entry for entry in value if entry]
+    return [entry for entry in entries if entry]
 
 
 def _instructions(system: object) -> str:
@@ -284,10 +335,10 @@ def _instructions(system: object) -> str:
     if isinstance(system, str):
         return system if system.strip() else ""
     if not isinstance(system, list):
-        raise ConversionError("system: must be a string or a list of text blocks")
+        raise ConversionError("system: Input should be a valid string or a list of text blocks")
     texts: list[str] = []
     for index, block in enumerate(system):
-        text = _text_of(block, f"system[{index}]")
+        text = _text_of(block, f"system.{index}")
         if text.strip():
             texts.append(text)
     return "\n\n".join(texts)
@@ -297,13 +348,9 @@ def _safety_identifier(metadata: object) -> str | None:
     """spec 1.1: `metadata.user_id` → `safety_identifier`, hashed when over 128 chars."""
     if metadata is None:
         return None
-    if not isinstance(metadata, dict):
-        raise ConversionError("metadata: must be an object")
-    user_id = metadata.get("user_id")
-    if user_id is None or user_id == "":
+    user_id = _optional(_expect(metadata, dict, "metadata"), "user_id", str, "metadata")
+    if not user_id:
         return None
-    if not isinstance(user_id, str):
-        raise ConversionError("metadata.user_id: must be a string")
     if len(user_id) <= SAFETY_IDENTIFIER_MAX:
         return user_id
     return hashlib.sha256(user_id.encode("utf-8")).hexdigest()
@@ -327,25 +374,19 @@ def _reasoning(body: Mapping[str, Any], options: ConvertOptions, result: Convert
     Also sets `result.thinking` / `result.display_omitted`. An explicit `output_config.effort`
     wins over the `budget_tokens` bucket (it is the client's literal choice, spec 1.1).
     """
-    thinking = body.get("thinking")
+    thinking = _optional(body, "thinking", dict, "")
     thinking_type: str | None = None
-    display: object = None
+    display: str | None = None
     budget: int | None = None
     if thinking is not None:
-        if not isinstance(thinking, dict):
-            raise ConversionError("thinking: must be an object")
-        thinking_type = thinking.get("type")
+        thinking_type = _tag(thinking, "thinking")
         if thinking_type not in THINKING_TYPES:
-            raise ConversionError(f"thinking.type: unknown thinking type {thinking_type!r}")
-        display = thinking.get("display")
+            raise ConversionError(f"thinking.type: unknown thinking type {_shown(thinking_type)}")
+        display = _optional(thinking, "display", str, "thinking")
         if display not in (None, "summarized", "omitted"):
-            raise ConversionError(f"thinking.display: unknown value {display!r}")
+            raise ConversionError(f"thinking.display: unknown value {_shown(display)}")
         if thinking_type == "enabled":
-            if "budget_tokens" not in thinking:
-                raise ConversionError("thinking.budget_tokens: Field required")
-            if not _is_int(thinking["budget_tokens"]):
-                raise ConversionError("thinking.budget_tokens: must be an integer")
-            budget = int(thinking["budget_tokens"])
+            budget = _required(thinking, "budget_tokens", int, "thinking")
 
     effort = _output_effort(body.get("output_config"))
     requested = thinking_type in ("enabled", "adaptive", "between_tools")
@@ -373,14 +414,7 @@ def _reasoning(body: Mapping[str, Any], options: ConvertOptions, result: Convert
 def _output_effort(output_config: object) -> str | None:
     if output_config is None:
         return None
-    if not isinstance(output_config, dict):
-        raise ConversionError("output_config: must be an object")
-    effort = output_config.get("effort")
-    if effort is None:
-        return None
-    if not isinstance(effort, str):
-        raise ConversionError("output_config.effort: must be a string")
-    return effort
+    return _optional(_expect(output_config, dict, "output_config"), "effort", str, "output_config")
 
 
 # --------------------------------------------------------------------------------------------
@@ -389,53 +423,58 @@ def _output_effort(output_config: object) -> str | None:
 
 
 def _text_format(body: Mapping[str, Any]) -> dict[str, Any] | None:
-    output_config = body.get("output_config")
-    fmt: object = None
+    output_config = _optional(body, "output_config", dict, "")
+    fmt = _optional(output_config, "format", dict, "output_config") if output_config is not None else None
     field = "output_config.format"
-    if isinstance(output_config, dict) and output_config.get("format") is not None:
-        fmt = output_config["format"]
-    elif body.get("output_format") is not None:
-        fmt, field = body["output_format"], "output_format"
+    if fmt is None:
+        fmt, field = _optional(body, "output_format", dict, ""), "output_format"
     if fmt is None:
         return None
-    if not isinstance(fmt, dict) or fmt.get("type") != "json_schema":
-        kind = fmt.get("type") if isinstance(fmt, dict) else None
-        raise ConversionError(f"{field}.type: unsupported format type {kind!r}")
-    schema = fmt.get("schema")
-    if not isinstance(schema, dict):
-        raise ConversionError(f"{field}.schema: Field required")
+    kind = _tag(fmt, field)
+    if kind != "json_schema":
+        raise ConversionError(f"{field}.type: unsupported format type {_shown(kind)}")
+    schema = _required(fmt, "schema", dict, field)
     return {"type": "json_schema", "name": "output", "schema": schema, "strict": _strict_compatible(schema)}
 
 
 def _strict_compatible(schema: object) -> bool:
-    """OpenAI strict mode needs `additionalProperties: false` and every property required."""
-    if isinstance(schema, list):
-        return all(_strict_compatible(entry) for entry in schema)
-    if not isinstance(schema, dict):
-        return True
-    kind = schema.get("type")
-    is_object = kind == "object" or (isinstance(kind, list) and "object" in kind) or "properties" in schema
-    properties = schema.get("properties")
-    if is_object:
-        if schema.get("additionalProperties") is not False:
-            return False
-        names = set(properties) if isinstance(properties, dict) else set()
-        required = schema.get("required")
-        if names != (set(required) if isinstance(required, list) else set()):
-            return False
-    children: list[object] = []
-    if isinstance(properties, dict):
-        children.extend(properties.values())
-    for key in ("$defs", "definitions"):
-        defs = schema.get(key)
-        if isinstance(defs, dict):
-            children.extend(defs.values())
-    for key in ("items", "prefixItems", "anyOf", "oneOf", "allOf", "not", "if", "then", "else"):
-        if key in schema:
-            children.append(schema[key])
-    if isinstance(schema.get("additionalProperties"), dict):
-        children.append(schema["additionalProperties"])
-    return all(_strict_compatible(child) for child in children)
+    """OpenAI strict mode needs `additionalProperties: false` and every property required.
+
+    The schema is the client's, of any shape: walked with a stack of pending subschemas rather
+    than by recursion, which a deeply nested schema would exhaust.
+    """
+    pending = [schema]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, list):
+            pending.extend(node)
+            continue
+        if not isinstance(node, dict):
+            continue
+        kind = node.get("type")
+        is_object = kind == "object" or (isinstance(kind, list) and "object" in kind) or "properties" in node
+        properties = node.get("properties")
+        if is_object:
+            if node.get("additionalProperties") is not False:
+                return False
+            names = set(properties) if isinstance(properties, dict) else set()
+            required = node.get("required")
+            required = required if isinstance(required, list) else []
+            # Only strings name properties (and only they are sure to fit in a set).
+            if not all(isinstance(entry, str) for entry in required) or names != set(required):
+                return False
+        if isinstance(properties, dict):
+            pending.extend(properties.values())
+        for key in ("$defs", "definitions"):
+            defs = node.get(key)
+            if isinstance(defs, dict):
+                pending.extend(defs.values())
+        for key in ("items", "prefixItems", "anyOf", "oneOf", "allOf", "not", "if", "then", "else"):
+            if key in node:
+                pending.append(node[key])
+        if isinstance(node.get("additionalProperties"), dict):
+            pending.append(node["additionalProperties"])
+    return True
 
 
 # --------------------------------------------------------------------------------------------
@@ -447,29 +486,25 @@ def _convert_tools(tools: object, result: ConvertedRequest) -> tuple[list[dict[s
     """Responses tools, the client's web-search tool name (if any) and `max_tool_calls`."""
     if tools is None:
         return [], None, None
-    if not isinstance(tools, list):
-        raise ConversionError("tools: must be a list")
     converted: list[dict[str, Any]] = []
     web_search_name: str | None = None
     max_tool_calls: int | None = None
-    for index, tool in enumerate(tools):
-        where = f"tools[{index}]"
-        if not isinstance(tool, dict):
-            raise ConversionError(f"{where}: must be an object")
-        kind = tool.get("type")
+    for index, entry in enumerate(_expect(tools, list, "tools")):
+        where = f"tools.{index}"
+        tool = _expect(entry, dict, where)
+        kind = _tag(tool, where)
         if kind is None or kind == "custom":
             converted.append(_function_tool(tool, where, result))
         elif kind in WEB_SEARCH_TOOL_TYPES:
             web_tool, max_uses = _web_search_tool(tool, where)
             converted.append(web_tool)
-            name = tool.get("name")
-            web_search_name = name if isinstance(name, str) else "web_search"
+            web_search_name = _optional(tool, "name", str, where) or "web_search"
             if max_uses is not None:
                 # spec 1.4: approximate, max_tool_calls applies to all built-in tools.
                 max_tool_calls = max_uses
             result.web_search = True
         else:
-            raise ConversionError(f"{where}: tool type {kind!r} is not supported")
+            raise ConversionError(f"{where}: tool type {_shown(kind)} is not supported")
     return converted, web_search_name, max_tool_calls
 
 
@@ -482,42 +517,38 @@ def _shorten(name: str, tool_names: dict[str, str]) -> str:
 
 
 def _function_tool(tool: Mapping[str, Any], where: str, result: ConvertedRequest) -> dict[str, Any]:
-    name = tool.get("name")
-    if not isinstance(name, str) or not name:
-        raise ConversionError(f"{where}.name: Field required")
-    schema = tool.get("input_schema")
-    if not isinstance(schema, dict):
-        raise ConversionError(f"{where}.input_schema: Field required")
+    name = _non_empty(_required(tool, "name", str, where), f"{where}.name")
+    schema = _required(tool, "input_schema", dict, where)
     out: dict[str, Any] = {"type": "function", "name": _shorten(name, result.tool_names)}
-    description = tool.get("description")
-    if description is not None and not isinstance(description, str):
-        raise ConversionError(f"{where}.description: must be a string")
-    examples = tool.get("input_examples")
-    if isinstance(examples, list) and examples:
+    description = _optional(tool, "description", str, where)
+    examples = _optional(tool, "input_examples", list, where)
+    if examples:
         # spec 1.4: no Responses field for examples; they are useful to the model as text.
-        rendered = "\n".join(json.dumps(example, ensure_ascii=False, separators=(",", ":")) for example in examples)
+        rendered = "\n".join(
+            _json_text(example, f"{where}.input_examples.{index}") for index, example in enumerate(examples)
+        )
         description = f"{description}\n\nInput examples:\n{rendered}" if description else f"Input examples:\n{rendered}"
     if description:
         out["description"] = description
     out["parameters"] = schema
     # spec 1.4: always explicit, otherwise Responses normalises the schema into strict mode.
-    out["strict"] = tool.get("strict") is True
+    out["strict"] = _optional(tool, "strict", bool, where) is True
     return out
+
+
+def _strings(values: list[Any], where: str) -> list[str]:
+    return [_expect(value, str, f"{where}.{index}") for index, value in enumerate(values)]
 
 
 def _web_search_tool(tool: Mapping[str, Any], where: str) -> tuple[dict[str, Any], int | None]:
     out: dict[str, Any] = {"type": "web_search"}
-    allowed = tool.get("allowed_domains")
+    allowed = _optional(tool, "allowed_domains", list, where)
     if allowed is not None:
-        if not isinstance(allowed, list) or not all(isinstance(domain, str) for domain in allowed):
-            raise ConversionError(f"{where}.allowed_domains: must be a list of strings")
-        out["filters"] = {"allowed_domains": list(allowed)}
+        out["filters"] = {"allowed_domains": _strings(allowed, f"{where}.allowed_domains")}
     if tool.get("blocked_domains"):
         logger.debug("anthropic_to_responses: %s.blocked_domains has no Responses equivalent; dropped", where)
-    location = tool.get("user_location")
+    location = _optional(tool, "user_location", dict, where)
     if location is not None:
-        if not isinstance(location, dict):
-            raise ConversionError(f"{where}.user_location: must be an object")
         mapped = {
             key: location[key]
             for key in ("type", "city", "region", "country", "timezone")
@@ -525,10 +556,7 @@ def _web_search_tool(tool: Mapping[str, Any], where: str) -> tuple[dict[str, Any
         }
         mapped.setdefault("type", "approximate")
         out["user_location"] = mapped
-    max_uses = tool.get("max_uses")
-    if max_uses is not None and not _is_int(max_uses):
-        raise ConversionError(f"{where}.max_uses: must be an integer")
-    return out, max_uses
+    return out, _optional(tool, "max_uses", int, where)
 
 
 def _convert_tool_choice(
@@ -537,9 +565,8 @@ def _convert_tool_choice(
     """(`tool_choice`, `parallel_tool_calls`), each None to omit."""
     if choice is None:
         return None, None
-    if not isinstance(choice, dict):
-        raise ConversionError("tool_choice: must be an object")
-    kind = choice.get("type")
+    choice = _expect(choice, dict, "tool_choice")
+    kind = _tag(choice, "tool_choice")
     mapped: Any
     if kind == "auto":
         mapped = "auto"
@@ -548,17 +575,15 @@ def _convert_tool_choice(
     elif kind == "none":
         mapped = "none"
     elif kind == "tool":
-        name = choice.get("name")
-        if not isinstance(name, str) or not name:
-            raise ConversionError("tool_choice.name: Field required")
+        name = _non_empty(_required(choice, "name", str, "tool_choice"), "tool_choice.name")
         if web_search_name is not None and name == web_search_name:
             mapped = {"type": "allowed_tools", "mode": "required", "tools": [{"type": "web_search"}]}
         else:
             mapped = {"type": "function", "name": _shorten(name, tool_names)}
     else:
-        raise ConversionError(f"tool_choice.type: unknown tool_choice type {kind!r}")
-    parallel = False if choice.get("disable_parallel_tool_use") is True else None
-    return mapped, parallel
+        raise ConversionError(f"tool_choice.type: unknown tool_choice type {_shown(kind)}")
+    disable_parallel = _optional(choice, "disable_parallel_tool_use", bool, "tool_choice")
+    return mapped, (False if disable_parallel else None)
 
 
 # --------------------------------------------------------------------------------------------
@@ -568,14 +593,11 @@ def _convert_tool_choice(
 
 def _text_of(block: object, where: str) -> str:
     """The text of a `text` block (used where only text blocks are allowed)."""
-    if not isinstance(block, dict):
-        raise ConversionError(f"{where}: must be an object")
-    if block.get("type") != "text":
-        raise ConversionError(f"{where}: expected a text block, got {block.get('type')!r}")
-    text = block.get("text")
-    if not isinstance(text, str):
-        raise ConversionError(f"{where}.text: Field required")
-    return text
+    block = _expect(block, dict, where)
+    kind = _tag(block, where)
+    if kind != "text":
+        raise ConversionError(f"{where}: expected a text block, got {_shown(kind)}")
+    return _required(block, "text", str, where)
 
 
 def _blocks(content: object, where: str) -> list[Any]:
@@ -584,35 +606,22 @@ def _blocks(content: object, where: str) -> list[Any]:
         return [{"type": "text", "text": content}]
     if isinstance(content, list):
         return content
-    raise ConversionError(f"{where}: must be a string or a list of content blocks")
-
-
-def _source(block: Mapping[str, Any], where: str) -> dict[str, Any]:
-    source = block.get("source")
-    if not isinstance(source, dict):
-        raise ConversionError(f"{where}.source: Field required")
-    return source
-
-
-def _require_str(mapping: Mapping[str, Any], key: str, where: str) -> str:
-    value = mapping.get(key)
-    if not isinstance(value, str):
-        raise ConversionError(f"{where}.{key}: Field required")
-    return value
+    raise ConversionError(f"{where}: Input should be a valid string or a list of content blocks")
 
 
 def _image_part(block: Mapping[str, Any], where: str) -> dict[str, Any]:
     """spec 1.3: `detail` is required in message content parts, so it is always set."""
-    source = _source(block, where)
-    kind = source.get("type")
+    source = _required(block, "source", dict, where)
+    source_where = f"{where}.source"
+    kind = _tag(source, source_where)
     if kind == "base64":
-        media_type = _require_str(source, "media_type", f"{where}.source")
-        data = _require_str(source, "data", f"{where}.source")
+        media_type = _required(source, "media_type", str, source_where)
+        data = _required(source, "data", str, source_where)
         return {"type": "input_image", "image_url": f"data:{media_type};base64,{data}", "detail": "auto"}
     if kind == "url":
-        return {"type": "input_image", "image_url": _require_str(source, "url", f"{where}.source"), "detail": "auto"}
+        return {"type": "input_image", "image_url": _required(source, "url", str, source_where), "detail": "auto"}
     # `file` (Anthropic Files API ids) cannot be transferred to OpenAI.
-    raise ConversionError(f"{where}: image source type {kind!r} is not supported")
+    raise ConversionError(f"{where}: image source type {_shown(kind)} is not supported")
 
 
 def _xml_attr(value: str) -> str:
@@ -621,19 +630,20 @@ def _xml_attr(value: str) -> str:
 
 def _document_parts(block: Mapping[str, Any], where: str) -> list[dict[str, Any]]:
     """spec 1.3 documents; `citations` config is ignored."""
-    source = _source(block, where)
-    kind = source.get("type")
-    title = block.get("title") if isinstance(block.get("title"), str) else None
+    source = _required(block, "source", dict, where)
+    source_where = f"{where}.source"
+    kind = _tag(source, source_where)
+    title = _optional(block, "title", str, where)
     if kind == "base64":
-        media_type = _require_str(source, "media_type", f"{where}.source")
-        data = _require_str(source, "data", f"{where}.source")
+        media_type = _required(source, "media_type", str, source_where)
+        data = _required(source, "data", str, source_where)
         filename = title or ("document.pdf" if media_type == "application/pdf" else "document")
         return [{"type": "input_file", "filename": filename, "file_data": f"data:{media_type};base64,{data}"}]
     if kind == "url":
-        return [{"type": "input_file", "file_url": _require_str(source, "url", f"{where}.source")}]
+        return [{"type": "input_file", "file_url": _required(source, "url", str, source_where)}]
     if kind == "text":
-        data = _require_str(source, "data", f"{where}.source")
-        context = block.get("context") if isinstance(block.get("context"), str) else None
+        data = _required(source, "data", str, source_where)
+        context = _optional(block, "context", str, where)
         if title or context:
             # Pinned format: the title/context would otherwise be lost (spec 1.3).
             attrs = "".join(
@@ -642,39 +652,37 @@ def _document_parts(block: Mapping[str, Any], where: str) -> list[dict[str, Any]
             data = f"<document{attrs}>\n{data}\n</document>"
         return [{"type": "input_text", "text": data}]
     if kind == "content":
-        inner = _blocks(source.get("content"), f"{where}.source.content")
+        inner = _blocks(source.get("content"), f"{source_where}.content")
         parts: list[dict[str, Any]] = []
-        for index, item in enumerate(inner):
-            item_where = f"{where}.source.content[{index}]"
-            if not isinstance(item, dict):
-                raise ConversionError(f"{item_where}: must be an object")
-            if item.get("type") == "text":
+        for index, entry in enumerate(inner):
+            item_where = f"{source_where}.content.{index}"
+            item = _expect(entry, dict, item_where)
+            item_kind = _tag(item, item_where)
+            if item_kind == "text":
                 text = _text_of(item, item_where)
                 if text.strip():
                     parts.append({"type": "input_text", "text": text})
-            elif item.get("type") == "image":
+            elif item_kind == "image":
                 parts.append(_image_part(item, item_where))
             else:
-                raise ConversionError(f"{item_where}: block type {item.get('type')!r} is not supported in a document")
+                raise ConversionError(f"{item_where}: block type {_shown(item_kind)} is not supported in a document")
         return parts
-    raise ConversionError(f"{where}: document source type {kind!r} is not supported")
+    raise ConversionError(f"{where}: document source type {_shown(kind)} is not supported")
 
 
 def _search_result_text(block: Mapping[str, Any], where: str) -> str:
     """spec 1.3: pinned rendering of a `search_result` block as text."""
-    source = _require_str(block, "source", where)
-    title = _require_str(block, "title", where)
-    content = block.get("content")
-    if not isinstance(content, list):
-        raise ConversionError(f"{where}.content: Field required")
-    texts = [_text_of(item, f"{where}.content[{index}]") for index, item in enumerate(content)]
+    source = _required(block, "source", str, where)
+    title = _required(block, "title", str, where)
+    content = _required(block, "content", list, where)
+    texts = [_text_of(item, f"{where}.content.{index}") for index, item in enumerate(content)]
     body = "\n\n".join(text for text in texts if text.strip())
     return f'<search_result title="{_xml_attr(title)}" source="{_xml_attr(source)}">\n{body}\n</search_result>'
 
 
 def _user_parts(block: Mapping[str, Any], where: str) -> list[dict[str, Any]]:
     """Input parts for a user-side content block (message content or tool_result content)."""
-    kind = block.get("type")
+    kind = _tag(block, where)
     if kind == "text":
         text = _text_of(block, where)
         return [{"type": "input_text", "text": text}] if text.strip() else []
@@ -684,14 +692,14 @@ def _user_parts(block: Mapping[str, Any], where: str) -> list[dict[str, Any]]:
         return _document_parts(block, where)
     if kind == "search_result":
         return [{"type": "input_text", "text": _search_result_text(block, where)}]
-    raise ConversionError(f"{where}: block type {kind!r} is not supported here")
+    raise ConversionError(f"{where}: block type {_shown(kind)} is not supported here")
 
 
 def _tool_result_item(block: Mapping[str, Any], where: str) -> dict[str, Any]:
     """spec 1.3: string output unless an image/document is present; `is_error` prefixes."""
-    call_id = _require_str(block, "tool_use_id", where)
+    call_id = _required(block, "tool_use_id", str, where)
     content = block.get("content")
-    is_error = block.get("is_error") is True
+    is_error = _optional(block, "is_error", bool, where) is True
     output: str | list[dict[str, Any]]
     if content is None or isinstance(content, str):
         text = content or ""
@@ -699,32 +707,28 @@ def _tool_result_item(block: Mapping[str, Any], where: str) -> dict[str, Any]:
     elif isinstance(content, list):
         parts: list[dict[str, Any]] = []
         for index, item in enumerate(content):
-            item_where = f"{where}.content[{index}]"
-            if not isinstance(item, dict):
-                raise ConversionError(f"{item_where}: must be an object")
-            parts.extend(_user_parts(item, item_where))
+            item_where = f"{where}.content.{index}"
+            parts.extend(_user_parts(_expect(item, dict, item_where), item_where))
         if all(part["type"] == "input_text" for part in parts):
             text = "\n".join(part["text"] for part in parts)
             output = (f"Error: {text}" if text else "Error:") if is_error else text
         else:
             output = [{"type": "input_text", "text": "Error:"}, *parts] if is_error else parts
     else:
-        raise ConversionError(f"{where}.content: must be a string or a list of content blocks")
+        raise ConversionError(f"{where}.content: Input should be a valid string or a list of content blocks")
     return {"type": "function_call_output", "call_id": call_id, "output": output}
 
 
 def _tool_use_item(block: Mapping[str, Any], where: str, tool_names: dict[str, str]) -> dict[str, Any]:
-    call_id = _require_str(block, "id", where)
-    name = _require_str(block, "name", where)
-    arguments = block.get("input", {})
-    if not isinstance(arguments, dict):
-        raise ConversionError(f"{where}.input: must be an object")
+    call_id = _required(block, "id", str, where)
+    name = _required(block, "name", str, where)
+    arguments = _expect(block.get("input", {}), dict, f"{where}.input")
     return {
         "type": "function_call",
         "call_id": call_id,
         # spec 1.4: history names are shortened like the tool definitions.
         "name": _shorten(name, tool_names),
-        "arguments": json.dumps(arguments, separators=(",", ":"), ensure_ascii=False),
+        "arguments": _json_text(arguments, f"{where}.input"),
     }
 
 
@@ -765,12 +769,9 @@ class _InputBuilder:
     # -- messages -------------------------------------------------------------------------
 
     def add_message(self, index: int, message: object) -> None:
-        where = f"messages[{index}]"
-        if not isinstance(message, dict):
-            raise ConversionError(f"{where}: must be an object")
-        role = message.get("role")
-        if "role" not in message:
-            raise ConversionError(f"{where}.role: Field required")
+        where = f"messages.{index}"
+        message = _expect(message, dict, where)
+        role = _required(message, "role", str, where)
         if "content" not in message:
             raise ConversionError(f"{where}.content: Field required")
         blocks = _blocks(message["content"], f"{where}.content")
@@ -783,15 +784,14 @@ class _InputBuilder:
         elif role == "system":
             self._add_system(blocks, where)
         else:
-            raise ConversionError(f"{where}.role: unknown role {role!r}")
+            raise ConversionError(f"{where}.role: unknown role {_shown(role)}")
         self._flush()
 
     def _add_user(self, blocks: list[Any], where: str) -> None:
-        for index, block in enumerate(blocks):
-            block_where = f"{where}.content[{index}]"
-            if not isinstance(block, dict):
-                raise ConversionError(f"{block_where}: must be an object")
-            kind = block.get("type")
+        for index, entry in enumerate(blocks):
+            block_where = f"{where}.content.{index}"
+            block = _expect(entry, dict, block_where)
+            kind = _tag(block, block_where)
             if kind in DROPPED_HISTORY_BLOCKS:
                 continue
             if kind == "tool_result":
@@ -799,23 +799,21 @@ class _InputBuilder:
             elif kind in ("text", "image", "document", "search_result"):
                 self._append_parts("user", _user_parts(block, block_where))
             else:
-                raise ConversionError(f"{block_where}: block type {kind!r} is not allowed in a user message")
+                raise ConversionError(f"{block_where}: block type {_shown(kind)} is not allowed in a user message")
 
     def _add_system(self, blocks: list[Any], where: str) -> None:
         # anthropic 2.x SystemMessageParam: text only; becomes a developer message in place (spec 1.2).
         for index, block in enumerate(blocks):
-            text = _text_of(block, f"{where}.content[{index}]")
+            text = _text_of(block, f"{where}.content.{index}")
             if text.strip():
                 self._append_parts("developer", [{"type": "input_text", "text": text}])
 
     def _add_assistant(self, blocks: list[Any], where: str) -> None:
         index = 0
         while index < len(blocks):
-            block = blocks[index]
-            block_where = f"{where}.content[{index}]"
-            if not isinstance(block, dict):
-                raise ConversionError(f"{block_where}: must be an object")
-            kind = block.get("type")
+            block_where = f"{where}.content.{index}"
+            block = _expect(blocks[index], dict, block_where)
+            kind = _tag(block, block_where)
             if kind in DROPPED_HISTORY_BLOCKS:
                 pass
             elif kind == "text":
@@ -826,9 +824,11 @@ class _InputBuilder:
                 # A paired reasoning item consumes the following block as well.
                 index += self._add_reasoning(blocks, index, where)
             elif kind in ("tool_result", "image", "document", "search_result"):
-                raise ConversionError(f"{block_where}: block type {kind!r} is not allowed in an assistant message")
+                raise ConversionError(
+                    f"{block_where}: block type {_shown(kind)} is not allowed in an assistant message"
+                )
             else:
-                raise ConversionError(f"{block_where}: block type {kind!r} is not supported")
+                raise ConversionError(f"{block_where}: block type {_shown(kind)} is not supported")
             index += 1
 
     def _add_assistant_text(self, block: Mapping[str, Any], where: str, *, item_id: dict[str, Any] | None) -> None:
@@ -857,12 +857,12 @@ class _InputBuilder:
         following item, or an id without its reasoning item, is an upstream 400).
         """
         block = blocks[index]
-        block_where = f"{where}.content[{index}]"
+        block_where = f"{where}.content.{index}"
         if block["type"] == "thinking":
-            signature = _require_str(block, "signature", block_where)
-            thinking = _require_str(block, "thinking", block_where)
+            signature = _required(block, "signature", str, block_where)
+            thinking = _required(block, "thinking", str, block_where)
         else:
-            signature = _require_str(block, "data", block_where)
+            signature = _required(block, "data", str, block_where)
             thinking = ""
         envelope = signature_decode(signature)
         if envelope is None or envelope.get("m") != self.options.upstream_model:
@@ -884,7 +884,7 @@ class _InputBuilder:
             self._append_item(reasoning)
             return 0
         nxt = blocks[index + 1] if index + 1 < len(blocks) else None
-        nxt_where = f"{where}.content[{index + 1}]"
+        nxt_where = f"{where}.content.{index + 1}"
         kind = following.get("t")
         item_id = following.get("id")
         if not isinstance(nxt, dict) or not isinstance(item_id, str):

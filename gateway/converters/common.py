@@ -80,7 +80,7 @@ def signature_decode(signature: str) -> dict[str, Any] | None:
     encoded = signature[len(SIGNATURE_PREFIX) :]
     try:
         payload = json.loads(base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)))
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # garbled: bad base64, not JSON, or nested past the parser's limit
         return None
     if not isinstance(payload, dict) or not isinstance(payload.get("rs"), str):
         return None

@@ -210,59 +210,65 @@ def test_claude_code_request_keeps_what_claude_code_relies_on():
     [
         ({"max_tokens": 10, "messages": [{"role": "user", "content": "x"}]}, "model: Field required"),
         ({"model": "m", "messages": [{"role": "user", "content": "x"}]}, "max_tokens: Field required"),
-        (request(max_tokens="10"), "max_tokens: must be an integer"),
-        (request(max_tokens=True), "max_tokens: must be an integer"),
-        (request(max_tokens=-1), "max_tokens: must be greater than or equal to 0"),
+        (request(max_tokens="10"), "max_tokens: Input should be a valid integer"),
+        (request(max_tokens=True), "max_tokens: Input should be a valid integer"),
+        (request(max_tokens=-1), "max_tokens: Input should be greater than or equal to 0"),
         ({"model": "m", "max_tokens": 10}, "messages: Field required"),
-        (request(messages=[]), "messages: must be a non-empty list"),
-        (request(messages={"role": "user"}), "messages: must be a non-empty list"),
-        (request(messages=[{"role": "tool", "content": "x"}]), "messages[0].role: unknown role 'tool'"),
-        (request(messages=[{"content": "x"}]), "messages[0].role: Field required"),
-        (request(messages=[{"role": "user"}]), "messages[0].content: Field required"),
-        (request(messages=[{"role": "user", "content": 3}]), "messages[0].content: must be a string or a list"),
-        (request(messages=[user({"type": "text"})]), "messages[0].content[0].text: Field required"),
-        (request(messages=[user({"type": "video"})]), "messages[0].content[0]: block type 'video' is not allowed"),
+        (request(messages=[]), "messages: List should have at least 1 item after validation, not 0"),
+        (request(messages={"role": "user"}), "messages: Input should be a valid list"),
+        (request(messages=[{"role": "tool", "content": "x"}]), "messages.0.role: unknown role 'tool'"),
+        (request(messages=[{"content": "x"}]), "messages.0.role: Field required"),
+        (request(messages=[{"role": "user"}]), "messages.0.content: Field required"),
+        (
+            request(messages=[{"role": "user", "content": 3}]),
+            "messages.0.content: Input should be a valid string or a list",
+        ),
+        (request(messages=[user({"type": "text"})]), "messages.0.content.0.text: Field required"),
+        (request(messages=[user({"type": "video"})]), "messages.0.content.0: block type 'video' is not allowed"),
         (
             request(messages=[user(text("a"), {"type": "image", "source": {"type": "file", "file_id": "f_1"}})]),
-            "messages[0].content[1]: image source type 'file' is not supported",
+            "messages.0.content.1: image source type 'file' is not supported",
         ),
         (
             request(messages=[user({"type": "document", "source": {"type": "file", "file_id": "f_1"}})]),
-            "messages[0].content[0]: document source type 'file' is not supported",
+            "messages.0.content.0: document source type 'file' is not supported",
         ),
         (
             request(messages=[user({"type": "image", "source": {"type": "base64", "media_type": "image/png"}})]),
-            "messages[0].content[0].source.data: Field required",
+            "messages.0.content.0.source.data: Field required",
         ),
-        (request(messages=[user({"type": "image"})]), "messages[0].content[0].source: Field required"),
-        (request(messages=[user({"type": "tool_result", "content": "x"})]), "messages[0].content[0].tool_use_id"),
+        (request(messages=[user({"type": "image"})]), "messages.0.content.0.source: Field required"),
+        (
+            request(messages=[user({"type": "tool_result", "content": "x"})]),
+            "messages.0.content.0.tool_use_id: Field required",
+        ),
         (
             request(messages=[user(text("q")), assistant({"type": "tool_use", "name": "f"})]),
-            "messages[1].content[0].id",
+            "messages.1.content.0.id: Field required",
         ),
         (
             request(messages=[user(text("q")), assistant({"type": "tool_use", "id": "c", "name": "f", "input": "x"})]),
-            "messages[1].content[0].input: must be an object",
+            "messages.1.content.0.input: Input should be a valid dictionary",
         ),
         (
             request(messages=[user(text("q")), assistant({"type": "tool_result", "tool_use_id": "c"})]),
-            "messages[1].content[0]: block type 'tool_result' is not allowed in an assistant message",
+            "messages.1.content.0: block type 'tool_result' is not allowed in an assistant message",
         ),
         (
             request(messages=[user(text("q")), assistant({"type": "thinking", "thinking": "t"})]),
-            "messages[1].content[0].signature: Field required",
+            "messages.1.content.0.signature: Field required",
         ),
         (
             request(messages=[{"role": "system", "content": [{"type": "image", "source": {}}]}, user(text("q"))]),
-            "messages[0].content[0]: expected a text block",
+            "messages.0.content.0: expected a text block",
         ),
-        (request(system=5), "system: must be a string or a list of text blocks"),
-        (request(system=[{"type": "image"}]), "system[0]: expected a text block"),
-        (request(stream="yes"), "stream: must be a boolean"),
-        (request(stop_sequences="STOP"), "stop_sequences: must be a list of strings"),
-        (request(tools={"name": "x"}), "tools: must be a list"),
-        (request(tools=[{"name": "f"}]), "tools[0].input_schema: Field required"),
-        (request(tools=[{"input_schema": {"type": "object"}}]), "tools[0].name: Field required"),
+        (request(system=5), "system: Input should be a valid string or a list of text blocks"),
+        (request(system=[{"type": "image"}]), "system.0: expected a text block"),
+        (request(stream="yes"), "stream: Input should be a valid boolean"),
+        (request(stop_sequences="STOP"), "stop_sequences: Input should be a valid list"),
+        (request(tools={"name": "x"}), "tools: Input should be a valid list"),
+        (request(tools=[{"name": "f"}]), "tools.0.input_schema: Field required"),
+        (request(tools=[{"input_schema": {"type": "object"}}]), "tools.0.name: Field required"),
         (request(tool_choice={"type": "sometimes"}), "tool_choice.type: unknown tool_choice type 'sometimes'"),
         (request(tool_choice={"type": "tool"}), "tool_choice.name: Field required"),
         (request(thinking={"type": "enabled"}), "thinking.budget_tokens: Field required"),
@@ -271,7 +277,60 @@ def test_claude_code_request_keeps_what_claude_code_relies_on():
         (request(service_tier="priority"), "service_tier: unknown value 'priority'"),
         (request(output_config={"format": {"type": "regex"}}), "output_config.format.type: unsupported format type"),
         (request(output_format={"type": "json_schema"}), "output_format.schema: Field required"),
-        (request(metadata={"user_id": 7}), "metadata.user_id: must be a string"),
+        (request(metadata={"user_id": 7}), "metadata.user_id: Input should be a valid string"),
+        # Wrong types where the converter compares or looks values up (these used to be 500s).
+        (
+            request(messages=[user(text("a"), {"type": "text", "text": {"value": "b"}})]),
+            "messages.0.content.1.text: Input should be a valid string",
+        ),
+        (
+            request(messages=[user({"type": ["text"], "text": "a"})]),
+            "messages.0.content.0.type: Input should be a valid",
+        ),
+        (
+            request(messages=[user(text("q")), assistant({"type": {"t": 1}})]),
+            "messages.1.content.0.type: Input should be a valid string",
+        ),
+        (request(messages=["Hello"]), "messages.0: Input should be a valid dictionary"),
+        (request(messages=[{"role": ["user"], "content": "x"}]), "messages.0.role: Input should be a valid string"),
+        (request(tools=[{**WEATHER_TOOL, "type": {"custom": True}}]), "tools.0.type: Input should be a valid string"),
+        (request(tools=[{**WEATHER_TOOL, "strict": "yes"}]), "tools.0.strict: Input should be a valid boolean"),
+        (request(tools=[{**WEATHER_TOOL, "input_examples": {}}]), "tools.0.input_examples: Input should be a valid"),
+        (
+            request(tools=[{"type": "web_search_20250305", "allowed_domains": ["a.com", 3]}]),
+            "tools.0.allowed_domains.1: Input should be a valid string",
+        ),
+        (request(tool_choice={"type": ["auto"]}), "tool_choice.type: Input should be a valid string"),
+        (
+            request(tool_choice={"type": "auto", "disable_parallel_tool_use": "true"}),
+            "tool_choice.disable_parallel_tool_use: Input should be a valid boolean",
+        ),
+        (request(thinking={"type": ["enabled"]}), "thinking.type: Input should be a valid string"),
+        (request(thinking={"type": "enabled", "budget_tokens": "1024"}), "thinking.budget_tokens: Input should be"),
+        (request(thinking={"type": "adaptive", "display": {}}), "thinking.display: Input should be a valid string"),
+        (request(service_tier={"tier": "auto"}), "service_tier: Input should be a valid string"),
+        (request(stop_sequences=["END", None]), "stop_sequences.1: Input should be a valid string"),
+        (
+            request(output_config={"format": ["json_schema"]}),
+            "output_config.format: Input should be a valid dictionary",
+        ),
+        (request(output_config={"effort": 3}), "output_config.effort: Input should be a valid string"),
+        (
+            request(messages=[user({"type": "image", "source": {"type": "url", "url": ["https://x"]}})]),
+            "messages.0.content.0.source.url: Input should be a valid string",
+        ),
+        (
+            request(messages=[user({"type": "document", "title": 5, "source": {"type": "text", "data": "d"}})]),
+            "messages.0.content.0.title: Input should be a valid string",
+        ),
+        (
+            request(messages=[user({"type": "tool_result", "tool_use_id": "c", "is_error": "yes"})]),
+            "messages.0.content.0.is_error: Input should be a valid boolean",
+        ),
+        (
+            request(messages=[user({"type": "tool_result", "tool_use_id": "c", "content": [{"type": 1}]})]),
+            "messages.0.content.0.content.0.type: Input should be a valid string",
+        ),
     ],
 )
 def test_invalid_request_is_refused_naming_the_field(body, message):
@@ -966,7 +1025,7 @@ def test_server_tool_blocks_in_history_are_dropped():
     ],
 )
 def test_other_anthropic_defined_tools_are_refused(tool):
-    with pytest.raises(ConversionError, match=rf"^tools\[1\]: tool type '{tool['type']}' is not supported$"):
+    with pytest.raises(ConversionError, match=rf"^tools\.1: tool type '{tool['type']}' is not supported$"):
         anthropic_to_responses(request(tools=[WEATHER_TOOL, tool]), options=ConvertOptions(upstream_model=UPSTREAM))
 
 
