@@ -43,8 +43,6 @@ from gateway.errors import (
 from gateway.providers.base import UpstreamRequest, UpstreamResponse
 from gateway.services.envelope import Envelope, body_merge
 from gateway.services.passthrough import (
-    CLIENT_GONE,
-    CLIENT_GONE_MESSAGE,
     RESPONSES,
     GatewayResult,
     Primed,
@@ -53,7 +51,7 @@ from gateway.services.passthrough import (
     prime_event_stream,
 )
 from gateway.services.routing import Leg, Route, leg_timeout, route_call
-from gateway.services.shutdown import shutdown_error, shutdown_forced
+from gateway.services.shutdown import CLIENT_GONE, CLIENT_GONE_MESSAGE, cancellation_outcome
 from gateway.sse import SSEEvent, sse_event
 from gateway.usage import Usage, usage_from_responses
 
@@ -359,12 +357,9 @@ async def _relay(
         if translator.error is not None:
             error_type, error_message = translator.error
     except asyncio.CancelledError:
-        if not shutdown_forced():
-            status, error_type, error_message = 499, CLIENT_GONE, CLIENT_GONE_MESSAGE
+        status, error_type, error_message, error = cancellation_outcome()
+        if error is None:
             raise
-        # The graceful timeout ran out: end the stream as a failed one, never as complete.
-        error = shutdown_error()
-        status, error_type, error_message = error.status_code, error.code or "", error.message
         if not translator.finished:
             payload = {"type": "error", "error": {"type": error.anthropic_type, "message": error.message}}
             yield sse_event("error", orjson.dumps(payload))

@@ -21,12 +21,9 @@ from gateway.errors import GatewayError, UpstreamStreamError, UpstreamUnavailabl
 from gateway.providers.base import UpstreamRequest, UpstreamResponse
 from gateway.services.envelope import Envelope
 from gateway.services.routing import Leg, Route, leg_request, route_call, upstream_body
-from gateway.services.shutdown import shutdown_error, shutdown_forced
+from gateway.services.shutdown import CLIENT_GONE, CLIENT_GONE_MESSAGE, cancellation_outcome
 from gateway.sse import SSEDecoder, SSEEvent, sse_data, sse_event
 from gateway.usage import Usage, usage_from_chat, usage_from_responses
-
-CLIENT_GONE = "client_disconnected"
-CLIENT_GONE_MESSAGE = "the client closed the connection mid-stream"
 
 
 @dataclass(slots=True)
@@ -138,12 +135,9 @@ class PassthroughEndpoint:
             error_type, error_message = exc.code or exc.openai_type, exc.message
             yield self.error_frame(exc, state)
         except asyncio.CancelledError:
-            if not shutdown_forced():
-                status, error_type, error_message = 499, CLIENT_GONE, CLIENT_GONE_MESSAGE
+            status, error_type, error_message, error = cancellation_outcome()
+            if error is None:
                 raise
-            # The graceful timeout ran out: end the stream as a failed one, never as complete.
-            error = shutdown_error()
-            status, error_type, error_message = error.status_code, error.code or "", error.message
             yield self.error_frame(error, state)
         except GeneratorExit:
             status, error_type, error_message = 499, CLIENT_GONE, CLIENT_GONE_MESSAGE

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from gateway.errors import ServiceUnavailableError
 
+CLIENT_GONE = "client_disconnected"
+CLIENT_GONE_MESSAGE = "the client closed the connection mid-stream"
+
 _forced = False
 
 
@@ -27,3 +30,15 @@ def shutdown_error() -> ServiceUnavailableError:
         "the gateway is shutting down and could not finish this request in time; retry it",
         code="server_shutting_down",
     )
+
+
+def cancellation_outcome() -> tuple[int, str, str, ServiceUnavailableError | None]:
+    """How a stream cancelled right now ends, as (audit status, error type, message, error to send).
+
+    The error is None when the client left (nothing can be sent; the cancellation goes on);
+    otherwise the stream ends with that error as its last event instead of looking complete.
+    """
+    if not _forced:
+        return 499, CLIENT_GONE, CLIENT_GONE_MESSAGE, None
+    error = shutdown_error()
+    return error.status_code, error.code or "", error.message, error
