@@ -17,7 +17,7 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
 from connections.crypto import EncryptionKeyError
-from connections.models import AIResource, APIKey, Connection, ModelEntry
+from connections.models import AIResource, APIKey, Connection, ModelEntry, PricingEntry
 from connections.services import api_key_generate, connection_check, model_entries_renumber
 from gateway.providers.base import ConfigField, Provider
 from gateway.providers.registry import provider_choices, provider_class_get
@@ -335,3 +335,12 @@ class APIKeyAdmin(admin.ModelAdmin[APIKey]):
     @admin.action(description="Disable selected")
     def disable(self, request: HttpRequest, queryset: QuerySet[APIKey]) -> None:
         _set_enabled(self, request, queryset, False)
+
+
+@admin.register(PricingEntry)
+class PricingEntryAdmin(admin.ModelAdmin[PricingEntry]):
+    """Model prices (USD per 1M tokens) over the bundled table of OpenAI's published prices."""
+
+    list_display = ["model", "input", "cached_input", "output", "updated_at"]
+    search_fields = ["model"]
+    fields = ["model", "input", "cached_input", "output"]

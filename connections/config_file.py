@@ -16,6 +16,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -25,8 +26,8 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils.dateparse import parse_datetime
 
-from connections.models import MAX_RETRIES_LIMIT, AIResource, APIKey, Connection
-from connections.services import ModelEntrySpec, api_key_save, connection_save, resource_save
+from connections.models import MAX_RETRIES_LIMIT, AIResource, APIKey, Connection, PricingEntry
+from connections.services import ModelEntrySpec, api_key_save, connection_save, pricing_entry_save, resource_save
 from gateway.providers.registry import UnknownProviderError, provider_class_get
 
 SECRET_MASK = "********"  # noqa: S105 - the placeholder, not a secret
@@ -140,10 +141,21 @@ class ApiKeyDoc:
 
 
 @dataclass
+class PricingDoc:
+    path: str
+    name: str
+    """The model id or `prefix*` (called `model` in the file)."""
+    input: Decimal
+    output: Decimal
+    cached_input: Decimal | None = None
+
+
+@dataclass
 class ConfigDoc:
     connections: list[ConnectionDoc] = field(default_factory=list)
     resources: list[ResourceDoc] = field(default_factory=list)
     api_keys: list[ApiKeyDoc] = field(default_factory=list)
+    pricing: list[PricingDoc] = field(default_factory=list)
 
 
 class _Reader:
@@ -233,8 +245,8 @@ def config_parse(data: Any, *, environ: Mapping[str, str] | None = None) -> Conf
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigFileError(["(top level): must be a mapping with connections, resources and apiKeys"])
-    _Reader(data, "", problems, ("connections", "resources", "apiKeys"))
+        raise ConfigFileError(["(top level): must be a mapping with connections, resources, apiKeys and pricing"])
+    _Reader(data, "", problems, ("connections", "resources", "apiKeys", "pricing"))
     data = env_expand(data, path="", problems=problems, environ=os.environ if environ is None else environ)
     doc = ConfigDoc()
 
@@ -310,10 +322,34 @@ def config_parse(data: Any, *, environ: Mapping[str, str] | None = None) -> Conf
             )
         )
 
+    for path, item in _items(data, "pricing", problems):
+        r = _Reader(item, path, problems, ("model", "input", "cachedInput", "output"))
+        cached = _price(r, "cachedInput")
+        doc.pricing.append(
+            PricingDoc(
+                path=path,
+                name=r.text("model", required=True),
+                input=_price(r, "input", required=True) or Decimal(0),
+                output=_price(r, "output", required=True) or Decimal(0),
+                cached_input=cached,
+            )
+        )
+
     problems.extend(_duplicate_names(doc))
     if problems:
         raise ConfigFileError(problems)
     return doc
+
+
+def _price(r: _Reader, key: str, *, required: bool = False) -> Decimal | None:
+    """A price in USD per 1M tokens: a number >= 0 (never a bool), kept exact as a Decimal."""
+    value = r.get(key, (int, float), required=required)
+    if value is None:
+        return None
+    if isinstance(value, bool) or value < 0 or value != value or value in (float("inf"), float("-inf")):
+        r.problem(key, "must be a number >= 0 (USD per 1M tokens)")
+        return None
+    return Decimal(str(value))
 
 
 def _duplicate_names(doc: ConfigDoc) -> list[str]:
@@ -322,6 +358,7 @@ def _duplicate_names(doc: ConfigDoc) -> list[str]:
         ("connection", doc.connections),
         ("resource", doc.resources),
         ("API key", doc.api_keys),
+        ("pricing model", doc.pricing),
     ]
     for label, items in sections:
         first_path: dict[str, str] = {}
@@ -366,6 +403,9 @@ def config_apply(doc: ConfigDoc, *, prune: bool = False) -> ApplyReport:
         for key in doc.api_keys:
             with _problems_at(key.path, _API_KEY_FIELDS):
                 _apply_api_key(key, report)
+        for price in doc.pricing:
+            with _problems_at(price.path, _PRICING_FIELDS):
+                _apply_pricing(price, report)
         if prune:
             _prune(doc, report)
     return report
@@ -374,6 +414,7 @@ def config_apply(doc: ConfigDoc, *, prune: bool = False) -> ApplyReport:
 _CONNECTION_FIELDS = {"config": "config", "provider": "provider", "name": "name", "description": "description"}
 _RESOURCE_FIELDS = {"name": "name", "default_args": "defaultArgs", "description": "description", "model": "model"}
 _API_KEY_FIELDS = {"name": "name", "key": "key", "resources": "resources", "expires_at": "expiresAt"}
+_PRICING_FIELDS = {"model": "model", "input": "input", "cached_input": "cachedInput", "output": "output"}
 _ENTRY_FIELDS = {"connection": "connection", "model": "model", "max_retries": "maxRetries", "timeout_ms": "timeoutMs"}
 
 
@@ -486,6 +527,12 @@ def _apply_api_key(doc: ApiKeyDoc, report: ApplyReport) -> None:
         report.created_keys[doc.name] = generated
 
 
+def _apply_pricing(doc: PricingDoc, report: ApplyReport) -> None:
+    existed = PricingEntry.objects.filter(model=doc.name).exists()
+    _, changed = pricing_entry_save(model=doc.name, input=doc.input, output=doc.output, cached_input=doc.cached_input)
+    report.lines.append(f"pricing {doc.name}: {_status(not existed, changed)}")
+
+
 def _prune(doc: ConfigDoc, report: ApplyReport) -> None:
     sections: list[tuple[str, Any, set[str]]] = [
         ("api key", APIKey, {k.name for k in doc.api_keys}),
@@ -496,6 +543,9 @@ def _prune(doc: ConfigDoc, report: ApplyReport) -> None:
         for obj in model.objects.exclude(name__in=keep).order_by("name"):
             obj.delete()
             report.lines.append(f"{label} {obj.name}: deleted")
+    for entry in PricingEntry.objects.exclude(model__in={p.name for p in doc.pricing}).order_by("model"):
+        entry.delete()
+        report.lines.append(f"pricing {entry.model}: deleted")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -570,7 +620,25 @@ def config_export(*, include_secrets: bool = False) -> dict[str, Any]:
             item["expiresAt"] = key.expires_at.isoformat().replace("+00:00", "Z")
         api_keys.append(item)
 
-    return {"connections": connections, "resources": resources, "apiKeys": api_keys}
+    exported: dict[str, Any] = {"connections": connections, "resources": resources, "apiKeys": api_keys}
+    pricing = [_price_export(entry) for entry in PricingEntry.objects.order_by("model")]
+    if pricing:
+        exported["pricing"] = pricing
+    return exported
+
+
+def _price_export(entry: PricingEntry) -> dict[str, Any]:
+    item: dict[str, Any] = {"model": entry.model, "input": _number(entry.input)}
+    if entry.cached_input is not None:
+        item["cachedInput"] = _number(entry.cached_input)
+    item["output"] = _number(entry.output)
+    return item
+
+
+def _number(value: Decimal) -> int | float:
+    """2 rather than 2.000000 (the column's scale), exact for the prices people write."""
+    normal = value.normalize()
+    return int(normal) if normal == normal.to_integral_value() else float(normal)
 
 
 def config_export_yaml(*, include_secrets: bool = False) -> str:

@@ -14,6 +14,7 @@ from types import MappingProxyType
 from typing import Any
 
 # Defined by the providers, which consume it (the provider registry owns that shape).
+from gateway.pricing import EMPTY_PRICE_LIST, PriceList
 from gateway.providers.base import ConnectionInfo
 
 __all__ = ["ApiKeyInfo", "ConfigSnapshot", "ConnectionInfo", "ModelEntryInfo", "ResourceInfo"]
@@ -64,3 +65,5 @@ class ConfigSnapshot:
     connections: Mapping[str, ConnectionInfo]
     resources: Mapping[str, ResourceInfo]
     api_keys_by_digest: Mapping[str, ApiKeyInfo] = field(repr=False)
+    prices: PriceList = EMPTY_PRICE_LIST
+    """Configured model prices over the bundled table (for the audit's cost)."""

@@ -187,6 +187,41 @@ class APIKey(models.Model):
         self.prefix = key[:API_KEY_PREFIX_LENGTH]
 
 
+pricing_model_validator = RegexValidator(
+    r"^[^*\s]+\*?$",
+    "An upstream model id, or a prefix ending in * (e.g. my-finetune-*); no spaces.",
+)
+
+
+class PricingEntry(models.Model):
+    """The price of an upstream model (USD per 1M tokens), over the bundled table of OpenAI's
+    published prices. `model` is an exact id or a `prefix*` pattern (the longest match wins)."""
+
+    model = models.CharField(max_length=200, unique=True, validators=[pricing_model_validator])
+    input = models.DecimalField(max_digits=12, decimal_places=6, validators=[MinValueValidator(0)])
+    cached_input = models.DecimalField(
+        max_digits=12,
+        decimal_places=6,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0)],
+        help_text="Blank: cached input tokens cost the input price.",
+    )
+    output = models.DecimalField(
+        max_digits=12, decimal_places=6, validators=[MinValueValidator(0)], help_text="Reasoning tokens count here."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["model"]
+        verbose_name = "pricing entry"
+        verbose_name_plural = "pricing"
+
+    def __str__(self) -> str:
+        return self.model
+
+
 class ConfigRevision(models.Model):
     """A single counter bumped on every configuration change (see module docstring)."""
 

@@ -21,8 +21,9 @@ from django.db import DatabaseError
 from django.db.models import Prefetch
 
 from connections.entities import ApiKeyInfo, ConfigSnapshot, ConnectionInfo, ModelEntryInfo, ResourceInfo
-from connections.models import AIResource, APIKey, ConfigRevision, Connection, ModelEntry
+from connections.models import AIResource, APIKey, ConfigRevision, Connection, ModelEntry, PricingEntry
 from gateway.logs import ThrottledLog
+from gateway.pricing import Price, PriceList
 
 logger = logging.getLogger("vmx.config")
 _refresh_failures = ThrottledLog(logger, interval=10.0)
@@ -53,7 +54,7 @@ def connection_info_get(*, connection: Connection) -> ConnectionInfo:
 
 
 def config_snapshot_build() -> ConfigSnapshot:
-    """Read the whole configuration (four queries). Raises `EncryptionKeyError` on a bad key."""
+    """Read the whole configuration (five queries). Raises `EncryptionKeyError` on a bad key."""
     revision = config_revision_get()
     connections = {conn.name: connection_info_get(connection=conn) for conn in Connection.objects.all()}
     resources: dict[str, ResourceInfo] = {}
@@ -89,6 +90,20 @@ def config_snapshot_build() -> ConfigSnapshot:
         connections=MappingProxyType(connections),
         resources=MappingProxyType(resources),
         api_keys_by_digest=MappingProxyType(keys),
+        prices=price_list_build(),
+    )
+
+
+def price_list_build() -> PriceList:
+    return PriceList.from_entries(
+        {
+            entry.model: Price(
+                input=float(entry.input),
+                output=float(entry.output),
+                cached_input=None if entry.cached_input is None else float(entry.cached_input),
+            )
+            for entry in PricingEntry.objects.all()
+        }
     )
 
 

@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -14,7 +15,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from connections.entities import ConnectionInfo
-from connections.models import AIResource, APIKey, Connection, ModelEntry
+from connections.models import AIResource, APIKey, Connection, ModelEntry, PricingEntry
 from connections.selectors import connection_info_get
 from connections.signals import config_revision_bump
 from gateway.providers import CheckResult, provider_class_get
@@ -214,6 +215,20 @@ def api_key_save(
         raise ValidationError({"resources": f"no resource {sorted(missing)[0]!r}"})
     api_key.resources.set(resource_rows)
     return api_key, generated, True
+
+
+def pricing_entry_save(
+    *, model: str, input: Decimal, output: Decimal, cached_input: Decimal | None = None
+) -> tuple[PricingEntry, bool]:
+    """Create or update the price of `model` (an id or a `prefix*`); returns (entry, changed)."""
+    entry = PricingEntry.objects.filter(model=model).first()
+    if entry is not None and (entry.input, entry.cached_input, entry.output) == (input, cached_input, output):
+        return entry, False
+    entry = entry or PricingEntry(model=model)
+    entry.input, entry.cached_input, entry.output = input, cached_input, output
+    entry.full_clean()
+    entry.save()
+    return entry, True
 
 
 def connection_check(*, connection: Connection) -> CheckResult:

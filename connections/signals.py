@@ -8,9 +8,9 @@ from django.db.models import F
 from django.db.models.signals import m2m_changed, post_delete, post_save
 from django.dispatch import receiver
 
-from connections.models import AIResource, APIKey, ConfigRevision, Connection, ModelEntry
+from connections.models import AIResource, APIKey, ConfigRevision, Connection, ModelEntry, PricingEntry
 
-_CONFIG_MODELS = (Connection, AIResource, ModelEntry, APIKey)
+_CONFIG_MODELS = (Connection, AIResource, ModelEntry, APIKey, PricingEntry)
 
 
 def config_revision_bump() -> None:

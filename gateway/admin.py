@@ -25,6 +25,7 @@ class AuditRecordAdmin(admin.ModelAdmin[AuditRecord]):
         "model",
         "connection",
         "total_tokens",
+        "cost_usd",
         "duration_ms",
         "correlation_id",
     ]
@@ -50,7 +51,7 @@ class AuditRecordAdmin(admin.ModelAdmin[AuditRecord]):
         ),
         ("Who", {"fields": ["api_key", "resource", "correlation_id", "metadata_pretty", "source_ip"]}),
         ("Upstream", {"fields": ["connection", "model", "attempts_pretty", "duration_ms", "ttft_ms"]}),
-        ("Usage (tokens)", {"fields": list(USAGE_FIELDS)}),
+        ("Usage (tokens) and cost (USD)", {"fields": [*USAGE_FIELDS, "cost_usd"]}),
         ("Bodies", {"fields": ["request_body_pretty", "response_body_pretty"], "classes": ["collapse"]}),
     ]
 

@@ -35,6 +35,7 @@ from django.db import InterfaceError, OperationalError, close_old_connections, c
 
 from gateway.errors import GatewayError
 from gateway.logs import ThrottledLog
+from gateway.pricing import PriceList
 from gateway.usage import Usage
 
 logger = logging.getLogger("vmx.audit")
@@ -67,6 +68,8 @@ class AuditEntry:
     usage: Usage = field(default_factory=Usage)
     request_body: Any = None
     response_body: Any = None
+    prices: PriceList | None = None
+    """The configuration's prices when the request started; None: the cost is not computed."""
     finished: bool = False
 
     def attempt(
@@ -124,16 +127,42 @@ class AuditEntry:
             "model": self.model[:200],
             "attempts": self.attempts,
             **self.usage.as_dict(),
+            "cost_usd": self.cost_usd(),
         }
         if settings.VMX_AUDIT_BODIES:
             row["request_body"] = summarize_payloads(self.request_body)
             row["response_body"] = summarize_payloads(self.response_body)
         _writer.submit(row)
 
+    def cost_usd(self) -> float | None:
+        """What the answer cost at the model's price; None when no model answered or it has no price."""
+        if not self.model or self.prices is None:
+            return None
+        price = self.prices.price(self.model)
+        if price is None:
+            _unpriced(self.model)
+            return None
+        usage = self.usage
+        return price.cost_usd(
+            input_tokens=usage.input_tokens, cached_tokens=usage.cached_tokens, output_tokens=usage.output_tokens
+        )
+
     def finish_error(self, error: GatewayError) -> None:
         self.finish(
             status_code=error.status_code, error_type=error.code or error.openai_type, error_message=error.message
         )
+
+
+_unpriced_models: set[str] = set()
+MAX_UNPRICED_REPORTED = 1_000
+
+
+def _unpriced(model: str) -> None:
+    """One log line per model without a price (per process), so an operator learns to add one."""
+    if model in _unpriced_models or len(_unpriced_models) >= MAX_UNPRICED_REPORTED:
+        return
+    _unpriced_models.add(model)
+    logger.warning("no price for model '%s': its audit records have no cost_usd; add a `pricing` entry for it", model)
 
 
 class DatabaseUnavailableError(Exception):
@@ -207,10 +236,22 @@ class _AuditWriter:
         try:
             self.flush()
         except Exception as exc:
+            global dropped_total
             with self._write_lock:
                 rows = list(self._queue)
                 self._queue.clear()
-            path = spool_write(rows)
+            try:
+                path = spool_write(rows)
+            except OSError as spool_error:  # nowhere left to keep them: say so, loudly and once
+                dropped_total += len(rows)
+                logger.error(
+                    "audit: the database is unreachable at shutdown (%s) and the spool cannot be written "
+                    "(%s): %d records lost",
+                    _error_text(exc),
+                    _error_text(spool_error),
+                    len(rows),
+                )
+                return
             logger.error(
                 "audit: the database is unreachable at shutdown (%s); %d records spooled to %s",
                 _error_text(exc),

@@ -36,6 +36,9 @@ class AuditRecord(models.Model):
     accepted_prediction_tokens = models.PositiveIntegerField(default=0)
     rejected_prediction_tokens = models.PositiveIntegerField(default=0)
     total_tokens = models.PositiveIntegerField(default=0)
+    cost_usd = models.FloatField(
+        null=True, blank=True, help_text="From the model's price; empty when no model answered or its price is unknown."
+    )
     request_body = models.JSONField(null=True, blank=True, help_text="Only with VMX_AUDIT_BODIES on.")
     response_body = models.JSONField(null=True, blank=True, help_text="Only with VMX_AUDIT_BODIES on.")
 

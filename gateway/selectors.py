@@ -68,6 +68,7 @@ def audit_record_as_dict(record: AuditRecord) -> dict[str, Any]:
         "model": record.model or None,
         "attempts": record.attempts,
         "usage": {name: getattr(record, name) for name in USAGE_FIELDS},
+        "cost_usd": record.cost_usd,
     }
 
 
@@ -77,7 +78,9 @@ def usage_totals(*, since: datetime, by: str) -> list[dict[str, Any]]:
     rows = (
         AuditRecord.objects.filter(created_at__gte=since)
         .values(by)
-        .annotate(requests=Count("id"), **{name: Sum(name) for name in USAGE_FIELDS})
+        .annotate(requests=Count("id"), cost_usd=Sum("cost_usd"), **{name: Sum(name) for name in USAGE_FIELDS})
         .order_by("-total_tokens", by)
     )
-    return [{**row, **{name: row[name] or 0 for name in USAGE_FIELDS}} for row in rows]
+    return [
+        {**row, **{name: row[name] or 0 for name in USAGE_FIELDS}, "cost_usd": row["cost_usd"] or 0.0} for row in rows
+    ]

@@ -141,13 +141,14 @@ class GatewayAPIView(View):
             authentication_failed(source_ip=request.META.get("REMOTE_ADDR"), path=request.path, error=exc)
             raise
 
-    def audit_entry(self, request: HttpRequest, *, api_key: ApiKeyInfo) -> AuditEntry:
+    def audit_entry(self, request: HttpRequest, *, snapshot: ConfigSnapshot, api_key: ApiKeyInfo) -> AuditEntry:
         assert self.audit_endpoint is not None
         return AuditEntry(
             request_id=self.request_id,
             endpoint=self.audit_endpoint,
             api_key=api_key.name,
             source_ip=request.META.get("REMOTE_ADDR") or None,
+            prices=snapshot.prices,
         )
 
     def envelope_and_route(
@@ -218,7 +219,7 @@ class PassthroughView(GatewayAPIView):
 
     async def post(self, request: HttpRequest) -> HttpResponseBase:
         snapshot, api_key = await self.authenticate(request)
-        audit = self.audit_entry(request, api_key=api_key)
+        audit = self.audit_entry(request, snapshot=snapshot, api_key=api_key)
         return await self.audited(audit, self._serve(request, snapshot, api_key, audit))
 
     async def _serve(
@@ -272,7 +273,7 @@ class MessagesView(AnthropicAPIView):
 
     async def post(self, request: HttpRequest) -> HttpResponseBase:
         snapshot, api_key = await self.authenticate(request)
-        audit = self.audit_entry(request, api_key=api_key)
+        audit = self.audit_entry(request, snapshot=snapshot, api_key=api_key)
         return await self.audited(audit, self._serve(request, snapshot, api_key, audit))
 
     async def _serve(

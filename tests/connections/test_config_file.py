@@ -249,3 +249,54 @@ def test_env_default_and_dollar_escape(tmp_path, monkeypatch):
     assert conn.description == "costs $5"
     assert conn.config["baseURL"] == "http://127.0.0.1:1/v1"
     assert conn.secrets_get()["apiKey"] == "sk-fallback-000"
+
+
+PRICING = """
+pricing:
+  - {model: gpt-4.1, input: 2.00, cachedInput: 0.50, output: 8.00}
+  - {model: "my-finetune-*", input: 3, output: 12}
+"""
+
+
+def test_pricing_is_applied_exported_and_reapplied_unchanged(tmp_path, secrets_env):
+    output = apply(write(tmp_path, FULL + PRICING))
+    assert "pricing gpt-4.1: created" in output and "pricing my-finetune-*: created" in output
+    exported = yaml.safe_load(export())
+    assert exported["pricing"] == [
+        {"model": "gpt-4.1", "input": 2, "cachedInput": 0.5, "output": 8},
+        {"model": "my-finetune-*", "input": 3, "output": 12},
+    ]
+    again = apply(write(tmp_path, export(), "exported.yaml"))
+    assert "pricing gpt-4.1: unchanged" in again and "created" not in again and "updated" not in again
+    # The snapshot the gateway reads carries the prices.
+    from connections.selectors import config_snapshot_build
+
+    prices = config_snapshot_build().prices
+    assert prices.price("my-finetune-7b").output == 12
+    assert prices.price("gpt-4.1-2025-04-14").input == 2.0  # bundled snapshot id
+
+
+def test_prune_removes_prices_the_file_does_not_list(tmp_path, secrets_env):
+    apply(write(tmp_path, FULL + PRICING))
+    output = apply(write(tmp_path, FULL), "--prune")
+    assert "pricing gpt-4.1: deleted" in output
+    assert "pricing" not in yaml.safe_load(export())
+
+
+@pytest.mark.parametrize(
+    ("entry", "expected"),
+    [
+        ("{model: gpt-4.1, input: -1, output: 8}", "pricing[0].input: must be a number >= 0"),
+        ("{model: gpt-4.1, input: cheap, output: 8}", "pricing[0].input: must be an integer or float"),
+        ("{model: gpt-4.1, input: 1}", "pricing[0].output: required"),
+        ("{model: 'gpt *', input: 1, output: 1}", "pricing[0].model: An upstream model id"),
+        ("{model: 'a*b*', input: 1, output: 1}", "pricing[0].model: An upstream model id"),
+        ("{model: gpt-4.1, input: 0.0000001, output: 1}", "pricing[0].input: Ensure that there are no more than 6"),
+        ("{model: gpt-4.1, input: 1, output: 1, currency: EUR}", "pricing[0].currency: unknown key"),
+    ],
+)
+def test_invalid_prices_name_the_path(tmp_path, secrets_env, entry, expected):
+    with pytest.raises(CommandError) as info:
+        apply(write(tmp_path, FULL + f"pricing:\n  - {entry}\n"))
+    assert expected in str(info.value)
+    assert not AIResource.objects.exists()

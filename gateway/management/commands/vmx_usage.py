@@ -18,7 +18,7 @@ COLUMNS = [
 
 
 class Command(BaseCommand):
-    help = "Token totals from the audit, grouped by resource, model, API key or connection."
+    help = "Token totals and cost (USD) from the audit, grouped by resource, model, API key or connection."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--since", default="24h", help="e.g. 1h, 24h, 7d (default 24h)")
@@ -30,10 +30,18 @@ class Command(BaseCommand):
         except ValueError as exc:
             raise CommandError(str(exc)) from exc
         width = max([len(by), 8, *(len(str(row[by] or "-")) for row in rows)])
-        self.stdout.write(f"{by:<{width}}  " + " ".join(f"{label:>10}" for _, label in COLUMNS))
+        self.stdout.write(f"{by:<{width}}  " + " ".join(f"{label:>10}" for _, label in COLUMNS) + f" {'cost_usd':>12}")
         totals = dict.fromkeys((key for key, _ in COLUMNS), 0)
+        cost = 0.0
         for row in rows:
-            self.stdout.write(f"{row[by] or '-':<{width}}  " + " ".join(f"{row[key]:>10}" for key, _ in COLUMNS))
+            self.stdout.write(
+                f"{row[by] or '-':<{width}}  "
+                + " ".join(f"{row[key]:>10}" for key, _ in COLUMNS)
+                + f" {row['cost_usd']:>12.6f}"
+            )
             for key in totals:
                 totals[key] += row[key]
-        self.stdout.write(f"{'TOTAL':<{width}}  " + " ".join(f"{totals[key]:>10}" for key, _ in COLUMNS))
+            cost += row["cost_usd"]
+        self.stdout.write(
+            f"{'TOTAL':<{width}}  " + " ".join(f"{totals[key]:>10}" for key, _ in COLUMNS) + f" {cost:>12.6f}"
+        )
