@@ -20,6 +20,7 @@ from django.conf import settings
 from django.db import DatabaseError
 from django.db.models import Prefetch
 
+from connections.crypto import EncryptionKeyError
 from connections.entities import ApiKeyInfo, ConfigSnapshot, ConnectionInfo, ModelEntryInfo, ResourceInfo
 from connections.models import AIResource, APIKey, ConfigRevision, Connection, ModelEntry, PricingEntry
 from gateway.logs import ThrottledLog
@@ -165,7 +166,7 @@ async def aconfig_snapshot() -> ConfigSnapshot:
         raise ConfigurationUnavailableError("the configuration could not be read from the database yet")
     try:
         return await sync_to_async(_cache.refresh, thread_sensitive=False)()
-    except DatabaseError as exc:
+    except (DatabaseError, EncryptionKeyError) as exc:
         if _cache.snapshot is not None:  # serve from the last configuration (DESIGN.md 2.13)
             return _cache.snapshot
         raise ConfigurationUnavailableError(f"the configuration could not be read: {type(exc).__name__}") from exc

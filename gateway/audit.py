@@ -5,7 +5,7 @@ Invariants (DESIGN.md 2.9, 2.13):
   the database within `FLUSH_SECONDS` (or as soon as `BATCH_SIZE` are waiting).
 - The writer never stops and no record blocks the ones behind it: a batch the database refuses
   for its content is written row by row; a refused row is cleaned (NULs, lone surrogates, over-long
-  text, an invalid address) and written, or dropped, logged and counted in `dropped_total`.
+  text, an invalid address) and written, or dropped, logged and counted (`audit_records_dropped()`).
 - If the database is unreachable, records stay queued (up to `MAX_QUEUED`) and are retried with
   a growing pause, logging one line per 10 s. At shutdown what cannot be written goes to the spool
   directory (`VMX_AUDIT_SPOOL_DIR`), and the next start writes it (`audit_spool_replay`).
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import ipaddress
 import logging
@@ -31,7 +32,7 @@ from typing import Any
 
 import orjson
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, close_old_connections, connection, models, transaction
+from django.db import DataError, close_old_connections, connection, models, transaction
 
 from gateway.errors import GatewayError
 from gateway.logs import ThrottledLog
@@ -45,8 +46,24 @@ FLUSH_SECONDS = 0.1
 BATCH_SIZE = 100
 MAX_QUEUED = 100_000
 MAX_RETRY_PAUSE = 5.0
-dropped_total = 0
-"""Records the database refused even after cleaning, or that overflowed the queue, since start."""
+STOP_WAIT_SECONDS = 2.0
+"""At shutdown, how long to wait for a write in progress before spooling what is queued."""
+STALE_CLAIM_SECONDS = 600.0
+"""A spool file claimed this long ago by a worker that never finished it is replayed again."""
+
+_dropped_lock = threading.Lock()
+_dropped = 0
+
+
+def _count_dropped(count: int) -> None:
+    global _dropped
+    with _dropped_lock:  # the writer thread and the event loop both drop
+        _dropped += count
+
+
+def audit_records_dropped() -> int:
+    """Records refused by the database even cleaned, overflowed or lost at shutdown, since start."""
+    return _dropped
 
 
 @dataclass(slots=True)
@@ -177,14 +194,17 @@ class _AuditWriter:
         self._thread: threading.Thread | None = None
         self._pid = 0
         self._stopping = False
+        self._stopped = False
 
     def submit(self, row: dict[str, Any]) -> None:
-        global dropped_total
         if len(self._queue) >= MAX_QUEUED:
             self._queue.popleft()
-            dropped_total += 1
+            _count_dropped(1)
             _failures.warning("queue-full", "audit queue full (%d records): dropped the oldest record", MAX_QUEUED)
         self._queue.append(row)
+        if self._stopped and self._pid == os.getpid():
+            self._drain()  # a request that ended after the last flush: write or spool it now
+            return
         self._ensure_thread()
         if len(self._queue) >= BATCH_SIZE:
             self._wake.set()
@@ -193,7 +213,7 @@ class _AuditWriter:
         # After a fork (gunicorn preload) the parent's thread is not ours: start a new one.
         if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
             self._pid = os.getpid()
-            self._stopping = False
+            self._stopping = self._stopped = False
             self._thread = threading.Thread(target=self._run, name="vmx-audit-writer", daemon=True)
             self._thread.start()
 
@@ -217,44 +237,59 @@ class _AuditWriter:
 
         Raises `DatabaseUnavailableError` (records kept) when the database cannot be reached.
         """
-        written = 0
         with self._write_lock:
-            while self._queue:
-                batch = [self._queue.popleft() for _ in range(min(BATCH_SIZE, len(self._queue)))]
-                try:
-                    written += rows_write(batch)
-                except DatabaseUnavailableError:
-                    self._queue.extendleft(reversed(batch))
-                    raise
+            return self._flush_locked()
+
+    def _flush_locked(self) -> int:
+        written = 0
+        while self._queue:
+            batch = [self._queue.popleft() for _ in range(min(BATCH_SIZE, len(self._queue)))]
+            try:
+                written += rows_write(batch)
+            except DatabaseUnavailableError:
+                self._queue.extendleft(reversed(batch))
+                raise
         return written
 
     def stop(self) -> None:
         self._stopping = True
         self._wake.set()
         if self._thread is not None and self._thread.is_alive() and self._pid == os.getpid():
-            self._thread.join(timeout=10)
+            self._thread.join(timeout=STOP_WAIT_SECONDS)
+        self._stopped = True
+        self._drain()
+
+    def _drain(self) -> None:
+        """Write what is queued, or spool it: the process is about to exit (DESIGN.md 2.13)."""
+        # A write stuck on a database that does not answer holds the lock: do not wait for it.
+        if not self._write_lock.acquire(timeout=STOP_WAIT_SECONDS):
+            self._spool(list(self._queue), "a write to the database did not finish")
+            return
         try:
-            self.flush()
+            self._flush_locked()
         except Exception as exc:
-            global dropped_total
-            with self._write_lock:
-                rows = list(self._queue)
-                self._queue.clear()
-            try:
-                path = spool_write(rows)
-            except OSError as spool_error:  # nowhere left to keep them: say so, loudly and once
-                dropped_total += len(rows)
-                logger.error(
-                    "audit: the database is unreachable at shutdown (%s) and the spool cannot be written "
-                    "(%s): %d records lost",
-                    _error_text(exc),
-                    _error_text(spool_error),
-                    len(rows),
-                )
-                return
+            self._spool(list(self._queue), _error_text(exc))
+        finally:
+            self._write_lock.release()
+
+    def _spool(self, rows: list[dict[str, Any]], reason: str) -> None:
+        for _ in rows:
+            self._queue.popleft()
+        try:
+            path = spool_write(rows)
+        except OSError as exc:  # nowhere left to keep them: say so, loudly and once
+            _count_dropped(len(rows))
             logger.error(
-                "audit: the database is unreachable at shutdown (%s); %d records spooled to %s",
+                "audit: cannot write to the database at shutdown (%s) nor the spool (%s): %d records lost",
+                reason,
                 _error_text(exc),
+                len(rows),
+            )
+            return
+        if path is not None:
+            logger.error(
+                "audit: cannot write to the database at shutdown (%s); %d records spooled to %s",
+                reason,
                 len(rows),
                 path,
             )
@@ -266,40 +301,45 @@ class _AuditWriter:
 def rows_write(rows: list[dict[str, Any]]) -> int:
     """Write `rows`; isolate and clean what the database refuses. Returns rows written (or already there).
 
-    Raises `DatabaseUnavailableError` when the database cannot be reached at all.
+    Raises `DatabaseUnavailableError` when nothing can be written (the database is unreachable, or
+    refuses every record for a reason of its own, such as a schema older than this code): the
+    records must then stay queued, never be dropped as if they were at fault.
     """
     from gateway.models import AuditRecord
 
     try:
         _insert(AuditRecord, rows)
         return len(rows)
-    except (OperationalError, InterfaceError) as exc:
-        raise DatabaseUnavailableError(_error_text(exc)) from exc
-    except Exception:
-        if len(rows) == 1:
-            return _row_write_cleaned(AuditRecord, rows[0])
+    except Exception as exc:
+        if not _refused_for_content(exc):
+            raise DatabaseUnavailableError(_error_text(exc)) from exc
     # One row spoils the batch: find it, write the others.
     written = 0
     for row in rows:
         try:
             _insert(AuditRecord, [row])
             written += 1
-        except (OperationalError, InterfaceError) as exc:
-            raise DatabaseUnavailableError(_error_text(exc)) from exc
-        except Exception:
+        except Exception as exc:
+            if not _refused_for_content(exc):
+                raise DatabaseUnavailableError(_error_text(exc)) from exc
             written += _row_write_cleaned(AuditRecord, row)
     return written
 
 
+def _refused_for_content(exc: Exception) -> bool:
+    """Whether the database refused the values (NUL, an invalid address, an unadaptable object)
+    rather than the write itself (connection, permissions, schema)."""
+    return isinstance(exc, DataError | TypeError | ValueError)
+
+
 def _row_write_cleaned(model: Any, row: dict[str, Any]) -> int:
-    global dropped_total
     try:
         _insert(model, [row_cleaned(model, row)])
         return 1
-    except (OperationalError, InterfaceError) as exc:
-        raise DatabaseUnavailableError(_error_text(exc)) from exc
     except Exception as exc:
-        dropped_total += 1
+        if not _refused_for_content(exc):
+            raise DatabaseUnavailableError(_error_text(exc)) from exc
+        _count_dropped(1)
         _failures.warning(
             "dropped",
             "audit record %s dropped: the database refused it even cleaned (%s)",
@@ -373,36 +413,37 @@ def audit_spool_replay() -> int:
     directory = spool_dir()
     if not directory.is_dir():
         return 0
+    now = time.time()
     for stale in directory.glob("audit-*.jsonl.*.replaying"):
-        if not _process_alive(int(stale.suffixes[-2].lstrip("."))):  # its worker died mid-replay
-            stale.rename(stale.with_name(stale.name.rsplit(".", 2)[0]))
+        # Claimed by a worker that died before finishing (process ids are reused, ages are not).
+        with contextlib.suppress(FileNotFoundError):
+            if now - stale.stat().st_mtime > STALE_CLAIM_SECONDS:
+                stale.rename(stale.with_name(stale.name.split(".jsonl.", 1)[0] + ".jsonl"))
     replayed = 0
     for path in sorted(directory.glob("audit-*.jsonl")):
-        claimed = path.with_name(f"{path.name}.{os.getpid()}.replaying")
+        claimed = path.with_name(f"{path.name}.{os.getpid()}-{secrets.token_hex(4)}.replaying")
         try:
             path.rename(claimed)
         except FileNotFoundError:
             continue  # another worker took it
-        rows = [_spooled_row(line) for line in claimed.read_bytes().splitlines() if line.strip()]
+        rows = []
+        for number, line in enumerate(claimed.read_bytes().splitlines(), 1):
+            if line.strip():
+                try:
+                    rows.append(_spooled_row(line))
+                except (orjson.JSONDecodeError, ValueError, TypeError):
+                    _count_dropped(1)
+                    logger.error("audit: %s line %d is not a record; skipped", path.name, number)
         try:
             for start in range(0, len(rows), BATCH_SIZE):
                 replayed += rows_write(rows[start : start + BATCH_SIZE])
         except DatabaseUnavailableError:
-            claimed.rename(path)  # keep it for the next start
+            with contextlib.suppress(FileNotFoundError):
+                claimed.rename(path)  # keep it for the next start
             raise
-        claimed.unlink()
+        claimed.unlink(missing_ok=True)
         logger.info("audit: wrote %d spooled records from %s", len(rows), path.name)
     return replayed
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _spooled_row(line: bytes) -> dict[str, Any]:

@@ -183,6 +183,9 @@ class GatewayAPIView(View):
             if audit.correlation_id:
                 error.headers.setdefault("x-vmx-correlation-id", audit.correlation_id)
             raise
+        except Exception as exc:  # a bug: the client gets a 500 (dispatch), the audit says so
+            audit.finish(status_code=500, error_type="internal_error", error_message=type(exc).__name__)
+            raise
         except asyncio.CancelledError:
             if shutdown_forced():
                 audit.finish_error(shutdown_error())

@@ -38,8 +38,21 @@ from gateway.views import GatewayAPIView, openai_exception_handler, request_id_n
 
 API_PREFIX = "/v1/"
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
-SHUTDOWN_GRACE_SECONDS = 5.0
+SHUTDOWN_GRACE_SECONDS = 1.0
 """How long a request cancelled at the end of the graceful timeout has to send its error."""
+OTHER_MAX_BODY_BYTES = 2 * 1024 * 1024
+"""Bodies off /v1/ (admin forms, health) are small and read before anyone is authenticated."""
+
+_in_flight: set[asyncio.Task[Any]] = set()
+
+
+async def requests_drained(seconds: float) -> None:
+    """Wait (at most `seconds`) for the /v1/ requests still running, so that what they audit on
+    the way out is queued before the audit's last flush (the server cancels them, then shuts down
+    at once)."""
+    pending = [task for task in _in_flight if not task.done()]
+    if pending:
+        await asyncio.wait(pending, timeout=seconds)
 
 
 class BodyTooLargeError(Exception):
@@ -116,12 +129,17 @@ class GatewayASGIHandler(ASGIHandler):
     async def read_body(self, receive: Any) -> io.BytesIO:
         # Django spools bodies over FILE_UPLOAD_MAX_MEMORY_SIZE to a temporary file and reads them
         # whole before any check: a client could fill the disk. Read in memory, up to the limit.
-        body = await body_read(receive, limit=int(settings.VMX_MAX_BODY_BYTES), declared=None)
+        limit = min(int(settings.VMX_MAX_BODY_BYTES), OTHER_MAX_BODY_BYTES)
+        body = await body_read(receive, limit=limit, declared=None)
         return io.BytesIO(body)
 
     # -- /v1/ ---------------------------------------------------------------------------------------
 
     async def handle_api(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            _in_flight.add(task)
+            task.add_done_callback(_in_flight.discard)
         match = get_resolver().resolve(scope["path"])  # the URLconf ends with a /v1/ catch-all
         view_class: type[GatewayAPIView] | None = getattr(match.func, "view_class", None)
         headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
@@ -144,8 +162,9 @@ class GatewayASGIHandler(ASGIHandler):
                 error = exc.error()
                 if auth is not None and view_class is not None and view_class.audit_endpoint:
                     client = scope.get("client")
+                    error.headers["x-vmx-request-id"] = request_id = request_id_new()
                     entry = AuditEntry(
-                        request_id=request_id_new(),
+                        request_id=request_id,
                         endpoint=view_class.audit_endpoint,
                         api_key=auth[1].name,
                         source_ip=client[0] if client else None,
@@ -156,7 +175,7 @@ class GatewayASGIHandler(ASGIHandler):
             return
         except GatewayError as error:
             handler = view_class.exception_handler if view_class is not None else openai_exception_handler
-            response = handler(error, request_id=request_id_new())
+            response = handler(error, request_id=error.headers.get("x-vmx-request-id") or request_id_new())
             # The body may be unread: it must not be taken for the next request on this connection.
             response["connection"] = "close"
             response["content-length"] = str(len(response.content))

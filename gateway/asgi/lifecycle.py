@@ -60,22 +60,28 @@ async def _configuration_load() -> None:
 
 
 async def _audit_spool_replay() -> None:
-    from gateway.audit import DatabaseUnavailableError, audit_spool_replay
+    from gateway.audit import audit_spool_replay
 
     try:
         await sync_to_async(audit_spool_replay, thread_sensitive=False)()
-    except DatabaseUnavailableError as exc:
-        logger.warning("spooled audit records not written yet (database unavailable: %s)", exc)
+    except Exception as exc:  # never fatal: the files stay for the next start
+        logger.warning("spooled audit records not written yet (%s: %s)", type(exc).__name__, exc)
+
+
+DRAIN_SECONDS = 1.5
+"""After the server gave up on open requests: how long they have to finish their audit entry."""
 
 
 async def gateway_shutdown() -> None:
+    from gateway.asgi.handler import requests_drained
     from gateway.audit import audit_shutdown
+    from gateway.providers.registry import providers_close
 
     for task in _background:
         task.cancel()
     _background.clear()
-    from gateway.providers.registry import providers_close
-
+    # The server starts this right after cancelling what was still open: let those requests end
+    # (error event, audit entry) before the audit's last flush, and before their clients close.
+    await requests_drained(DRAIN_SECONDS)
     await providers_close()
-    # Streams have finished (the server drained them before lifespan shutdown): write what is queued.
     await sync_to_async(audit_shutdown, thread_sensitive=False)()

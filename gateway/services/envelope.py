@@ -32,6 +32,8 @@ RESERVED_FIELDS = ("vmx", "__vmx_passthrough")
 # C0 controls, DEL and the Unicode line/paragraph separators: they break response headers, log
 # lines and PostgreSQL text (NUL), so identifiers that are echoed or stored may not carry them.
 _CONTROL = re.compile("[\x00-\x1f\x7f\u2028\u2029]")
+ORJSON_MAX_DEPTH = 254
+"""The most levels orjson.dumps writes (tests/gateway/test_hardening_units.py holds it to that)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,8 +56,7 @@ def request_body_parse(raw: bytes, *, required: tuple[str, ...] = ()) -> dict[st
         raise InvalidRequestError(f"The request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise InvalidRequestError("The request body must be a JSON object.")
-    # Only a body with enough brackets can be too deep: most requests skip the walk.
-    if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH and json_depth_exceeds(body, MAX_JSON_DEPTH):
+    if json_depth_exceeds(raw, body, MAX_JSON_DEPTH):
         raise InvalidRequestError(f"The request body nests JSON deeper than {MAX_JSON_DEPTH} levels.")
     model = body.get("model")
     if not isinstance(model, str) or not model:
@@ -66,15 +67,22 @@ def request_body_parse(raw: bytes, *, required: tuple[str, ...] = ()) -> dict[st
     return body
 
 
-def json_depth_exceeds(value: Any, limit: int) -> bool:
-    """Whether `value` nests objects/arrays more than `limit` levels (iterative: no recursion limit)."""
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        container, depth = stack.pop()
-        if depth > limit:
-            return True
-        children = container.values() if isinstance(container, dict) else container
-        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+def json_depth_exceeds(raw: bytes, body: Any, limit: int) -> bool:
+    """Whether `body` (parsed from `raw`) nests objects/arrays more than `limit` levels.
+
+    Walking the tree in Python costs milliseconds on an agent's request (thousands of
+    containers). orjson's writer refuses more than `ORJSON_MAX_DEPTH` levels at C speed, so the
+    body is written once inside enough extra levels that only a body deeper than `limit` fails.
+    """
+    if raw.count(b"[") + raw.count(b"{") <= limit:  # most requests: too few brackets to be deep
+        return False
+    wrapped = body
+    for _ in range(ORJSON_MAX_DEPTH - limit):
+        wrapped = [wrapped]
+    try:
+        orjson.dumps(wrapped)
+    except orjson.JSONEncodeError as exc:
+        return "recursion" in str(exc).lower()
     return False
 
 

@@ -9,6 +9,7 @@ asked for (Chat) and the gateway's own error frame when a committed stream fails
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
@@ -24,6 +25,8 @@ from gateway.services.routing import Leg, Route, leg_request, route_call, upstre
 from gateway.services.shutdown import CLIENT_GONE, CLIENT_GONE_MESSAGE, cancellation_outcome
 from gateway.sse import SSEDecoder, SSEEvent, sse_data, sse_event
 from gateway.usage import Usage, usage_from_chat, usage_from_responses
+
+logger = logging.getLogger("vmx.passthrough")
 
 
 @dataclass(slots=True)
@@ -134,6 +137,14 @@ class PassthroughEndpoint:
         except GatewayError as exc:
             error_type, error_message = exc.code or exc.openai_type, exc.message
             yield self.error_frame(exc, state)
+        except Exception:
+            # An upstream event we cannot read (or a bug): still end as a failed stream, never cut.
+            logger.exception("stream relay failed (request %s)", audit.request_id)
+            unreadable = UpstreamUnavailableError(
+                "the gateway could not read the upstream stream", connection=audit.connection
+            )
+            error_type, error_message = unreadable.code or "", unreadable.message
+            yield self.error_frame(unreadable, state)
         except asyncio.CancelledError:
             status, error_type, error_message, error = cancellation_outcome()
             if error is None:
@@ -286,7 +297,8 @@ class ResponsesEndpoint(PassthroughEndpoint):
         parsed: Any = json_object(event.data) or {}
         # Flat `{"type":"error","code","message"}`, nested `{"error":{...}}`, or a failed response.
         if kind == "response.failed":
-            parsed = parsed.get("response") or {}
+            parsed = parsed.get("response")
+            parsed = parsed if isinstance(parsed, dict) else {}
         error = parsed.get("error") if isinstance(parsed.get("error"), dict) else parsed
         code = error.get("code")
         return str(error.get("message") or "upstream stream error"), str(code) if code is not None else None

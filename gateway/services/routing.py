@@ -163,7 +163,7 @@ async def route_call(
                     await response.aclose()
                 tries += exc.tries
                 exc.redact(provider.redactor.text, provider.redactor.data)
-                revised = revise(leg, request, exc) if revise is not None and revision < MAX_REVISIONS else None
+                revised = _revision(revise, leg, request, exc) if revision < MAX_REVISIONS else None
                 if revised is not None:
                     request, note = revised
                     notes.append(note)
@@ -204,6 +204,19 @@ async def route_call(
             return leg, response, primed
     assert last_error is not None  # a route always has at least one leg
     raise with_retry_after(last_error)
+
+
+def _revision(
+    revise: Revise | None, leg: Leg, request: UpstreamRequest, error: UpstreamError
+) -> tuple[UpstreamRequest, str] | None:
+    """The corrected call `revise` proposes, if any; a failure to revise is no revision."""
+    if revise is None:
+        return None
+    try:
+        return revise(leg, request, error)
+    except Exception:
+        _provider_failures.exception(f"revise:{leg.connection.name}", "revising a failed call raised; not revised")
+        return None
 
 
 def _redacted(provider: Provider, response: UpstreamResponse) -> UpstreamResponse:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 import random
 
+import orjson
 import pytest
 
 from gateway.errors import InvalidRequestError
 from gateway.logs import ThrottledLog
 from gateway.providers.base import url_problem
 from gateway.redaction import MASK, Redactor
-from gateway.services.envelope import body_merge, json_depth_exceeds, request_body_parse
+from gateway.services.envelope import ORJSON_MAX_DEPTH, body_merge, json_depth_exceeds, request_body_parse
 
 SECRET = "sk-live-0123456789abcdef"
 
@@ -79,18 +80,28 @@ def test_base_urls_with_credentials_are_refused(url, problem):
     assert (found is None) if problem is None else (found is not None and found.startswith(problem))
 
 
-def test_nesting_is_limited_without_recursion():
-    deep: object = 1
-    for _ in range(5000):
-        deep = {"a": [deep]}
-    assert json_depth_exceeds(deep, 200)
-    assert not json_depth_exceeds({"a": [[{"b": 1}]]}, 4)
-    assert json_depth_exceeds({"a": [[{"b": {}}]]}, 4)
+def _nested(depth: int) -> object:
+    value: object = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def test_nesting_is_limited_exactly_at_200_levels():
+    assert orjson.dumps(_nested(ORJSON_MAX_DEPTH))  # what the check relies on
+    with pytest.raises(orjson.JSONEncodeError):
+        orjson.dumps(_nested(ORJSON_MAX_DEPTH + 1))
+    for depth, deeper in ((199, False), (200, False), (201, True), (5000, True)):
+        body = {"model": "m", "x": _nested(depth - 1)}  # the body object is a level itself
+        raw = orjson.dumps(body) if depth <= ORJSON_MAX_DEPTH else b"[" * (depth + 1)
+        assert json_depth_exceeds(raw, body, 200) is deeper, depth
     raw = b'{"model": "m", "x": ' + b"[" * 201 + b"]" * 201 + b"}"
     with pytest.raises(InvalidRequestError, match="deeper than 200"):
         request_body_parse(raw)
     ok = b'{"model": "m", "x": ' + b"[" * 199 + b"]" * 199 + b"}"
     assert request_body_parse(ok)["model"] == "m"
+    # Brackets inside strings are text, not nesting.
+    assert request_body_parse(b'{"model": "m", "s": "' + b"[" * 500 + b'"}')["model"] == "m"
 
 
 def test_merged_bodies_never_carry_the_envelope():

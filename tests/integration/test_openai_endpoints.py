@@ -575,6 +575,7 @@ def test_headers_and_audit_record(http, upstream, gateway):
         "model",
         "attempts",
         "usage",
+        "cost_usd",
     }
     assert record["endpoint"] == "chat.completions" and record["stream"] is False
     assert (record["api_key"], record["resource"], record["correlation_id"]) == ("all", "default", "run-42")
@@ -623,7 +624,7 @@ def test_usage_command_sums_tokens(client, upstream, gateway):
         time.sleep(1.2)  # let queued audit records reach the database
         out = manage(gateway.env, "vmx_usage", "--since", "1h", "--by", "model").stdout
         row = next((line for line in out.splitlines() if line.startswith("gpt-4.1-nano ")), None)
-        return [int(n) for n in row.split()[1:]] if row else [0] * 7
+        return [int(n) for n in row.split()[1:-1]] if row else [0] * 7  # the last column is the cost
 
     before = totals()
     for _ in range(2):

@@ -203,15 +203,8 @@ def test_streams_open_when_the_graceful_timeout_ends_get_an_error_event_and_are_
         "/a/v1/chat/completions",
         Reply(events=_slow_stream(sse({**chunk, "choices": [{"index": 0, "delta": {"content": "Hel"}}]}))),
     )
-    upstream.reply(
-        "POST",
-        "/a/v1/responses",
-        Reply(
-            events=_slow_stream(
-                sse({"type": "response.created", "sequence_number": 0, "response": {"id": "r"}}, "response.created")
-            )
-        ),
-    )
+    created = sse({"type": "response.created", "sequence_number": 0, "response": {"id": "r"}}, "response.created")
+    upstream.reply("POST", "/a/v1/responses", Reply(events=_slow_stream(created)), Reply(events=_slow_stream(created)))
     gateway = outage.start()
     bodies: dict[str, bytes] = {}
     ids: dict[str, str] = {}
@@ -227,6 +220,12 @@ def test_streams_open_when_the_graceful_timeout_ends_get_an_error_event_and_are_
                 "POST",
                 f"{gateway.base_url}/v1/responses",
                 json={"model": "default", "input": "Hi", "stream": True},
+                headers=AUTH,
+            ),
+            "messages": client.stream(
+                "POST",
+                f"{gateway.base_url}/v1/messages",
+                json={"model": "default", "max_tokens": 64, "messages": MESSAGES, "stream": True},
                 headers=AUTH,
             ),
         }
@@ -245,7 +244,8 @@ def test_streams_open_when_the_graceful_timeout_ends_get_an_error_event_and_are_
     assert took < 10  # ended at the graceful timeout (6 s), not after the upstream's 30 s
     assert b'"code":"server_shutting_down"' in bodies["chat"] and b"[DONE]" not in bodies["chat"]
     assert b"event: error" in bodies["responses"] and b"server_shutting_down" in bodies["responses"]
+    assert bodies["messages"].rstrip().splitlines()[-2:][0] == b"event: error"  # not message_stop
     records = outage.audited()
-    for name in ("chat", "responses"):
+    for name in ("chat", "responses", "messages"):
         assert records[ids[name]]["status_code"] == 503
         assert records[ids[name]]["error_type"] == "server_shutting_down"
