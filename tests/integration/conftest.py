@@ -48,6 +48,43 @@ def server_database_url(tmp_path: Path) -> Iterator[str]:
     yield from _database(tmp_path)
 
 
+def postgres_reachable() -> dict[str, str] | None:
+    """Connection parameters of a PostgreSQL server for tests that need one whatever the suite's
+    backend (several instances on one database, a database that goes away); None when none answers."""
+    db = settings.DATABASES["default"]
+    if db["ENGINE"] == "django.db.backends.postgresql":
+        params = _postgres_params()
+    else:
+        params = {"host": "127.0.0.1", "port": "5432", "user": "postgres"}
+    try:
+        psycopg.connect(make_conninfo(dbname="postgres", connect_timeout=2, **params)).close()
+    except psycopg.Error:
+        return None
+    return params
+
+
+def postgres_url(params: dict[str, str], name: str, *, host: str | None = None, port: int | str | None = None) -> str:
+    credentials = params.get("user", "")
+    if params.get("password"):
+        credentials += f":{params['password']}"
+    host = host or params.get("host", "127.0.0.1")
+    return f"postgres://{credentials}@{host}:{port or params.get('port', '5432')}/{name}"
+
+
+@pytest.fixture
+def postgres_database() -> Iterator[tuple[dict[str, str], str]]:
+    """An empty PostgreSQL database of its own: (connection parameters, name)."""
+    params = postgres_reachable()
+    if params is None:
+        pytest.skip("no PostgreSQL on 127.0.0.1:5432 for this test")
+    name = f"vmx_it_{secrets.token_hex(4)}"
+    with psycopg.connect(make_conninfo(dbname="postgres", **params), autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    yield params, name
+    with psycopg.connect(make_conninfo(dbname="postgres", **params), autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @pytest.fixture(scope="session")
 def fake_openai() -> Iterator[FakeOpenAI]:
     fake = FakeOpenAI().start()

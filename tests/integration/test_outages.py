@@ -9,7 +9,6 @@ where none answers on 127.0.0.1:5432.
 from __future__ import annotations
 
 import json
-import secrets
 import signal
 import time
 from collections.abc import Iterator
@@ -17,53 +16,17 @@ from pathlib import Path
 from typing import Any
 
 import httpx2
-import psycopg
 import pytest
 import yaml
 from cryptography.fernet import Fernet
-from django.conf import settings
-from psycopg.conninfo import make_conninfo
 
 from tests.fakes.openai_upstream import FakeOpenAI, Reply, sse
 from tests.fakes.tcp_proxy import TcpProxy
-from tests.integration.conftest import ALL_KEY, gateway_config
+from tests.integration.conftest import ALL_KEY, gateway_config, postgres_url
 from tests.integration.server import GatewayProcess, gateway_env, gateway_start, manage
 
 MESSAGES = [{"role": "user", "content": "Hello gateway"}]
 AUTH = {"Authorization": f"Bearer {ALL_KEY}"}
-
-
-def _postgres() -> dict[str, str] | None:
-    db = settings.DATABASES["default"]
-    if db["ENGINE"] == "django.db.backends.postgresql":
-        params = {k.lower(): str(db[k]) for k in ("HOST", "PORT", "USER", "PASSWORD") if db.get(k)}
-    else:
-        params = {"host": "127.0.0.1", "port": "5432", "user": "postgres"}
-    try:
-        psycopg.connect(make_conninfo(dbname="postgres", connect_timeout=2, **params)).close()
-    except psycopg.Error:
-        return None
-    return params
-
-
-@pytest.fixture
-def postgres_database() -> Iterator[tuple[dict[str, str], str]]:
-    params = _postgres()
-    if params is None:
-        pytest.skip("no PostgreSQL on 127.0.0.1:5432 for the database-outage tests")
-    name = f"vmx_outage_{secrets.token_hex(4)}"
-    with psycopg.connect(make_conninfo(dbname="postgres", **params), autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    yield params, name
-    with psycopg.connect(make_conninfo(dbname="postgres", **params), autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def _url(params: dict[str, str], name: str, port: int | str) -> str:
-    credentials = params.get("user", "")
-    if params.get("password"):
-        credentials += f":{params['password']}"
-    return f"postgres://{credentials}@127.0.0.1:{port}/{name}"
 
 
 class Outage:
@@ -75,14 +38,14 @@ class Outage:
         key = Fernet.generate_key().decode()
         self.spool = tmp_path / "spool"
         self.env = gateway_env(
-            database_url=_url(params, name, self.proxy.port),
+            database_url=postgres_url(params, name, host="127.0.0.1", port=self.proxy.port),
             encryption_key=key,
             VMX_CONFIG_REFRESH_SECONDS="0.2",
             VMX_AUDIT_SPOOL_DIR=str(self.spool),
             VMX_GRACEFUL_TIMEOUT="6",
         )
         # Checks read the database directly, whatever the proxy is doing.
-        self.direct_env = {**self.env, "DATABASE_URL": _url(params, name, params.get("port", "5432"))}
+        self.direct_env = {**self.env, "DATABASE_URL": postgres_url(params, name)}
         manage(self.direct_env, "migrate", "--no-input", "-v", "0")
         config = tmp_path / "vmx.yaml"
         config.write_text(yaml.safe_dump(gateway_config(upstream)))
