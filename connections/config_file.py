@@ -248,6 +248,7 @@ def config_parse(data: Any, *, environ: Mapping[str, str] | None = None) -> Conf
         raise ConfigFileError(["(top level): must be a mapping with connections, resources, apiKeys and pricing"])
     _Reader(data, "", problems, ("connections", "resources", "apiKeys", "pricing"))
     data = env_expand(data, path="", problems=problems, environ=os.environ if environ is None else environ)
+    _nul_problems(data, "", problems)
     doc = ConfigDoc()
 
     for path, item in _items(data, "connections", problems):
@@ -339,6 +340,21 @@ def config_parse(data: Any, *, environ: Mapping[str, str] | None = None) -> Conf
     if problems:
         raise ConfigFileError(problems)
     return doc
+
+
+def _nul_problems(value: Any, path: str, problems: list[str]) -> None:
+    """NUL characters anywhere (a name, a description, defaultArgs): the database cannot store
+    them, so they are a problem of the file, named by its path, not an error while writing it."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            problems.append(f"{path or '(top level)'}: must not contain NUL characters")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _nul_problems(key, path, problems)
+            _nul_problems(item, _join(path, str(key)), problems)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _nul_problems(item, f"{path}[{index}]", problems)
 
 
 def _price(r: _Reader, key: str, *, required: bool = False) -> Decimal | None:

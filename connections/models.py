@@ -188,8 +188,8 @@ class APIKey(models.Model):
 
 
 pricing_model_validator = RegexValidator(
-    r"^[^*\s]+\*?$",
-    "An upstream model id, or a prefix ending in * (e.g. my-finetune-*); no spaces.",
+    r"^[^*\s\x00-\x1f\x7f]+\*?$",
+    "An upstream model id, or a prefix ending in * (e.g. my-finetune-*); no spaces or control characters.",
 )
 
 

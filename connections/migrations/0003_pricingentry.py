@@ -15,7 +15,7 @@ class Migration(migrations.Migration):
             name='PricingEntry',
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('model', models.CharField(max_length=200, unique=True, validators=[django.core.validators.RegexValidator('^[^*\\s]+\\*?$', 'An upstream model id, or a prefix ending in * (e.g. my-finetune-*); no spaces.')])),
+                ('model', models.CharField(max_length=200, unique=True, validators=[django.core.validators.RegexValidator('^[^*\\s\\x00-\\x1f\\x7f]+\\*?$', 'An upstream model id, or a prefix ending in * (e.g. my-finetune-*); no spaces or control characters.')])),
                 ('input', models.DecimalField(decimal_places=6, max_digits=12, validators=[django.core.validators.MinValueValidator(0)])),
                 ('cached_input', models.DecimalField(blank=True, decimal_places=6, help_text='Blank: cached input tokens cost the input price.', max_digits=12, null=True, validators=[django.core.validators.MinValueValidator(0)])),
                 ('output', models.DecimalField(decimal_places=6, help_text='Reasoning tokens count here.', max_digits=12, validators=[django.core.validators.MinValueValidator(0)])),

@@ -210,6 +210,10 @@ def test_without_prune_a_file_may_refer_to_existing_objects(tmp_path, secrets_en
         ),
         ("connections: [\n  {name: a", "line 2"),
         ("- just\n- a list\n", "(top level): must be a mapping"),
+        (
+            FULL.replace("description: Production key", 'description: "Production\\0key"'),
+            "connections[0].description: must not contain NUL characters",
+        ),
     ],
 )
 def test_invalid_files_change_nothing_and_name_the_path(tmp_path, secrets_env, text, expected):
@@ -291,6 +295,7 @@ def test_prune_removes_prices_the_file_does_not_list(tmp_path, secrets_env):
         ("{model: gpt-4.1, input: 1}", "pricing[0].output: required"),
         ("{model: 'gpt *', input: 1, output: 1}", "pricing[0].model: An upstream model id"),
         ("{model: 'a*b*', input: 1, output: 1}", "pricing[0].model: An upstream model id"),
+        ('{model: "gpt\\0", input: 1, output: 1}', "pricing[0].model: must not contain NUL characters"),
         ("{model: gpt-4.1, input: 0.0000001, output: 1}", "pricing[0].input: Ensure that there are no more than 6"),
         ("{model: gpt-4.1, input: 1, output: 1, currency: EUR}", "pricing[0].currency: unknown key"),
     ],
