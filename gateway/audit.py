@@ -25,6 +25,7 @@ import secrets
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -182,6 +183,19 @@ def _unpriced(model: str) -> None:
     logger.warning("no price for model '%s': its audit records have no cost_usd; add a `pricing` entry for it", model)
 
 
+def _closing_connection(target: Callable[[], None]) -> Callable[[], None]:
+    """`target`, then close the database connection its thread opened (a thread's connection is
+    its own and would otherwise stay open, holding a server slot, after the thread ended)."""
+
+    def run() -> None:
+        try:
+            target()
+        finally:
+            connection.close()
+
+    return run
+
+
 class DatabaseUnavailableError(Exception):
     """The database could not be reached: records stay queued."""
 
@@ -195,6 +209,10 @@ class _AuditWriter:
         self._pid = 0
         self._stopping = False
         self._stopped = False
+        self._failing = False
+        """The last write failed (the database is down): at shutdown, spool without trying again."""
+        self._writing: list[dict[str, Any]] = []
+        """The batch being written now: spooled too if that write hangs at shutdown."""
 
     def submit(self, row: dict[str, Any]) -> None:
         if len(self._queue) >= MAX_QUEUED:
@@ -203,7 +221,11 @@ class _AuditWriter:
             _failures.warning("queue-full", "audit queue full (%d records): dropped the oldest record", MAX_QUEUED)
         self._queue.append(row)
         if self._stopped and self._pid == os.getpid():
-            self._drain()  # a request that ended after the last flush: write or spool it now
+            # A request that ended after the last flush: write or spool it now, off the event loop
+            # (the ORM may not run there), and wait: the process is about to exit.
+            late = threading.Thread(target=_closing_connection(self._drain), name="vmx-audit-late", daemon=True)
+            late.start()
+            late.join(timeout=2 * STOP_WAIT_SECONDS)
             return
         self._ensure_thread()
         if len(self._queue) >= BATCH_SIZE:
@@ -214,7 +236,7 @@ class _AuditWriter:
         if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
             self._pid = os.getpid()
             self._stopping = self._stopped = False
-            self._thread = threading.Thread(target=self._run, name="vmx-audit-writer", daemon=True)
+            self._thread = threading.Thread(target=_closing_connection(self._run), name="vmx-audit-writer", daemon=True)
             self._thread.start()
 
     def _run(self) -> None:
@@ -225,7 +247,9 @@ class _AuditWriter:
             try:
                 self.flush()
                 pause = FLUSH_SECONDS
+                self._failing = False
             except Exception as exc:  # the database is down (or worse): keep the records, retry later
+                self._failing = True
                 _failures.warning(
                     "write", "audit write failed (%s); %d records stay queued", _error_text(exc), len(self._queue)
                 )
@@ -244,26 +268,36 @@ class _AuditWriter:
         written = 0
         while self._queue:
             batch = [self._queue.popleft() for _ in range(min(BATCH_SIZE, len(self._queue)))]
+            self._writing = batch
             try:
                 written += rows_write(batch)
             except DatabaseUnavailableError:
                 self._queue.extendleft(reversed(batch))
                 raise
+            finally:
+                self._writing = []
         return written
 
     def stop(self) -> None:
         self._stopping = True
         self._wake.set()
         if self._thread is not None and self._thread.is_alive() and self._pid == os.getpid():
-            self._thread.join(timeout=STOP_WAIT_SECONDS)
+            self._thread.join(timeout=1.0)
         self._stopped = True
         self._drain()
 
     def _drain(self) -> None:
-        """Write what is queued, or spool it: the process is about to exit (DESIGN.md 2.13)."""
-        # A write stuck on a database that does not answer holds the lock: do not wait for it.
+        """Write what is queued, or spool it: the process is about to exit (DESIGN.md 2.13).
+
+        Within the few seconds left: when the last write failed, spool at once; a write stuck on
+        a database that does not answer holds the lock, so its batch is spooled too (if that
+        write completes after all, the replay finds the records there and writes nothing twice).
+        """
+        if self._failing:
+            self._spool([*self._writing, *self._queue], "the database was unreachable")
+            return
         if not self._write_lock.acquire(timeout=STOP_WAIT_SECONDS):
-            self._spool(list(self._queue), "a write to the database did not finish")
+            self._spool([*self._writing, *self._queue], "a write to the database did not finish")
             return
         try:
             self._flush_locked()
@@ -273,8 +307,7 @@ class _AuditWriter:
             self._write_lock.release()
 
     def _spool(self, rows: list[dict[str, Any]], reason: str) -> None:
-        for _ in rows:
-            self._queue.popleft()
+        self._queue.clear()
         try:
             path = spool_write(rows)
         except OSError as exc:  # nowhere left to keep them: say so, loudly and once
@@ -329,7 +362,7 @@ def rows_write(rows: list[dict[str, Any]]) -> int:
 def _refused_for_content(exc: Exception) -> bool:
     """Whether the database refused the values (NUL, an invalid address, an unadaptable object)
     rather than the write itself (connection, permissions, schema)."""
-    return isinstance(exc, DataError | TypeError | ValueError)
+    return isinstance(exc, DataError | TypeError | ValueError | OverflowError)
 
 
 def _row_write_cleaned(model: Any, row: dict[str, Any]) -> int:
@@ -424,6 +457,7 @@ def audit_spool_replay() -> int:
         claimed = path.with_name(f"{path.name}.{os.getpid()}-{secrets.token_hex(4)}.replaying")
         try:
             path.rename(claimed)
+            os.utime(claimed)  # the claim's age, not the file's: a sibling must not take it back
         except FileNotFoundError:
             continue  # another worker took it
         rows = []

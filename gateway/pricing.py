@@ -2,8 +2,8 @@
 
 Pure: no Django. Prices are USD per 1M tokens. The price of an upstream model id is, in order:
 an exact configured entry, the longest configured `prefix*` entry, the bundled table of OpenAI's
-published prices (`gateway/data/openai-prices.json`, dated; a dated snapshot id such as
-`gpt-4.1-2025-04-14` takes its model's price), else unknown (cost None).
+published prices (`gateway/data/openai-prices.json`, dated), else unknown (cost None). A dated
+snapshot id such as `gpt-4.1-2025-04-14` takes the price of `gpt-4.1` where an exact one is looked up.
 
 cost = ((input - cached) * input + cached * cachedInput + output * output) / 1e6, where output
 tokens include reasoning tokens (OpenAI counts them there) and `cachedInput` defaults to `input`.
@@ -56,7 +56,7 @@ class PriceList:
         return cls(exact=exact, prefixes=tuple(prefixes))
 
     def price(self, model: str) -> Price | None:
-        found = self.exact.get(model)
+        found = self.exact.get(model) or self.exact.get(_DATED_SNAPSHOT.sub("", model))
         if found is not None:
             return found
         for prefix, price in self.prefixes:

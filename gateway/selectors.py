@@ -82,5 +82,7 @@ def usage_totals(*, since: datetime, by: str) -> list[dict[str, Any]]:
         .order_by("-total_tokens", by)
     )
     return [
-        {**row, **{name: row[name] or 0 for name in USAGE_FIELDS}, "cost_usd": row["cost_usd"] or 0.0} for row in rows
+        # A group whose every record has an unknown cost keeps None: unknown is not free.
+        {**row, **{name: row[name] or 0 for name in USAGE_FIELDS}}
+        for row in rows
     ]

@@ -25,9 +25,13 @@ class Usage:
         return asdict(self)
 
 
+MAX_TOKENS = 2**31 - 1
+"""The largest count the audit's columns hold; some servers report 2**64 - 1 for 'unknown'."""
+
+
 def _int(mapping: Any, key: str) -> int:
     value = mapping.get(key) if isinstance(mapping, Mapping) else None
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+    return min(value, MAX_TOKENS) if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 def usage_from_chat(usage: Any) -> Usage:

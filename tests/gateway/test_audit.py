@@ -5,11 +5,13 @@ import time
 from datetime import UTC, datetime
 
 import pytest
+from asgiref.sync import sync_to_async
+from django.db import connection
 
 from gateway import audit
 from gateway.audit import AuditEntry, audit_flush
 from gateway.models import AuditRecord
-from gateway.usage import Usage
+from gateway.usage import Usage, usage_from_chat
 
 pytestmark = pytest.mark.django_db
 
@@ -96,3 +98,55 @@ def test_records_spooled_at_shutdown_are_written_at_the_next_start(settings, tmp
     assert AuditRecord.objects.get(request_id="req_spooled_1").duration_ms == 12.5
     assert AuditRecord.objects.filter(request_id="req_claimed").exists()
     assert audit.audit_spool_replay() == 0  # nothing left, and replaying twice writes nothing twice
+
+
+def _closing(function):
+    """`function`, then close its thread's database connection (the test database is dropped
+    at the end, and PostgreSQL refuses while a connection is open)."""
+
+    def run():
+        try:
+            return function()
+        finally:
+            connection.close()
+
+    return run
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_record_finished_after_the_last_flush_is_still_written(settings, tmp_path):
+    # Requests cut at shutdown can end after the writer's final flush; they finish on the event
+    # loop, where the ORM may not run: they used to be spooled with a false "database down" error.
+    settings.VMX_AUDIT_SPOOL_DIR = str(tmp_path)
+    writer = audit._AuditWriter()
+    writer.submit(
+        {
+            "request_id": "req_early",
+            "created_at": datetime.now(UTC),
+            "endpoint": "responses",
+            "status_code": 200,
+            "duration_ms": 1.0,
+        }
+    )
+    await sync_to_async(_closing(writer.stop), thread_sensitive=False)()
+    writer.submit(
+        {
+            "request_id": "req_late",
+            "created_at": datetime.now(UTC),
+            "endpoint": "responses",
+            "status_code": 503,
+            "duration_ms": 1.0,
+        }
+    )
+    stored = await sync_to_async(
+        _closing(lambda: set(AuditRecord.objects.values_list("request_id", flat=True))), thread_sensitive=False
+    )()
+    assert {"req_early", "req_late"} <= stored
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_absurd_token_counts_are_capped_not_fatal_to_the_audit():
+    # Some servers report 2**64 - 1 for an unknown count: SQLite cannot store it, and a batch with
+    # it was retried forever, so the worker stopped auditing.
+    huge = usage_from_chat({"prompt_tokens": 2**64 - 1, "completion_tokens": 3})
+    assert huge.input_tokens == 2**31 - 1 and huge.output_tokens == 3

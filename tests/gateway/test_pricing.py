@@ -22,6 +22,7 @@ def test_configured_prices_win_exact_then_longest_prefix_then_bundled():
     assert prices.price("ft-large-v2") == Price(5, 5)  # the longest prefix
     assert prices.price("ft-small") == Price(1, 1)
     assert prices.price("gpt-4o-mini") == Price(7, 7)  # a configured prefix over the bundled table
+    assert prices.price("gpt-4.1-2025-04-14") == Price(10, 20)  # a dated snapshot takes its model's entry
     assert PriceList(exact={}).price("gpt-4o-mini-2024-07-18") == bundled_price("gpt-4o-mini")
     assert PriceList(exact={}).price("someone-elses-model") is None
 

@@ -65,6 +65,8 @@ def test_every_audit_record_carries_its_cost(client, gateway, upstream, tmp_path
         assert header.split()[-1] == "cost_usd"
         house_row = next(row for row in rows if row.startswith("house-model-7b"))
         assert float(house_row.split()[-1]) == pytest.approx(house, abs=1e-6)
+        unpriced_row = next(row for row in rows if row.startswith("someone-elses-model"))
+        assert unpriced_row.split()[-1] == "-"  # unknown, not free
     finally:
         manage(
             gateway.env,

@@ -81,7 +81,8 @@ def test_a_change_in_one_instance_reaches_the_other_and_both_audit_to_one_table(
         saved = time.monotonic()
 
         # Instance B accepts it within the refresh interval (each worker re-reads the revision
-        # every VMX_CONFIG_REFRESH_SECONDS; fresh connections reach both of B's workers).
+        # every VMX_CONFIG_REFRESH_SECONDS; six fresh connections in a row, spread by the kernel
+        # over B's workers, must all be accepted).
         seen: float | None = None
         while time.monotonic() - saved < 10:
             statuses = [
@@ -93,8 +94,8 @@ def test_a_change_in_one_instance_reaches_the_other_and_both_audit_to_one_table(
                 break
             time.sleep(0.05)
         assert seen is not None, "instance B never accepted the key created on A"
-        assert seen <= 2 * REFRESH_SECONDS + 0.5, f"took {seen:.2f} s"
-        print(f"\nkey created on A accepted by every worker of B after {seen:.2f} s")
+        assert seen <= 2 * REFRESH_SECONDS + 1.5, f"took {seen:.2f} s"
+        print(f"\nkey created on A accepted by B after {seen:.2f} s")
 
         # Both instances write their audit records to the one table.
         ids = []

@@ -32,16 +32,22 @@ class Command(BaseCommand):
         width = max([len(by), 8, *(len(str(row[by] or "-")) for row in rows)])
         self.stdout.write(f"{by:<{width}}  " + " ".join(f"{label:>10}" for _, label in COLUMNS) + f" {'cost_usd':>12}")
         totals = dict.fromkeys((key for key, _ in COLUMNS), 0)
-        cost = 0.0
+        cost: float | None = None
         for row in rows:
             self.stdout.write(
                 f"{row[by] or '-':<{width}}  "
                 + " ".join(f"{row[key]:>10}" for key, _ in COLUMNS)
-                + f" {row['cost_usd']:>12.6f}"
+                + f" {_money(row['cost_usd']):>12}"
             )
             for key in totals:
                 totals[key] += row[key]
-            cost += row["cost_usd"]
+            if row["cost_usd"] is not None:
+                cost = (cost or 0.0) + row["cost_usd"]
         self.stdout.write(
-            f"{'TOTAL':<{width}}  " + " ".join(f"{totals[key]:>10}" for key, _ in COLUMNS) + f" {cost:>12.6f}"
+            f"{'TOTAL':<{width}}  " + " ".join(f"{totals[key]:>10}" for key, _ in COLUMNS) + f" {_money(cost):>12}"
         )
+
+
+def _money(value: float | None) -> str:
+    """USD with 6 decimals; '-' when no record of the group had a known price."""
+    return "-" if value is None else f"{value:.6f}"
