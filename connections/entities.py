@@ -10,18 +10,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from types import MappingProxyType
 from typing import Any
 
 # Defined by the providers, which consume it (the provider registry owns that shape).
 from gateway.pricing import EMPTY_PRICE_LIST, PriceList
-from gateway.providers.base import ConnectionInfo
+from gateway.providers.base import ConnectionInfo, empty_mapping
 
 __all__ = ["ApiKeyInfo", "ConfigSnapshot", "ConnectionInfo", "ModelEntryInfo", "ResourceInfo"]
-
-
-def _empty() -> Mapping[str, Any]:
-    return MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +34,7 @@ class ResourceInfo:
     enabled: bool
     models: tuple[ModelEntryInfo, ...]
     """The primary model first, then the fallbacks in order."""
-    default_args: Mapping[str, Any] = field(default_factory=_empty)
+    default_args: Mapping[str, Any] = field(default_factory=empty_mapping)
     created: int = 0
     """Creation time, Unix seconds (for /v1/models)."""
 

@@ -20,7 +20,8 @@ from urllib.parse import urlsplit
 from gateway.redaction import Redactor
 
 
-def _empty() -> Mapping[str, Any]:
+def empty_mapping() -> Mapping[str, Any]:
+    """A read-only empty mapping: the default of frozen configuration fields."""
     return MappingProxyType({})
 
 
@@ -33,7 +34,7 @@ class ConnectionInfo:
     enabled: bool
     config: Mapping[str, Any]
     """Non-secret provider settings (e.g. `baseURL`)."""
-    secrets: Mapping[str, str] = field(default_factory=_empty, repr=False)
+    secrets: Mapping[str, str] = field(default_factory=empty_mapping, repr=False)
     """Decrypted secret settings (e.g. `apiKey`). Never logged."""
     fingerprint: str = ""
     """Changes whenever any setting changes; providers rebuild their clients on a new one."""
