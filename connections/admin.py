@@ -1,11 +1,13 @@
-"""Admin for connections, AI resources and API keys.
+"""Admin for connections, AI resources and API keys (with their capacity limits).
 
 Validation is the models' (`clean()`); the forms here only translate between provider config
-fields and the model's `config` / encrypted secrets, and keep secrets off every page.
+fields and the model's `config` / encrypted secrets, and keep secrets off every page. A page never
+fails because the capacity counters cannot be read: their column then says "unavailable".
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from django import forms
@@ -17,10 +19,26 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
 from connections.crypto import EncryptionKeyError
-from connections.models import AIResource, APIKey, Connection, ModelEntry, PricingEntry
-from connections.services import api_key_generate, connection_check, model_entries_renumber
+from connections.models import (
+    CAPACITY_OWNER_FIELDS,
+    AIResource,
+    APIKey,
+    CapacityEntry,
+    Connection,
+    ModelEntry,
+    PricingEntry,
+)
+from connections.services import (
+    api_key_generate,
+    capacity_entries_renumber,
+    connection_check,
+    model_entries_renumber,
+)
+from gateway.capacity.usage import capacity_usage_text
 from gateway.providers.base import ConfigField, Provider
 from gateway.providers.registry import provider_choices, provider_class_get
+
+logger = logging.getLogger("vmx.admin")
 
 
 def _provider_classes() -> list[type[Provider]]:
@@ -108,6 +126,77 @@ class ConnectionAdminForm(forms.ModelForm[Connection]):
         super()._update_errors(errors)  # type: ignore[misc]  # private ModelForm hook, not in the stubs
 
 
+_CAPACITY_HELP = (
+    "Each row is one limit; every enabled row applies. Periods are fixed calendar windows in UTC "
+    "(a week starts Monday 00:00; lifetime never resets). Requests count 1 per admitted request; tokens "
+    "and cost (USD) are reserved from an estimate when a request is admitted and settled with the real "
+    "figures when it ends. A dimension gives each client IP, or each value of a vmx.metadata field, a "
+    "counter of its own. "
+)
+_LAST_POSITION = 32767
+"""New rows sort after the existing ones until renumbering closes the gap."""
+
+
+class _CapacityFormSet(BaseInlineFormSet[CapacityEntry, Any, Any]):
+    def save_new(self, form: forms.ModelForm[CapacityEntry], commit: bool = True) -> CapacityEntry:
+        form.instance.position = _LAST_POSITION
+        return super().save_new(form, commit)
+
+
+class _CapacityInline(admin.TabularInline[CapacityEntry, Any]):
+    """Capacity limits of one owner; `help_text` is shown above the table."""
+
+    model = CapacityEntry
+    formset = _CapacityFormSet
+    template = "admin/connections/capacity_inline.html"
+    fields = ["period", "requests", "tokens", "cost_usd", "dimension", "dimension_field", "enabled", "used_now"]
+    readonly_fields = ["used_now"]
+    extra = 0
+    verbose_name = "capacity limit"
+    verbose_name_plural = "Capacity limits"
+    help_text = _CAPACITY_HELP
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[CapacityEntry]:
+        # The "used now" column names the owner of every row.
+        return super().get_queryset(request).select_related(*CAPACITY_OWNER_FIELDS)
+
+    @admin.display(description="Used now")
+    def used_now(self, obj: CapacityEntry) -> str:
+        if obj.pk is None:
+            return "—"
+        try:
+            kind = obj.scope_kind
+            owner = getattr(obj, kind)
+            return capacity_usage_text(scope_kind=kind, scope_name=owner.name, limit=obj.limit_get())
+        except Exception as exc:  # counters down or a bug there: the page still loads and saves
+            logger.warning("capacity usage unavailable for limit %s: %s: %s", obj.pk, type(exc).__name__, exc)
+            return "unavailable"
+
+
+class ConnectionCapacityInline(_CapacityInline):
+    fk_name = "connection"
+    help_text = _CAPACITY_HELP + (
+        "A connection that reached a limit is skipped and the next fallback model is tried; "
+        "when every leg is skipped the client gets 429."
+    )
+
+
+class ResourceCapacityInline(_CapacityInline):
+    fk_name = "resource"
+    help_text = _CAPACITY_HELP + (
+        "A request to a resource that reached a limit gets 429 (capacity_exceeded, or budget_exceeded for "
+        "cost) until the window ends."
+    )
+
+
+class APIKeyCapacityInline(_CapacityInline):
+    fk_name = "api_key"
+    help_text = _CAPACITY_HELP + (
+        "A request with a key that reached a limit gets 429 (capacity_exceeded, or budget_exceeded for "
+        "cost) until the window ends."
+    )
+
+
 @admin.register(Connection)
 class ConnectionAdmin(admin.ModelAdmin[Connection]):
     form = ConnectionAdminForm
@@ -115,6 +204,7 @@ class ConnectionAdmin(admin.ModelAdmin[Connection]):
     list_filter = ["provider", "enabled"]
     search_fields = ["name", "description"]
     actions = ["test_connection", "enable", "disable"]
+    inlines = [ConnectionCapacityInline]
 
     def get_form(self, request: HttpRequest, obj: Connection | None = None, change: bool = False, **kwargs: Any) -> Any:
         # Provider settings are form-only fields added per instance; only model fields go here.
@@ -129,6 +219,10 @@ class ConnectionAdmin(admin.ModelAdmin[Connection]):
                 description = f"Used when the provider is {provider.label}. {provider.description}"
                 fieldsets.append((f"{provider.label} settings", {"fields": fields, "description": description}))
         return fieldsets
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        super().save_related(request, form, formsets, change)
+        capacity_entries_renumber(owner=form.instance)
 
     @admin.action(description="Test connection (one cheap upstream call)")
     def test_connection(self, request: HttpRequest, queryset: QuerySet[Connection]) -> None:
@@ -219,7 +313,7 @@ class AIResourceAdmin(admin.ModelAdmin[AIResource]):
     list_filter = ["enabled"]
     search_fields = ["name", "description"]
     fields = ["name", "description", "enabled", "default_args"]
-    inlines = [PrimaryModelInline, FallbackModelInline]
+    inlines = [PrimaryModelInline, FallbackModelInline, ResourceCapacityInline]
     actions = ["enable", "disable"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[AIResource]:
@@ -237,6 +331,7 @@ class AIResourceAdmin(admin.ModelAdmin[AIResource]):
     def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
         super().save_related(request, form, formsets, change)
         model_entries_renumber(resource=form.instance)
+        capacity_entries_renumber(owner=form.instance)
 
     @admin.action(description="Enable selected")
     def enable(self, request: HttpRequest, queryset: QuerySet[AIResource]) -> None:
@@ -283,6 +378,7 @@ class APIKeyAdmin(admin.ModelAdmin[APIKey]):
     filter_horizontal = ["resources"]
     readonly_fields = ["masked_key", "created_at", "updated_at"]
     actions = ["enable", "disable"]
+    inlines = [APIKeyCapacityInline]
 
     def get_fields(self, request: HttpRequest, obj: APIKey | None = None) -> Any:
         if obj is None:
@@ -312,6 +408,10 @@ class APIKeyAdmin(admin.ModelAdmin[APIKey]):
             # Handed to response_add only: never stored, logged or put in a message cookie.
             request._vmx_new_key = plaintext  # type: ignore[attr-defined]
         super().save_model(request, obj, form, change)
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        super().save_related(request, form, formsets, change)
+        capacity_entries_renumber(owner=form.instance)
 
     def response_add(self, request: HttpRequest, obj: APIKey, post_url_continue: str | None = None) -> HttpResponse:
         plaintext = getattr(request, "_vmx_new_key", None)

@@ -3,7 +3,9 @@
 Invariants: a file is checked whole before anything is written, and applied in one transaction, so
 an invalid file changes nothing; every complaint names its path in the file
 (`resources[0].fallbackModels[1].connection: no connection 'x'`); secrets are masked on export
-unless asked for, and a masked value in a file keeps the stored secret.
+unless asked for, and a masked value in a file keeps the stored secret. The file describes each
+object it lists whole: a connection, resource or API key without `capacity` has no limits. Export
+then apply changes nothing.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import difflib
 import os
 import re
 import secrets
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -26,8 +28,17 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils.dateparse import parse_datetime
 
-from connections.models import MAX_RETRIES_LIMIT, AIResource, APIKey, Connection, PricingEntry
-from connections.services import ModelEntrySpec, api_key_save, connection_save, pricing_entry_save, resource_save
+from connections.models import MAX_RETRIES_LIMIT, AIResource, APIKey, CapacityEntry, Connection, PricingEntry
+from connections.services import (
+    CapacitySpec,
+    ModelEntrySpec,
+    api_key_save,
+    capacity_entries_replace,
+    connection_save,
+    pricing_entry_save,
+    resource_save,
+)
+from gateway.capacity.policy import PERIODS
 from gateway.providers.registry import UnknownProviderError, provider_class_get
 
 SECRET_MASK = "********"  # noqa: S105 - the placeholder, not a secret
@@ -118,6 +129,7 @@ class ConnectionDoc:
     description: str = ""
     config: dict[str, Any] = field(default_factory=dict)
     enabled: bool = True
+    capacity: list[CapacitySpec] = field(default_factory=list)
 
 
 @dataclass
@@ -128,6 +140,7 @@ class ResourceDoc:
     description: str = ""
     default_args: dict[str, Any] = field(default_factory=dict)
     enabled: bool = True
+    capacity: list[CapacitySpec] = field(default_factory=list)
 
 
 @dataclass
@@ -138,6 +151,7 @@ class ApiKeyDoc:
     key: str | None = None
     enabled: bool = True
     expires_at: datetime | None = None
+    capacity: list[CapacitySpec] = field(default_factory=list)
 
 
 @dataclass
@@ -239,6 +253,55 @@ def _model_entry(value: Any, path: str, problems: list[str]) -> ModelEntrySpec |
     )
 
 
+_CAPACITY_KEYS = ("period", "requests", "tokens", "costUsd", "dimension", "dimensionField", "enabled")
+_CAPACITY_AMOUNTS = ("requests", "tokens", "costUsd")
+
+
+def _capacity(r: _Reader) -> list[CapacitySpec]:
+    """The optional `capacity` list of the object `r` reads (DESIGN.md 2.10)."""
+    specs: list[CapacitySpec] = []
+    for index, value in enumerate(r.get("capacity", list, default=[])):
+        path = f"{_join(r.path, 'capacity')}[{index}]"
+        if not isinstance(value, dict):
+            r.problems.append(f"{path}: must be a mapping with period and at least one of requests, tokens, costUsd")
+            continue
+        entry = _Reader(value, path, r.problems, _CAPACITY_KEYS)
+        period = entry.text("period", required=True)
+        if period and period not in PERIODS:
+            entry.problem("period", f"must be one of {', '.join(PERIODS)}")
+        if all(value.get(key) is None for key in _CAPACITY_AMOUNTS):
+            r.problems.append(f"{path}: give at least one of {', '.join(_CAPACITY_AMOUNTS)}")
+        dimension = entry.text("dimension")
+        if dimension not in ("", "source-ip", "metadata"):
+            entry.problem("dimension", "must be source-ip or metadata (or left out for the whole scope)")
+        dimension_field = entry.text("dimensionField")
+        if dimension == "metadata" and not dimension_field.strip():
+            entry.problem("dimensionField", "required when dimension is metadata")
+        elif dimension != "metadata" and dimension_field:
+            entry.problem("dimensionField", "only allowed when dimension is metadata")
+        specs.append(
+            CapacitySpec(
+                period=period,
+                requests=_count(entry, "requests"),
+                tokens=_count(entry, "tokens"),
+                cost_usd=_amount(entry, "costUsd", unit="USD"),
+                dimension=dimension,
+                dimension_field=dimension_field,
+                enabled=entry.get("enabled", bool, default=True),
+            )
+        )
+    return specs
+
+
+def _count(r: _Reader, key: str) -> int | None:
+    """A whole number >= 0 (never a bool: YAML's `true` is not 1)."""
+    value: int | None = r.get(key, int)
+    if value is not None and value < 0:
+        r.problem(key, "must be an integer >= 0")
+        return None
+    return value
+
+
 def config_parse(data: Any, *, environ: Mapping[str, str] | None = None) -> ConfigDoc:
     """Check the file's structure and expand environment references; raise with every problem."""
     problems: list[str] = []
@@ -252,7 +315,7 @@ def config_parse(data: Any, *, environ: Mapping[str, str] | None = None) -> Conf
     doc = ConfigDoc()
 
     for path, item in _items(data, "connections", problems):
-        r = _Reader(item, path, problems, ("name", "provider", "description", "config", "enabled"))
+        r = _Reader(item, path, problems, ("name", "provider", "description", "config", "enabled", "capacity"))
         doc.connections.append(
             ConnectionDoc(
                 path=path,
@@ -261,11 +324,12 @@ def config_parse(data: Any, *, environ: Mapping[str, str] | None = None) -> Conf
                 description=r.text("description"),
                 config=dict(r.get("config", dict, default={})),
                 enabled=r.get("enabled", bool, default=True),
+                capacity=_capacity(r),
             )
         )
 
     for path, item in _items(data, "resources", problems):
-        allowed = ("name", "description", "model", "fallbackModels", "defaultArgs", "enabled")
+        allowed = ("name", "description", "model", "fallbackModels", "defaultArgs", "enabled", "capacity")
         r = _Reader(item, path, problems, allowed)
         primary = _model_entry(item.get("model"), f"{path}.model", problems) if "model" in item else None
         if "model" not in item:
@@ -282,11 +346,12 @@ def config_parse(data: Any, *, environ: Mapping[str, str] | None = None) -> Conf
                 description=r.text("description"),
                 default_args=dict(r.get("defaultArgs", dict, default={})),
                 enabled=r.get("enabled", bool, default=True),
+                capacity=_capacity(r),
             )
         )
 
     for path, item in _items(data, "apiKeys", problems):
-        r = _Reader(item, path, problems, ("name", "key", "resources", "enabled", "expiresAt"))
+        r = _Reader(item, path, problems, ("name", "key", "resources", "enabled", "expiresAt", "capacity"))
         raw_resources = r.get("resources", (list, str), required=True, default=[])
         resources: list[str] | None
         if raw_resources == "*":
@@ -320,18 +385,19 @@ def config_parse(data: Any, *, environ: Mapping[str, str] | None = None) -> Conf
                 key=key,
                 enabled=r.get("enabled", bool, default=True),
                 expires_at=expires_at,
+                capacity=_capacity(r),
             )
         )
 
     for path, item in _items(data, "pricing", problems):
         r = _Reader(item, path, problems, ("model", "input", "cachedInput", "output"))
-        cached = _price(r, "cachedInput")
+        cached = _amount(r, "cachedInput", unit=_PRICE_UNIT)
         doc.pricing.append(
             PricingDoc(
                 path=path,
                 name=r.text("model", required=True),
-                input=_price(r, "input", required=True) or Decimal(0),
-                output=_price(r, "output", required=True) or Decimal(0),
+                input=_amount(r, "input", required=True, unit=_PRICE_UNIT) or Decimal(0),
+                output=_amount(r, "output", required=True, unit=_PRICE_UNIT) or Decimal(0),
                 cached_input=cached,
             )
         )
@@ -357,13 +423,16 @@ def _nul_problems(value: Any, path: str, problems: list[str]) -> None:
             _nul_problems(item, f"{path}[{index}]", problems)
 
 
-def _price(r: _Reader, key: str, *, required: bool = False) -> Decimal | None:
-    """A price in USD per 1M tokens: a number >= 0 (never a bool), kept exact as a Decimal."""
+_PRICE_UNIT = "USD per 1M tokens"
+
+
+def _amount(r: _Reader, key: str, *, unit: str, required: bool = False) -> Decimal | None:
+    """A money amount: a number >= 0 (never a bool), kept exact as a Decimal."""
     value = r.get(key, (int, float), required=required)
     if value is None:
         return None
     if isinstance(value, bool) or value < 0 or value != value or value in (float("inf"), float("-inf")):
-        r.problem(key, "must be a number >= 0 (USD per 1M tokens)")
+        r.problem(key, f"must be a number >= 0 ({unit})")
         return None
     return Decimal(str(value))
 
@@ -432,6 +501,7 @@ _RESOURCE_FIELDS = {"name": "name", "default_args": "defaultArgs", "description"
 _API_KEY_FIELDS = {"name": "name", "key": "key", "resources": "resources", "expires_at": "expiresAt"}
 _PRICING_FIELDS = {"model": "model", "input": "input", "cached_input": "cachedInput", "output": "output"}
 _ENTRY_FIELDS = {"connection": "connection", "model": "model", "max_retries": "maxRetries", "timeout_ms": "timeoutMs"}
+_CAPACITY_FIELDS = {"cost_usd": "costUsd", "dimension_field": "dimensionField"}
 
 
 @contextmanager
@@ -449,7 +519,12 @@ def _validation_problems(path: str, exc: ValidationError, fields: Mapping[str, s
     problems: list[str] = []
     for key, errors in exc.message_dict.items():
         entry = re.fullmatch(r"models\.(\d+)\.(\w+)", key)
-        if entry:
+        limit = re.fullmatch(r"capacity\.(\d+)\.(\w+)", key)
+        if limit:
+            where = f"{path}.capacity[{limit.group(1)}]"
+            name = limit.group(2)
+            target = where if name == "__all__" else _join(where, _CAPACITY_FIELDS.get(name, name))
+        elif entry:
             index = int(entry.group(1))
             where = f"{path}.model" if index == 0 else f"{path}.fallbackModels[{index - 1}]"
             target = _join(where, _ENTRY_FIELDS.get(entry.group(2), entry.group(2)))
@@ -506,7 +581,7 @@ def _status(created: bool, changed: bool) -> str:
 def _apply_connection(doc: ConnectionDoc, report: ApplyReport) -> None:
     existed = Connection.objects.filter(name=doc.name).exists()
     masked = [k for k, v in doc.config.items() if v == SECRET_MASK]
-    _, changed = connection_save(
+    connection, changed = connection_save(
         name=doc.name,
         provider=doc.provider,
         config=doc.config,
@@ -514,30 +589,33 @@ def _apply_connection(doc: ConnectionDoc, report: ApplyReport) -> None:
         enabled=doc.enabled,
         keep_secrets=masked,
     )
+    changed = capacity_entries_replace(owner=connection, specs=doc.capacity) or changed
     report.lines.append(f"connection {doc.name}: {_status(not existed, changed)}")
 
 
 def _apply_resource(doc: ResourceDoc, report: ApplyReport) -> None:
     existed = AIResource.objects.filter(name=doc.name).exists()
-    _, changed = resource_save(
+    resource, changed = resource_save(
         name=doc.name,
         models=doc.models,
         description=doc.description,
         default_args=doc.default_args,
         enabled=doc.enabled,
     )
+    changed = capacity_entries_replace(owner=resource, specs=doc.capacity) or changed
     report.lines.append(f"resource {doc.name}: {_status(not existed, changed)}")
 
 
 def _apply_api_key(doc: ApiKeyDoc, report: ApplyReport) -> None:
     existed = APIKey.objects.filter(name=doc.name).exists()
-    _, generated, changed = api_key_save(
+    api_key, generated, changed = api_key_save(
         name=doc.name,
         resources=doc.resources,
         key=doc.key,
         enabled=doc.enabled,
         expires_at=doc.expires_at,
     )
+    changed = capacity_entries_replace(owner=api_key, specs=doc.capacity) or changed
     report.lines.append(f"api key {doc.name}: {_status(not existed, changed)}")
     if generated:
         report.created_keys[doc.name] = generated
@@ -586,7 +664,7 @@ def _url_password_masked(value: Any) -> Any:
 def config_export(*, include_secrets: bool = False) -> dict[str, Any]:
     """The whole configuration in the file format; applying it back changes nothing."""
     connections = []
-    for conn in Connection.objects.order_by("name"):
+    for conn in Connection.objects.order_by("name").prefetch_related("capacity_entries"):
         item: dict[str, Any] = {"name": conn.name, "provider": conn.provider}
         if conn.description:
             item["description"] = conn.description
@@ -596,10 +674,11 @@ def config_export(*, include_secrets: bool = False) -> dict[str, Any]:
         item["config"] = config
         if not conn.enabled:
             item["enabled"] = False
+        _capacity_export(item, conn.capacity_entries.all())
         connections.append(item)
 
     resources = []
-    for res in AIResource.objects.order_by("name").prefetch_related("model_entries__connection"):
+    for res in AIResource.objects.order_by("name").prefetch_related("model_entries__connection", "capacity_entries"):
         entries = []
         for entry in res.model_entries.all():
             spec: dict[str, Any] = {
@@ -622,10 +701,11 @@ def config_export(*, include_secrets: bool = False) -> dict[str, Any]:
             item["defaultArgs"] = res.default_args
         if not res.enabled:
             item["enabled"] = False
+        _capacity_export(item, res.capacity_entries.all())
         resources.append(item)
 
     api_keys = []
-    for key in APIKey.objects.order_by("name").prefetch_related("resources"):
+    for key in APIKey.objects.order_by("name").prefetch_related("resources", "capacity_entries"):
         item = {
             "name": key.name,
             "resources": "*" if key.all_resources else sorted(r.name for r in key.resources.all()),
@@ -634,6 +714,7 @@ def config_export(*, include_secrets: bool = False) -> dict[str, Any]:
             item["enabled"] = False
         if key.expires_at:
             item["expiresAt"] = key.expires_at.isoformat().replace("+00:00", "Z")
+        _capacity_export(item, key.capacity_entries.all())
         api_keys.append(item)
 
     exported: dict[str, Any] = {"connections": connections, "resources": resources, "apiKeys": api_keys}
@@ -641,6 +722,28 @@ def config_export(*, include_secrets: bool = False) -> dict[str, Any]:
     if pricing:
         exported["pricing"] = pricing
     return exported
+
+
+def _capacity_export(item: dict[str, Any], entries: Iterable[CapacityEntry]) -> None:
+    """Add `capacity` to an exported object when it has limits, writing only what is not a default."""
+    exported = []
+    for entry in entries:
+        limit: dict[str, Any] = {"period": entry.period}
+        if entry.requests is not None:
+            limit["requests"] = entry.requests
+        if entry.tokens is not None:
+            limit["tokens"] = entry.tokens
+        if entry.cost_usd is not None:
+            limit["costUsd"] = _number(entry.cost_usd)
+        if entry.dimension:
+            limit["dimension"] = entry.dimension
+        if entry.dimension_field:
+            limit["dimensionField"] = entry.dimension_field
+        if not entry.enabled:
+            limit["enabled"] = False
+        exported.append(limit)
+    if exported:
+        item["capacity"] = exported
 
 
 def _price_export(entry: PricingEntry) -> dict[str, Any]:

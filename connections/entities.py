@@ -12,8 +12,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-# Defined by the providers, which consume it (the provider registry owns that shape).
+from gateway.capacity.policy import CapacityLimit
 from gateway.pricing import EMPTY_PRICE_LIST, PriceList
+
+# Defined by the providers, which consume it (the provider registry owns that shape).
 from gateway.providers.base import ConnectionInfo, empty_mapping
 
 __all__ = ["ApiKeyInfo", "ConfigSnapshot", "ConnectionInfo", "ModelEntryInfo", "ResourceInfo"]
@@ -37,6 +39,8 @@ class ResourceInfo:
     default_args: Mapping[str, Any] = field(default_factory=empty_mapping)
     created: int = 0
     """Creation time, Unix seconds (for /v1/models)."""
+    capacity: tuple[CapacityLimit, ...] = ()
+    """Enabled limits (DESIGN.md 2.10)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +50,8 @@ class ApiKeyInfo:
     all_resources: bool
     resources: frozenset[str]
     expires_at: datetime | None = None
+    capacity: tuple[CapacityLimit, ...] = ()
+    """Enabled limits (DESIGN.md 2.10)."""
 
     def is_usable(self, *, now: datetime) -> bool:
         return self.enabled and (self.expires_at is None or self.expires_at > now)
@@ -62,3 +68,5 @@ class ConfigSnapshot:
     api_keys_by_digest: Mapping[str, ApiKeyInfo] = field(repr=False)
     prices: PriceList = EMPTY_PRICE_LIST
     """Configured model prices over the bundled table (for the audit's cost)."""
+    connection_capacity: Mapping[str, tuple[CapacityLimit, ...]] = field(default_factory=empty_mapping)
+    """Enabled limits per connection name; connections without limits are absent."""

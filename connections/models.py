@@ -1,14 +1,16 @@
-"""Connections, AI resources (with their model entries) and gateway API keys.
+"""Connections, AI resources (with their model entries), gateway API keys and their capacity limits.
 
 Validation lives here (`clean()`), so the admin, the config file and the commands share it; writes
 go through `connections.services`. Any save or delete bumps `ConfigRevision`, which is how every
-worker learns that its in-process snapshot (`connections.selectors`) is stale.
+worker learns that its in-process snapshot (`connections.selectors`) is stale. A capacity entry
+belongs to exactly one owner (connection, resource or API key), enforced by a database constraint.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import re
 from typing import Any
 
 import orjson
@@ -17,6 +19,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator, RegexVa
 from django.db import models
 
 from connections.crypto import EncryptionKeyError, secret_decrypt, secret_encrypt
+from gateway.capacity.policy import PERIODS, CapacityLimit, Metric
 from gateway.providers.registry import UnknownProviderError, provider_choices, provider_class_get
 
 MAX_RETRIES_LIMIT = 10
@@ -220,6 +223,139 @@ class PricingEntry(models.Model):
 
     def __str__(self) -> str:
         return self.model
+
+
+CAPACITY_OWNER_FIELDS = ("connection", "resource", "api_key")
+"""The owner foreign keys of a capacity entry; each is also the scope kind the request path uses."""
+MAX_CAPACITY_REQUESTS = 2_147_483_647
+"""PostgreSQL's integer column: SQLite would store more, so the limit is the same everywhere."""
+_PERIOD_LABELS = {"week": "week (from Monday 00:00 UTC)", "lifetime": "lifetime (never resets)"}
+_DIMENSION_CHOICES = [("", "whole scope"), ("source-ip", "per source IP"), ("metadata", "per metadata field")]
+# As the request envelope refuses them in vmx.metadata keys, so such a field could never match.
+_CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f\u2028\u2029]")
+
+
+class CapacityEntry(models.Model):
+    """One capacity limit (DESIGN.md 2.10) of a connection, an AI resource or an API key.
+
+    Requests, tokens and cost are independent ceilings on one counter per window (and per
+    dimension value); blank means not limited, but at least one must be given.
+    """
+
+    connection = models.ForeignKey(
+        Connection, null=True, blank=True, on_delete=models.CASCADE, related_name="capacity_entries"
+    )
+    resource = models.ForeignKey(
+        AIResource, null=True, blank=True, on_delete=models.CASCADE, related_name="capacity_entries"
+    )
+    api_key = models.ForeignKey(
+        APIKey, null=True, blank=True, on_delete=models.CASCADE, related_name="capacity_entries"
+    )
+    position = models.PositiveSmallIntegerField(
+        default=0, help_text="Order among its owner's limits (for display and export; every limit applies)."
+    )
+    period = models.CharField(
+        max_length=16,
+        choices=[(period, _PERIOD_LABELS.get(period, period)) for period in PERIODS],
+        help_text="A fixed calendar window in UTC; the counter starts again from zero when it ends.",
+    )
+    requests = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MaxValueValidator(MAX_CAPACITY_REQUESTS)],
+        help_text="Requests admitted per window. Blank: not limited.",
+    )
+    tokens = models.PositiveBigIntegerField(
+        null=True,
+        blank=True,
+        help_text="Input + output tokens per window, reserved from an estimate when a request is admitted "
+        "and settled with the real count when it ends. Blank: not limited.",
+    )
+    cost_usd = models.DecimalField(
+        "cost (USD)",
+        max_digits=14,
+        decimal_places=6,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0)],
+        help_text="Spend in US dollars per window at the configured prices, reserved and settled like tokens. "
+        "Blank: not limited.",
+    )
+    dimension = models.CharField(
+        max_length=16,
+        blank=True,
+        default="",
+        choices=_DIMENSION_CHOICES,
+        help_text="Whole scope: one counter. Per source IP: one counter per client address. "
+        "Per metadata field: one counter per value of the vmx.metadata key in Dimension field.",
+    )
+    dimension_field = models.CharField(
+        max_length=64,
+        blank=True,
+        help_text="The vmx.metadata key to count by (only with the metadata dimension); requests without it "
+        "share the counter 'unknown'.",
+    )
+    enabled = models.BooleanField(default=True, help_text="Untick to keep the limit without enforcing it.")
+
+    class Meta:
+        ordering = ["position", "id"]
+        verbose_name = "capacity limit"
+        verbose_name_plural = "capacity limits"
+        constraints = [
+            models.CheckConstraint(
+                condition=(
+                    models.Q(connection__isnull=False, resource__isnull=True, api_key__isnull=True)
+                    | models.Q(connection__isnull=True, resource__isnull=False, api_key__isnull=True)
+                    | models.Q(connection__isnull=True, resource__isnull=True, api_key__isnull=False)
+                ),
+                name="capacityentry_exactly_one_owner",
+                violation_error_message="A capacity limit belongs to exactly one connection, resource or API key.",
+            )
+        ]
+
+    def __str__(self) -> str:
+        limit = self.limit_get()
+        metrics = [
+            metric
+            for metric, value in (
+                (Metric.REQUESTS, limit.requests),
+                (Metric.TOKENS, limit.tokens),
+                (Metric.COST, limit.cost_usd),
+            )
+            if value is not None
+        ]
+        text = " and ".join(limit.describe(metric) for metric in metrics) or f"no limit per {self.period}"
+        return text if self.enabled else f"{text} (disabled)"
+
+    @property
+    def scope_kind(self) -> str:
+        """The owner field that is set: `connection`, `resource` or `api_key`."""
+        for name in CAPACITY_OWNER_FIELDS:
+            if getattr(self, f"{name}_id") is not None:
+                return name
+        raise ValueError("this capacity limit has no owner")
+
+    def limit_get(self) -> CapacityLimit:
+        """The frozen view the request path reads (cost as a float: it is counted in nano-USD)."""
+        return CapacityLimit(
+            period=self.period,
+            requests=self.requests,
+            tokens=self.tokens,
+            cost_usd=None if self.cost_usd is None else float(self.cost_usd),
+            dimension=self.dimension,
+            dimension_field=self.dimension_field,
+        )
+
+    def clean(self) -> None:
+        if self.requests is None and self.tokens is None and self.cost_usd is None:
+            raise ValidationError("Give at least one of requests, tokens or cost (USD).")
+        if self.dimension == "metadata":
+            if not self.dimension_field.strip():
+                raise ValidationError({"dimension_field": "required when dimension is metadata"})
+            if _CONTROL_CHARACTERS.search(self.dimension_field):
+                raise ValidationError({"dimension_field": "must not contain control characters"})
+        elif self.dimension_field:
+            raise ValidationError({"dimension_field": "must be empty unless dimension is metadata"})
 
 
 class ConfigRevision(models.Model):

@@ -22,7 +22,16 @@ from django.db.models import Prefetch
 
 from connections.crypto import EncryptionKeyError
 from connections.entities import ApiKeyInfo, ConfigSnapshot, ConnectionInfo, ModelEntryInfo, ResourceInfo
-from connections.models import AIResource, APIKey, ConfigRevision, Connection, ModelEntry, PricingEntry
+from connections.models import (
+    AIResource,
+    APIKey,
+    CapacityEntry,
+    ConfigRevision,
+    Connection,
+    ModelEntry,
+    PricingEntry,
+)
+from gateway.capacity.policy import CapacityLimit
 from gateway.logs import ThrottledLog
 from gateway.pricing import Price, PriceList
 
@@ -55,9 +64,18 @@ def connection_info_get(*, connection: Connection) -> ConnectionInfo:
 
 
 def config_snapshot_build() -> ConfigSnapshot:
-    """Read the whole configuration (five queries). Raises `EncryptionKeyError` on a bad key."""
+    """Read the whole configuration in a fixed number of queries, however much there is.
+
+    Raises `EncryptionKeyError` on a bad key.
+    """
     revision = config_revision_get()
-    connections = {conn.name: connection_info_get(connection=conn) for conn in Connection.objects.all()}
+    limits = capacity_limits_by_owner()
+    connections: dict[str, ConnectionInfo] = {}
+    connection_capacity: dict[str, tuple[CapacityLimit, ...]] = {}
+    for conn in Connection.objects.all():
+        connections[conn.name] = connection_info_get(connection=conn)
+        if ("connection", conn.pk) in limits:
+            connection_capacity[conn.name] = limits[("connection", conn.pk)]
     resources: dict[str, ResourceInfo] = {}
     entries = Prefetch("model_entries", queryset=ModelEntry.objects.select_related("connection"))
     for res in AIResource.objects.prefetch_related(entries):
@@ -76,6 +94,7 @@ def config_snapshot_build() -> ConfigSnapshot:
             ),
             default_args=MappingProxyType(dict(res.default_args)),
             created=int(res.created_at.timestamp()),
+            capacity=limits.get(("resource", res.pk), ()),
         )
     keys: dict[str, ApiKeyInfo] = {}
     for key in APIKey.objects.prefetch_related("resources"):
@@ -85,6 +104,7 @@ def config_snapshot_build() -> ConfigSnapshot:
             all_resources=key.all_resources,
             resources=frozenset(r.name for r in key.resources.all()),
             expires_at=key.expires_at,
+            capacity=limits.get(("api_key", key.pk), ()),
         )
     return ConfigSnapshot(
         revision=revision,
@@ -92,7 +112,20 @@ def config_snapshot_build() -> ConfigSnapshot:
         resources=MappingProxyType(resources),
         api_keys_by_digest=MappingProxyType(keys),
         prices=price_list_build(),
+        connection_capacity=MappingProxyType(connection_capacity),
     )
+
+
+def capacity_limits_by_owner() -> dict[tuple[str, int], tuple[CapacityLimit, ...]]:
+    """Enabled capacity limits in position order, by (scope kind, owner id), in one query.
+
+    Disabled entries are left out here, so the request path never has to look at them.
+    """
+    grouped: dict[tuple[str, int], list[CapacityLimit]] = {}
+    for entry in CapacityEntry.objects.filter(enabled=True).order_by("position", "id"):
+        kind = entry.scope_kind
+        grouped.setdefault((kind, getattr(entry, f"{kind}_id")), []).append(entry.limit_get())
+    return {owner: tuple(found) for owner, found in grouped.items()}
 
 
 def price_list_build() -> PriceList:

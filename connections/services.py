@@ -1,4 +1,8 @@
-"""Writes to the configuration. Every function validates through the models' `full_clean()`."""
+"""Writes to the configuration. Every function validates through the models' `full_clean()`.
+
+Savers report whether they changed anything; an unchanged call writes nothing, so the
+configuration revision (and every worker's snapshot) only moves on a real change.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from connections.entities import ConnectionInfo
-from connections.models import AIResource, APIKey, Connection, ModelEntry, PricingEntry
+from connections.models import AIResource, APIKey, CapacityEntry, Connection, ModelEntry, PricingEntry
 from connections.selectors import connection_info_get
 from connections.signals import config_revision_bump
 from gateway.providers import CheckResult, provider_class_get
@@ -30,6 +34,19 @@ class ModelEntrySpec:
     max_retries: int = 0
     timeout_ms: int = 600_000
     reasoning: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class CapacitySpec:
+    """One capacity limit as a caller describes it (DESIGN.md 2.10); see `CapacityEntry`."""
+
+    period: str
+    requests: int | None = None
+    tokens: int | None = None
+    cost_usd: Decimal | None = None
+    dimension: str = ""
+    dimension_field: str = ""
+    enabled: bool = True
 
 
 def connection_save(
@@ -158,6 +175,77 @@ def model_entries_renumber(*, resource: AIResource) -> None:
     for position, entry in enumerate(resource.model_entries.order_by("position", "id")):
         if entry.position != position:
             ModelEntry.objects.filter(pk=entry.pk).update(position=position)
+
+
+_CapacityState = tuple[str, int | None, int | None, Decimal | None, str, str, bool]
+
+
+def _capacity_state(entry: CapacityEntry) -> _CapacityState:
+    # Positions are left out: an admin deletion may leave gaps that change no limit.
+    return (
+        entry.period,
+        entry.requests,
+        entry.tokens,
+        entry.cost_usd,
+        entry.dimension,
+        entry.dimension_field,
+        entry.enabled,
+    )
+
+
+def _capacity_owner_field(owner: Connection | AIResource | APIKey) -> str:
+    if isinstance(owner, Connection):
+        return "connection"
+    if isinstance(owner, AIResource):
+        return "resource"
+    return "api_key"
+
+
+@transaction.atomic
+def capacity_entries_replace(*, owner: Connection | AIResource | APIKey, specs: Sequence[CapacitySpec]) -> bool:
+    """Make the saved `owner`'s capacity limits equal to `specs`, in order; returns whether anything changed.
+
+    Every entry is validated before anything is written (errors keyed `capacity.<index>.<field>`,
+    so callers can say which entry is wrong); an unchanged list writes nothing.
+    """
+    if owner.pk is None:
+        raise ValueError("save the owner before its capacity limits")
+    owner_field = _capacity_owner_field(owner)
+    entries = []
+    for position, spec in enumerate(specs):
+        entry = CapacityEntry(
+            position=position,
+            period=spec.period,
+            requests=spec.requests,
+            tokens=spec.tokens,
+            cost_usd=spec.cost_usd,
+            dimension=spec.dimension,
+            dimension_field=spec.dimension_field,
+            enabled=spec.enabled,
+            **{owner_field: owner},
+        )
+        try:
+            entry.full_clean()
+        except ValidationError as exc:
+            raise ValidationError(
+                {f"capacity.{position}.{name}": messages for name, messages in exc.message_dict.items()}
+            ) from exc
+        entries.append(entry)
+    current = [_capacity_state(entry) for entry in owner.capacity_entries.all()]
+    if current == [_capacity_state(entry) for entry in entries]:
+        return False
+    owner.capacity_entries.all().delete()
+    CapacityEntry.objects.bulk_create(entries)
+    # bulk_create sends no post_save; make sure workers see the new limits.
+    config_revision_bump()
+    return True
+
+
+def capacity_entries_renumber(*, owner: Connection | AIResource | APIKey) -> None:
+    """Close gaps in positions after an admin edit, keeping the order."""
+    for position, entry in enumerate(owner.capacity_entries.order_by("position", "id")):
+        if entry.position != position:
+            CapacityEntry.objects.filter(pk=entry.pk).update(position=position)
 
 
 def api_key_generate() -> str:

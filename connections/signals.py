@@ -8,9 +8,17 @@ from django.db.models import F
 from django.db.models.signals import m2m_changed, post_delete, post_save
 from django.dispatch import receiver
 
-from connections.models import AIResource, APIKey, ConfigRevision, Connection, ModelEntry, PricingEntry
+from connections.models import (
+    AIResource,
+    APIKey,
+    CapacityEntry,
+    ConfigRevision,
+    Connection,
+    ModelEntry,
+    PricingEntry,
+)
 
-_CONFIG_MODELS = (Connection, AIResource, ModelEntry, APIKey, PricingEntry)
+_CONFIG_MODELS = (Connection, AIResource, ModelEntry, APIKey, PricingEntry, CapacityEntry)
 
 
 def config_revision_bump() -> None:

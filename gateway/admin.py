@@ -1,4 +1,4 @@
-"""Audit records in the admin: read-only, filterable, one page per request."""
+"""Audit records and the upstream rate limits seen, in the admin: read-only."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from django.contrib import admin
 from django.http import HttpRequest
 from django.utils.html import format_html
 
-from gateway.models import AuditRecord
+from gateway.models import AuditRecord, UpstreamRateLimit
 from gateway.selectors import USAGE_FIELDS
 
 
@@ -79,6 +79,46 @@ class AuditRecordAdmin(admin.ModelAdmin[AuditRecord]):
     @admin.display(description="Response body")
     def response_body_pretty(self, obj: AuditRecord) -> str:
         return _pretty(obj.response_body) if obj.response_body is not None else "not stored"
+
+
+@admin.register(UpstreamRateLimit)
+class UpstreamRateLimitAdmin(admin.ModelAdmin[UpstreamRateLimit]):
+    """The last `x-ratelimit-*` headers each connection x model sent (DESIGN.md 2.10), saved by the
+    workers every few seconds. Deleting a row only forgets what was seen."""
+
+    list_display = [
+        "connection",
+        "model",
+        "requests_left",
+        "reset_requests",
+        "tokens_left",
+        "reset_tokens",
+        "exhausted_until",
+        "seen_at",
+    ]
+    list_filter = ["connection"]
+    search_fields = ["connection", "model"]
+    ordering = ["connection", "model"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: UpstreamRateLimit | None = None) -> bool:
+        return False
+
+    @admin.display(description="Requests left")
+    def requests_left(self, obj: UpstreamRateLimit) -> str:
+        return _of(obj.remaining_requests, obj.limit_requests)
+
+    @admin.display(description="Tokens left")
+    def tokens_left(self, obj: UpstreamRateLimit) -> str:
+        return _of(obj.remaining_tokens, obj.limit_tokens)
+
+
+def _of(remaining: int | None, limit: int | None) -> str:
+    if remaining is None:
+        return "-"
+    return f"{remaining:,} of {limit:,}" if limit is not None else f"{remaining:,}"
 
 
 def _pretty(value: Any) -> str:

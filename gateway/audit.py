@@ -88,6 +88,8 @@ class AuditEntry:
     response_body: Any = None
     prices: PriceList | None = None
     """The configuration's prices when the request started; None: the cost is not computed."""
+    on_finish: Callable[[AuditEntry, float | None], None] | None = None
+    """Called once with the entry and its cost when the request ends (capacity settles here)."""
     finished: bool = False
 
     def attempt(
@@ -126,6 +128,12 @@ class AuditEntry:
         if self.finished:
             return
         self.finished = True
+        cost_usd = self.cost_usd()
+        if self.on_finish is not None:
+            try:
+                self.on_finish(self, cost_usd)
+            except Exception:  # never into the request: the record below must still be written
+                logger.exception("settling request %s failed", self.request_id)
         row = {
             "request_id": self.request_id,
             "created_at": self.created_at,
@@ -145,7 +153,7 @@ class AuditEntry:
             "model": self.model[:200],
             "attempts": self.attempts,
             **self.usage.as_dict(),
-            "cost_usd": self.cost_usd(),
+            "cost_usd": cost_usd,
         }
         if settings.VMX_AUDIT_BODIES:
             row["request_body"] = summarize_payloads(self.request_body)

@@ -93,6 +93,40 @@ class RequestTooLargeError(GatewayError):
     default_code = "request_too_large"
 
 
+LONGEST_SDK_WAIT_SECONDS = 60
+"""The openai and anthropic SDKs honour a Retry-After up to a minute and back off briefly beyond."""
+
+
+class CapacityExceededError(GatewayError):
+    """A limit of the API key, the resource or every connection is used up (DESIGN.md 2.10).
+
+    `retry_after` is the seconds until the window ends (None for `lifetime`). When waiting is
+    longer than an SDK would wait (or forever), `x-should-retry: false` spares the client retries
+    that cannot succeed.
+    """
+
+    status = 429
+    openai_type = "rate_limit_error"
+    anthropic_type = "rate_limit_error"
+    default_code = "capacity_exceeded"
+
+    def __init__(self, message: str, *, retry_after: int | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.retry_after = retry_after
+        if retry_after is not None:
+            self.headers["retry-after"] = str(retry_after)
+            self.headers["retry-after-ms"] = str(retry_after * 1000)
+        if retry_after is None or retry_after > LONGEST_SDK_WAIT_SECONDS:
+            self.headers["x-should-retry"] = "false"
+
+
+class BudgetExceededError(CapacityExceededError):
+    """A `costUsd` limit is spent."""
+
+    openai_type = "insufficient_quota"
+    default_code = "budget_exceeded"
+
+
 class ServiceUnavailableError(GatewayError):
     """The gateway cannot serve yet (e.g. it started while the database was down)."""
 

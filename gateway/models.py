@@ -48,3 +48,63 @@ class AuditRecord(models.Model):
 
     def __str__(self) -> str:
         return self.request_id
+
+
+class CapacityCounter(models.Model):
+    """One capacity counter of the database store (used when `REDIS_URL` is not set).
+
+    `key` is the policy's counter key (scope, period, window start, dimension value). `reserved_*`
+    are the sums of the live `CapacityReservation` rows of the same key (DESIGN.md 2.10).
+    """
+
+    key = models.CharField(max_length=255, unique=True)
+    expires_at = models.DateTimeField(null=True, blank=True, db_index=True, help_text="Empty: never (lifetime).")
+    requests = models.BigIntegerField(default=0)
+    tokens = models.BigIntegerField(default=0)
+    cost_nanos = models.BigIntegerField(default=0, help_text="USD x 10^9.")
+    reserved_tokens = models.BigIntegerField(default=0)
+    reserved_cost_nanos = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return self.key
+
+
+class CapacityReservation(models.Model):
+    """Tokens and cost held by a running request until it ends (or, if its worker died, expires)."""
+
+    counter_key = models.CharField(max_length=255)
+    reservation = models.CharField(max_length=64)
+    tokens = models.BigIntegerField(default=0)
+    cost_nanos = models.BigIntegerField(default=0)
+    expires_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["counter_key", "reservation"])]
+
+    def __str__(self) -> str:
+        return f"{self.reservation} on {self.counter_key}"
+
+
+class UpstreamRateLimit(models.Model):
+    """The last `x-ratelimit-*` headers an upstream sent per connection x model (DESIGN.md 2.10)."""
+
+    connection = models.CharField(max_length=64)
+    model = models.CharField(max_length=200)
+    limit_requests = models.BigIntegerField(null=True, blank=True)
+    remaining_requests = models.BigIntegerField(null=True, blank=True)
+    reset_requests = models.CharField(max_length=32, blank=True, help_text="As the upstream said it, e.g. 1m30s.")
+    limit_tokens = models.BigIntegerField(null=True, blank=True)
+    remaining_tokens = models.BigIntegerField(null=True, blank=True)
+    reset_tokens = models.CharField(max_length=32, blank=True)
+    exhausted_until = models.DateTimeField(
+        null=True, blank=True, help_text="Requests skip this connection x model until then (nothing left upstream)."
+    )
+    seen_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["connection", "model"]
+        constraints = [models.UniqueConstraint(fields=["connection", "model"], name="upstream_rate_limit_unique")]
+        verbose_name = "upstream rate limit"
+
+    def __str__(self) -> str:
+        return f"{self.connection}/{self.model}"

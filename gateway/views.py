@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
@@ -27,8 +28,10 @@ from django.views.decorators.csrf import csrf_exempt
 
 from connections.entities import ApiKeyInfo, ConfigSnapshot
 from connections.selectors import aconfig_snapshot, config_snapshot_age
+from gateway.addresses import client_address
 from gateway.audit import AuditEntry
 from gateway.auth import authenticate, authentication_failed
+from gateway.capacity.gate import CapacityGate, LegCapacity, capacity_gate_open
 from gateway.converters.responses_to_anthropic import anthropic_error_type
 from gateway.errors import (
     AuthenticationError,
@@ -42,7 +45,7 @@ from gateway.errors import (
 from gateway.services.envelope import Envelope, envelope_extract, request_body_parse
 from gateway.services.messages import MESSAGES, count_tokens
 from gateway.services.passthrough import CHAT_COMPLETIONS, RESPONSES, GatewayResult, PassthroughEndpoint
-from gateway.services.routing import Route, route_resolve
+from gateway.services.routing import Route, leg_timeout, route_resolve
 from gateway.services.shutdown import shutdown_error, shutdown_forced
 from gateway.sse import SSE_HEADERS
 
@@ -147,8 +150,50 @@ class GatewayAPIView(View):
             request_id=self.request_id,
             endpoint=self.audit_endpoint,
             api_key=api_key.name,
-            source_ip=request.META.get("REMOTE_ADDR") or None,
+            source_ip=self.get_client_address(request),
             prices=snapshot.prices,
+        )
+
+    def get_client_address(self, request: HttpRequest) -> str | None:
+        return client_address(
+            peer=request.META.get("REMOTE_ADDR") or None, forwarded_for=request.META.get("HTTP_X_FORWARDED_FOR")
+        )
+
+    def get_capacity_gate(
+        self,
+        *,
+        snapshot: ConfigSnapshot,
+        api_key: ApiKeyInfo,
+        route: Route,
+        body: dict[str, Any],
+        envelope: Envelope,
+        audit: AuditEntry,
+    ) -> CapacityGate | None:
+        """The request's limits (DESIGN.md 2.10); None, at the cost of three lookups, when it has none."""
+        resource = snapshot.resources.get(route.resource)
+        resource_limits = resource.capacity if resource is not None else ()
+        if not api_key.capacity and not resource_limits and not snapshot.connection_capacity:
+            return None
+        legs = [
+            LegCapacity(
+                connection=leg.connection.name,
+                model=leg.entry.model,
+                limits=snapshot.connection_capacity.get(leg.connection.name, ()),
+                longest_seconds=leg_timeout(leg=leg, envelope=envelope) * (leg.entry.max_retries + 1),
+            )
+            for leg in route.legs
+        ]
+        return capacity_gate_open(
+            api_key=api_key.name,
+            api_key_limits=api_key.capacity,
+            resource=resource.name if resource is not None else None,
+            resource_limits=resource_limits,
+            legs=legs,
+            body=body,
+            source_ip=audit.source_ip,
+            metadata=envelope.metadata,
+            prices=snapshot.prices,
+            fail_closed=settings.VMX_CAPACITY_FAIL_CLOSED,
         )
 
     def envelope_and_route(
@@ -159,8 +204,10 @@ class GatewayAPIView(View):
         audit: AuditEntry,
         *,
         required: tuple[str, ...] = (),
+        capacity: bool = True,
     ) -> tuple[dict[str, Any], Envelope, Route]:
-        """The checks after authentication, in DESIGN.md 2.4's order: size, body, resource, scope.
+        """The checks after authentication, in DESIGN.md 2.4's order: size, body, resource, scope;
+        then the request's limits, which the route checks before its first leg (2.10).
         The audit entry learns what is known as soon as it is known, so a rejection is audited too."""
         self.check_body_size(request)
         body = request_body_parse(self.read_body(request), required=required)
@@ -169,7 +216,18 @@ class GatewayAPIView(View):
         audit.correlation_id, audit.metadata = envelope.correlation_id, envelope.metadata
         if settings.VMX_AUDIT_BODIES:
             audit.request_body = body
-        return body, envelope, route_resolve(snapshot=snapshot, api_key=api_key, model=body["model"])
+        route = route_resolve(snapshot=snapshot, api_key=api_key, model=body["model"])
+        gate = (
+            self.get_capacity_gate(
+                snapshot=snapshot, api_key=api_key, route=route, body=body, envelope=envelope, audit=audit
+            )
+            if capacity
+            else None
+        )
+        if gate is not None:
+            route = dataclasses.replace(route, capacity=gate)
+            audit.on_finish = gate.settle
+        return body, envelope, route
 
     async def audited(self, audit: AuditEntry, call: Awaitable[HttpResponseBase]) -> HttpResponseBase:
         """Await `call`; whatever ends it early (a rejection, an upstream failure, the client
@@ -303,7 +361,9 @@ class CountTokensView(AnthropicAPIView):
     async def post(self, request: HttpRequest) -> HttpResponseBase:
         snapshot, api_key = await self.authenticate(request)
         scratch = AuditEntry(request_id=self.request_id, endpoint="messages")  # not a model call: not audited
-        body, envelope, route = self.envelope_and_route(request, snapshot, api_key, scratch, required=("messages",))
+        body, envelope, route = self.envelope_and_route(
+            request, snapshot, api_key, scratch, required=("messages",), capacity=False
+        )
         tokens, estimated = await count_tokens(route=route, body=body, envelope=envelope, audit=scratch)
         response = JsonResponse({"input_tokens": tokens})
         if estimated:

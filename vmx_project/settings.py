@@ -6,6 +6,7 @@ Precedence, highest first: process environment, `.env` in the repo root, develop
 
 from __future__ import annotations
 
+import ipaddress
 from datetime import timedelta
 from pathlib import Path
 
@@ -176,6 +177,21 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = VMX_MAX_BODY_BYTES
 # its next request; slower or idle connections are closed (408 where possible) so they cannot pile
 # up and hold worker sockets. Enforced by gateway.asgi.protocol, before Django; 0 disables.
 VMX_CLIENT_TIMEOUT: float = env.float("VMX_CLIENT_TIMEOUT", default=30.0)
+
+# Capacity limits (DESIGN.md 2.10). Counters live in Redis when REDIS_URL is set, else in the
+# database. When the store cannot be reached requests are served uncounted (fail open) unless this
+# is set, which answers 503 instead.
+VMX_CAPACITY_FAIL_CLOSED: bool = env.bool("VMX_CAPACITY_FAIL_CLOSED", default=False)
+# Addresses or networks of the proxies in front of the gateway (comma-separated, e.g.
+# 10.0.0.0/8,127.0.0.1). Only when the peer is one of them does the client address (audit,
+# `source-ip` limits) come from X-Forwarded-For's first hop; otherwise it is the peer itself.
+VMX_TRUSTED_PROXIES: list[str] = env.list("VMX_TRUSTED_PROXIES", default=[])
+try:
+    _TRUSTED_NETWORKS = [
+        ipaddress.ip_network(entry.strip(), strict=False) for entry in VMX_TRUSTED_PROXIES if entry.strip()
+    ]
+except ValueError as _exc:
+    raise ImproperlyConfigured(f"VMX_TRUSTED_PROXIES: {_exc}") from None
 
 # TLS ends in front of the app (DESIGN.md 2.1): these stay off unless asked for.
 SECURE_SSL_REDIRECT: bool = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=False)

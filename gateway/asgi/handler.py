@@ -30,6 +30,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.http.request import split_domain_port, validate_host
 from django.urls import get_resolver
 
+from gateway.addresses import client_address
 from gateway.audit import AuditEntry
 from gateway.auth import authenticate, authentication_failed
 from gateway.errors import AuthenticationError, GatewayError, InvalidRequestError, RequestTooLargeError
@@ -152,8 +153,7 @@ class GatewayASGIHandler(ASGIHandler):
                 try:
                     auth = await authenticate(headers)
                 except AuthenticationError as exc:
-                    client = scope.get("client")
-                    authentication_failed(source_ip=client[0] if client else None, path=scope["path"], error=exc)
+                    authentication_failed(source_ip=_client_address(scope, headers), path=scope["path"], error=exc)
                     raise
             try:
                 limit = int(settings.VMX_MAX_BODY_BYTES)
@@ -161,13 +161,12 @@ class GatewayASGIHandler(ASGIHandler):
             except BodyTooLargeError as exc:
                 error = exc.error()
                 if auth is not None and view_class is not None and view_class.audit_endpoint:
-                    client = scope.get("client")
                     error.headers["x-vmx-request-id"] = request_id = request_id_new()
                     entry = AuditEntry(
                         request_id=request_id,
                         endpoint=view_class.audit_endpoint,
                         api_key=auth[1].name,
-                        source_ip=client[0] if client else None,
+                        source_ip=_client_address(scope, headers),
                     )
                     entry.finish_error(error)
                 raise error from None
@@ -220,3 +219,8 @@ class GatewayASGIHandler(ASGIHandler):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, RequestAborted):
                     await task
+
+
+def _client_address(scope: dict[str, Any], headers: dict[str, str]) -> str | None:
+    client = scope.get("client")
+    return client_address(peer=client[0] if client else None, forwarded_for=headers.get("x-forwarded-for"))

@@ -4,7 +4,8 @@ Startup loads the configuration snapshot once, so a wrong `VMX_ENCRYPTION_KEY` s
 with a clear message instead of failing on the first request, and writes audit records that an
 earlier process spooled because its database was down. A database that is down at startup is not
 fatal: the worker answers 503 until the background refresh reads the configuration. Shutdown
-releases pooled upstream clients and writes (or spools) the queued audit records.
+releases pooled upstream clients, settles the capacity counters of the last requests and writes
+(or spools) the queued audit records.
 """
 
 from __future__ import annotations
@@ -14,10 +15,13 @@ import gc
 import logging
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.db import DatabaseError
 
 from connections.crypto import EncryptionKeyError
 from connections.selectors import config_snapshot, config_snapshot_keep_fresh
+from gateway.capacity.gate import capacity_settled
+from gateway.capacity.learned import upstream_limits_keep_saved, upstream_limits_listen
 
 logger = logging.getLogger("vmx.lifecycle")
 
@@ -35,6 +39,10 @@ async def gateway_startup() -> None:
         await _audit_spool_replay()
         # Requests read the in-process snapshot; this task keeps it fresh off the request path.
         _background.add(asyncio.create_task(config_snapshot_keep_fresh(), name="vmx-config-refresh"))
+        # Learned upstream limits: saved for the admin, and shared between instances through Redis.
+        _background.add(asyncio.create_task(upstream_limits_keep_saved(), name="vmx-upstream-limits-save"))
+        if settings.REDIS_URL:
+            _background.add(asyncio.create_task(upstream_limits_listen(), name="vmx-upstream-limits-listen"))
     finally:
         # Everything loaded so far (Django, the SDKs, the URLconf) lives as long as the process:
         # move it out of the collector's view, so collections under load only scan request garbage.
@@ -77,11 +85,15 @@ async def gateway_shutdown() -> None:
     from gateway.audit import audit_shutdown
     from gateway.providers.registry import providers_close
 
-    for task in _background:
+    stopping = list(_background)
+    for task in stopping:
         task.cancel()
     _background.clear()
     # The server starts this right after cancelling what was still open: let those requests end
     # (error event, audit entry) before the audit's last flush, and before their clients close.
     await requests_drained(DRAIN_SECONDS)
+    await capacity_settled(1.0)  # their usage replaces their reservations
+    if stopping:  # the upstream limits' last save
+        await asyncio.wait(stopping, timeout=2.5)
     await providers_close()
     await sync_to_async(audit_shutdown, thread_sensitive=False)()

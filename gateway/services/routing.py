@@ -7,6 +7,9 @@ Invariants (DESIGN.md 2.4, 2.6):
 - A stream commits when its first event has been checked (`prime`); a failure up to then still
   moves to the next leg, after it the endpoint reports it in-stream.
 - When every leg failed, the last leg's error is raised.
+- Before a leg is called: a connection x model whose upstream said it has nothing left is skipped
+  until its reset, and a connection whose own limits are used up is skipped (DESIGN.md 2.10);
+  each skip is an audit attempt with no call (`tries` 0). A route without limits does no counting.
 """
 
 from __future__ import annotations
@@ -14,17 +17,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import orjson
+from django.conf import settings
 
 from connections.entities import ApiKeyInfo, ConfigSnapshot, ConnectionInfo, ModelEntryInfo
 from gateway.audit import AuditEntry
+from gateway.capacity.gate import CapacityGate
+from gateway.capacity.learned import duration_ms, upstream_limit_until, upstream_limits_observe
 from gateway.errors import (
+    CapacityExceededError,
     GatewayError,
     InvalidRequestError,
     ModelNotFoundError,
@@ -56,6 +62,8 @@ class Route:
     """As audited: the resource name, or the literal `conn/model` string."""
     legs: tuple[Leg, ...]
     default_args: Mapping[str, Any]
+    capacity: CapacityGate | None = None
+    """The request's limits; None when nothing it touches has any."""
 
 
 def route_resolve(*, snapshot: ConfigSnapshot, api_key: ApiKeyInfo, model: str) -> Route:
@@ -140,8 +148,26 @@ async def route_call(
     within the same leg (e.g. without parameters the model rejected), at most `MAX_REVISIONS`
     times; the leg's attempt entry notes it.
     """
-    last_error: UpstreamError | None = None
-    for leg in route.legs:
+    last_error: GatewayError | None = None
+    publish = bool(settings.REDIS_URL)
+    start = 0
+    while start < len(route.legs):
+        index, skipped = await _next_leg(route, start)
+        for skip in range(start, len(route.legs) if index is None else index):
+            error = skipped[skip]
+            audit.attempt(
+                connection=route.legs[skip].connection.name,
+                model=route.legs[skip].entry.model,
+                started=time.monotonic(),
+                error=GatewayError(error.code or "skipped"),
+                notes=[error.message],
+                tries=0,
+            )
+            last_error = error
+        if index is None:
+            break
+        start = index + 1
+        leg = route.legs[index]
         started = time.monotonic()
         provider = provider_get(leg.connection)
         request = build(leg)
@@ -152,6 +178,9 @@ async def route_call(
             try:
                 try:
                     response = _redacted(provider, await provider.send(request))
+                    upstream_limits_observe(
+                        connection=leg.connection.name, model=leg.entry.model, headers=response.headers, publish=publish
+                    )
                     primed = await prime(leg, response)
                 except UpstreamError:
                     raise
@@ -161,6 +190,10 @@ async def route_call(
                 if response is not None:
                     exc.tries = response.tries
                     await response.aclose()
+                elif isinstance(exc, UpstreamStatusError):
+                    upstream_limits_observe(
+                        connection=leg.connection.name, model=leg.entry.model, headers=exc.headers, publish=publish
+                    )
                 tries += exc.tries
                 exc.redact(provider.redactor.text, provider.redactor.data)
                 revised = _revision(revise, leg, request, exc) if revision < MAX_REVISIONS else None
@@ -201,9 +234,35 @@ async def route_call(
                 tries=tries + response.tries,
             )
             audit.connection, audit.model = leg.connection.name, leg.entry.model
+            if route.capacity is not None:
+                route.capacity.answered(index)
             return leg, response, primed
     assert last_error is not None  # a route always has at least one leg
-    raise with_retry_after(last_error)
+    raise with_retry_after(last_error) if isinstance(last_error, UpstreamError) else last_error
+
+
+async def _next_leg(route: Route, start: int) -> tuple[int | None, dict[int, CapacityExceededError]]:
+    """The next leg to call from `start` on, and why each leg before it is skipped (DESIGN.md 2.10)."""
+    now = time.time()
+    candidates: list[int] = []
+    skipped: dict[int, CapacityExceededError] = {}
+    for index in range(start, len(route.legs)):
+        leg = route.legs[index]
+        until = upstream_limit_until(connection=leg.connection.name, model=leg.entry.model, now=now)
+        if until is None:
+            candidates.append(index)
+        else:
+            skipped[index] = CapacityExceededError(
+                f"The upstream of connection '{leg.connection.name}' has no capacity left for "
+                f"'{leg.entry.model}' (x-ratelimit-remaining 0) until its reset.",
+                code="upstream_rate_limited",
+                retry_after=max(1, math.ceil(until - now)),
+            )
+    if route.capacity is None:
+        return (candidates[0] if candidates else None), skipped
+    chosen, over_capacity = await route.capacity.choose(candidates)
+    skipped.update(over_capacity)
+    return chosen, skipped
 
 
 def _revision(
@@ -239,23 +298,6 @@ def _unexpected(leg: Leg, provider: Provider, exc: Exception) -> UpstreamUnavail
 
 # ------------------------------------------------------------------------------------------------
 # 429: tell the client when to come back (DESIGN.md 2.6).
-
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
-_UNIT_MS = {"ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
-
-
-def duration_ms(text: str) -> float | None:
-    """`1m30s`, `250ms`, `7s`, `2h`, `0.5s` → milliseconds; None when unreadable."""
-    text = text.strip()
-    if not text:
-        return None
-    position, total = 0, 0.0
-    for match in _DURATION_PART.finditer(text):
-        if match.start() != position:
-            return None
-        total += float(match.group(1)) * _UNIT_MS[match.group(2)]
-        position = match.end()
-    return total if position == len(text) else None
 
 
 def retry_after_ms(headers: Mapping[str, str]) -> float:

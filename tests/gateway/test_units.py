@@ -8,9 +8,10 @@ import hashlib
 import pytest
 
 from gateway.audit import summarize_payloads
+from gateway.capacity.learned import duration_ms
 from gateway.errors import InvalidRequestError
 from gateway.services.envelope import envelope_extract, request_body_parse
-from gateway.services.routing import duration_ms, retry_after_ms
+from gateway.services.routing import retry_after_ms
 from gateway.sse import SSEDecoder
 from gateway.usage import usage_from_chat, usage_from_responses
 

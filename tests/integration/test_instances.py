@@ -73,11 +73,17 @@ def test_a_change_in_one_instance_reaches_the_other_and_both_audit_to_one_table(
                     "key": NEW_KEY,
                     "all_resources": "on",
                     "enabled": "on",
+                    # The key's capacity limits table, left empty.
+                    "capacity_entries-TOTAL_FORMS": "0",
+                    "capacity_entries-INITIAL_FORMS": "0",
+                    "capacity_entries-MIN_NUM_FORMS": "0",
+                    "capacity_entries-MAX_NUM_FORMS": "1000",
                     "csrfmiddlewaretoken": token,
                     "_save": "Save",
                 },
             )
             assert created.status_code == 200 and NEW_KEY in created.text
+            assert "errornote" not in created.text, created.text[:2000]
         saved = time.monotonic()
 
         # Instance B accepts it within the refresh interval: each worker re-reads the revision

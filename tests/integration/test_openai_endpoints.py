@@ -414,8 +414,10 @@ def test_429_carries_retry_after(http, upstream, headers, retry_after, retry_aft
         "/a/v1/chat/completions",
         error_reply(429, "Rate limit reached", {**headers, **limits}, code="rate_limit_exceeded"),
     )
+    # A model of its own: the gateway learns from `remaining: 0` and would skip it for a while.
+    model = f"up-a/limited-{retry_after}-{retry_after_ms}"
     response = http.post(
-        "/v1/chat/completions", json={"model": "default", "messages": MESSAGES}, headers={"x-api-key": ALL_KEY}
+        "/v1/chat/completions", json={"model": model, "messages": MESSAGES}, headers={"x-api-key": ALL_KEY}
     )
     assert response.status_code == 429
     assert response.json()["error"]["code"] == "rate_limit_exceeded"

@@ -1,0 +1,308 @@
+"""One request's passage through its limits (DESIGN.md 2.10).
+
+Invariants:
+- `capacity_gate_open` returns None when the key, the resource and every leg's connection have no
+  limits: such a request does no counting work at all.
+- The first `choose` checks the API key's and resource's counters together with the candidate
+  legs' connection counters, in one store call: an exhausted key or resource raises the 429;
+  otherwise the first leg whose connection fits is counted with them, and the legs before it are
+  reported as skipped. Later calls (after a leg failed upstream) check connections only.
+- Whatever was counted is settled exactly once, when the audit entry finishes (however the
+  request ends): reservations are replaced by the real tokens and cost. A worker that dies leaves
+  reservations that expire after the request's longest possible leg.
+- The store failing fails open (serve, count nothing, one log line per 10 s) unless
+  `VMX_CAPACITY_FAIL_CLOSED` is set, which answers 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from gateway.capacity.policy import (
+    CapacityLimit,
+    Counter,
+    Estimate,
+    Metric,
+    Scope,
+    counters_for,
+    estimated_tokens,
+    exceeded_message,
+    retry_after_seconds,
+    usd_to_nanos,
+)
+from gateway.capacity.stores import (
+    Admission,
+    CapacityStore,
+    Charge,
+    Settlement,
+    StoreUnavailableError,
+    capacity_store,
+    reservation_of,
+)
+from gateway.errors import BudgetExceededError, CapacityExceededError, ServiceUnavailableError
+from gateway.logs import ThrottledLog
+from gateway.pricing import PriceList
+
+if TYPE_CHECKING:
+    from gateway.audit import AuditEntry
+
+logger = logging.getLogger("vmx.capacity")
+_store_failures = ThrottledLog(logger, interval=10.0)
+RESERVATION_MARGIN_SECONDS = 60.0
+
+_failures_lock = threading.Lock()
+_failures_total = 0
+
+
+def capacity_store_failures() -> int:
+    """Store calls that failed since start (each one served open or answered 503)."""
+    return _failures_total
+
+
+def _count_failure() -> None:
+    global _failures_total
+    with _failures_lock:
+        _failures_total += 1
+
+
+@dataclass(frozen=True, slots=True)
+class LegCapacity:
+    """What the gate needs to know of one leg of the route."""
+
+    connection: str
+    model: str
+    limits: tuple[CapacityLimit, ...]
+    longest_seconds: float
+    """The longest this leg may take (timeout x tries): how long its reservation is held."""
+
+
+@dataclass(slots=True)
+class _Counted:
+    charge: Charge
+    reservation: str
+    leg: int | None
+    """The leg it was counted for; None for the key's and resource's counters."""
+
+
+class CapacityGate:
+    def __init__(
+        self,
+        *,
+        store: CapacityStore,
+        mandatory: list[Charge],
+        leg_charges: list[list[Charge]],
+        reservation_expires: float,
+        fail_closed: bool,
+    ) -> None:
+        self.store = store
+        self.fail_closed = fail_closed
+        self.request = secrets.token_hex(8)
+        self._calls = itertools.count()
+        self._mandatory = mandatory
+        self._leg_charges = leg_charges
+        self._expires = reservation_expires
+        self._counted: list[_Counted] = []
+        self._admitted = False
+        self._disabled = False
+        self._answered: int | None = None
+
+    @property
+    def settles(self) -> bool:
+        """Whether the end of the request must reach the store (some counter counts tokens or cost)."""
+        return any(_counts_usage(item.charge.counter) for item in self._counted)
+
+    async def choose(self, candidates: Sequence[int]) -> tuple[int | None, dict[int, CapacityExceededError]]:
+        """The first of `candidates` (leg indexes, in order) whose connection has room, counted;
+        with the reasons the ones before it were skipped. Raises the 429 (key or resource
+        exhausted) or, failing closed, the 503."""
+        skipped: dict[int, CapacityExceededError] = {}
+        need_store = not self._admitted and bool(self._mandatory)
+        considered: list[int] = []
+        for index in candidates:
+            considered.append(index)
+            if not self._leg_charges[index]:
+                break
+            need_store = True
+        if self._disabled or not considered or not need_store:
+            self._admitted = True
+            return (considered[0] if considered else None), skipped
+        groups: list[list[Charge]] = [[] if self._admitted else self._mandatory]
+        groups += [self._leg_charges[index] for index in considered]
+        admission_id = f"{self.request}.{next(self._calls)}"
+        try:
+            admission = await self.store.admit(
+                groups=groups, reservation=admission_id, reservation_expires=self._expires
+            )
+        except StoreUnavailableError as exc:
+            _count_failure()
+            if self.fail_closed:
+                _store_failures.warning("store", "capacity store unavailable, answering 503 (%s)", exc)
+                raise ServiceUnavailableError(
+                    "The gateway cannot check its usage limits right now; try again shortly.",
+                    code="capacity_unavailable",
+                    headers={"retry-after": "1"},
+                ) from exc
+            _store_failures.warning("store", "capacity store unavailable, serving without limits (%s)", exc)
+            self._disabled = True
+            self._admitted = True
+            return considered[0], skipped
+        if 0 in admission.crossed:
+            raise capacity_error(admission.crossed[0], now=time.time())
+        for group, index in enumerate(considered, start=1):
+            if admission.chosen == group:
+                break
+            skipped[index] = capacity_error(admission.crossed.get(group, []), now=time.time())
+        if admission.chosen is None:
+            return None, skipped
+        self._record(admission, groups, admission_id, considered)
+        return considered[admission.chosen - 1], skipped
+
+    def _record(self, admission: Admission, groups: list[list[Charge]], admission_id: str, legs: list[int]) -> None:
+        assert admission.chosen is not None
+        if not self._admitted:
+            self._counted += [_Counted(charge, reservation_of(admission_id, 0), None) for charge in groups[0]]
+            self._admitted = True
+        leg = legs[admission.chosen - 1]
+        reservation = reservation_of(admission_id, admission.chosen)
+        self._counted += [_Counted(charge, reservation, leg) for charge in groups[admission.chosen]]
+
+    def answered(self, leg: int) -> None:
+        """The leg that answered: its connection's counters get the real usage."""
+        self._answered = leg
+
+    def settle(self, audit: AuditEntry, cost_usd: float | None) -> None:
+        """Replace the reservations with what the request used (called once, when it ends)."""
+        if self._disabled or not self.settles:
+            return
+        usage = audit.usage
+        actual = Estimate(
+            tokens=max(usage.total_tokens, usage.input_tokens + usage.output_tokens),
+            cost_nanos=usd_to_nanos(cost_usd or 0.0),
+        )
+        settlements = [
+            Settlement(
+                counter=item.charge.counter,
+                reservation=item.reservation,
+                reserved=item.charge.estimate,
+                actual=actual if item.leg is None or item.leg == self._answered else Estimate(),
+            )
+            for item in self._counted
+            if _counts_usage(item.charge.counter)
+        ]
+        _spawn_settle(self.store, settlements)
+
+
+def _counts_usage(counter: Counter) -> bool:
+    return counter.max_tokens is not None or counter.max_cost_nanos is not None
+
+
+def capacity_error(crossed: list[tuple[Counter, Metric]], *, now: float) -> CapacityExceededError:
+    """The 429 for the counters crossed: named after the first, waiting for the latest window."""
+    if not crossed:
+        return CapacityExceededError("No capacity is left.")
+    counter, metric = crossed[0]
+    waits = [retry_after_seconds(c.window_end, now) for c, _ in crossed]
+    wait = None if None in waits else max(w for w in waits if w is not None)
+    error_class = BudgetExceededError if Metric.COST in metric else CapacityExceededError
+    return error_class(exceeded_message(counter, metric) + ".", retry_after=wait)
+
+
+# ------------------------------------------------------------------------------------------------
+# Settling off the request path
+
+_settling: set[asyncio.Task[None]] = set()
+
+
+def _spawn_settle(store: CapacityStore, settlements: list[Settlement]) -> None:
+    if not settlements:
+        return
+    work = _settle(store, settlements)
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # finished outside the event loop (a test, a command): settle now
+        asyncio.run(work)
+        return
+    task = loop.create_task(work)
+    _settling.add(task)
+    task.add_done_callback(_settling.discard)
+
+
+async def _settle(store: CapacityStore, settlements: list[Settlement]) -> None:
+    try:
+        await store.settle(settlements=settlements)
+    except StoreUnavailableError as exc:
+        _count_failure()
+        _store_failures.warning("settle", "capacity store unavailable; a request's usage was not counted (%s)", exc)
+
+
+async def capacity_settled(within: float) -> None:
+    """Wait (at most `within` seconds) for settlements in flight (shutdown; tests)."""
+    if _settling:
+        await asyncio.wait(list(_settling), timeout=within)
+
+
+# ------------------------------------------------------------------------------------------------
+
+
+def capacity_gate_open(
+    *,
+    api_key: str,
+    api_key_limits: tuple[CapacityLimit, ...],
+    resource: str | None,
+    resource_limits: tuple[CapacityLimit, ...],
+    legs: Sequence[LegCapacity],
+    body: Mapping[str, Any],
+    source_ip: str | None,
+    metadata: Mapping[str, str],
+    prices: PriceList,
+    fail_closed: bool,
+    store: CapacityStore | None = None,
+) -> CapacityGate | None:
+    """The request's gate, or None when nothing it touches has limits (the common, free case)."""
+    if not api_key_limits and not resource_limits and not any(leg.limits for leg in legs):
+        return None
+    now = time.time()
+    mandatory = counters_for(Scope("api_key", api_key), api_key_limits, now=now, source_ip=source_ip, metadata=metadata)
+    if resource is not None:
+        mandatory += counters_for(
+            Scope("resource", resource), resource_limits, now=now, source_ip=source_ip, metadata=metadata
+        )
+    per_leg = [
+        counters_for(Scope("connection", leg.connection), leg.limits, now=now, source_ip=source_ip, metadata=metadata)
+        for leg in legs
+    ]
+    counts_usage = any(_counts_usage(c) for c in mandatory) or any(_counts_usage(c) for cs in per_leg for c in cs)
+    input_tokens, output_tokens = estimated_tokens(body) if counts_usage else (0, 0)
+
+    def charges(counters: list[Counter], model: str) -> list[Charge]:
+        return [_estimated(c, model, input_tokens, output_tokens, prices) for c in counters]
+
+    return CapacityGate(
+        store=store or capacity_store(),
+        mandatory=charges(mandatory, legs[0].model),
+        leg_charges=[charges(counters, leg.model) for leg, counters in zip(legs, per_leg, strict=True)],
+        reservation_expires=now + max(leg.longest_seconds for leg in legs) + RESERVATION_MARGIN_SECONDS,
+        fail_closed=fail_closed,
+    )
+
+
+def _estimated(counter: Counter, model: str, input_tokens: int, output_tokens: int, prices: PriceList) -> Charge:
+    if not _counts_usage(counter):
+        return Charge(counter=counter)
+    price = prices.price(model)
+    cost = (
+        price.cost_usd(input_tokens=input_tokens, cached_tokens=0, output_tokens=output_tokens)
+        if price is not None
+        else 0.0
+    )
+    return Charge(
+        counter=counter, estimate=Estimate(tokens=input_tokens + output_tokens, cost_nanos=usd_to_nanos(cost))
+    )

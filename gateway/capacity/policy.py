@@ -1,0 +1,281 @@
+"""Capacity policy: which counters a request touches, what it is estimated to use, and the
+admission arithmetic (DESIGN.md 2.10). Pure: no Django, no I/O; the stores apply it atomically.
+
+Invariants:
+- Windows are fixed calendar periods in UTC (a week starts Monday 00:00); `lifetime` never ends.
+- A counter is one scope (API key, resource or connection) x period x dimension value x window.
+  Every limit entry of a scope with the same period and dimension shares that counter, so its
+  figures are counted once however many limits read them.
+- Amounts are integers: requests, tokens, and cost in nano-USD (exact under addition; a Lua
+  number holds them exactly up to about 9 million dollars per window).
+- Admission rejects when `used + 1 > requests`, `used + estimate > tokens` or
+  `used + estimated cost > costUsd`, where `used` includes the live reservations of requests
+  still running, so concurrent requests cannot all pass on one reading.
+"""
+
+from __future__ import annotations
+
+import calendar
+import hashlib
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import IntFlag
+from typing import Any
+
+PERIODS = ("minute", "hour", "day", "week", "month", "lifetime")
+DIMENSIONS = ("", "source-ip", "metadata")
+UNKNOWN_DIMENSION_VALUE = "unknown"
+"""The counter of requests that lack the metadata field a limit is keyed by."""
+NANOS_PER_USD = 1_000_000_000
+MAX_KEY_LENGTH = 250
+"""Counter keys are stored in a 255-character column by the database store."""
+
+
+class Metric(IntFlag):
+    REQUESTS = 1
+    TOKENS = 2
+    COST = 4
+
+
+@dataclass(frozen=True, slots=True)
+class CapacityLimit:
+    """One configured limit entry (disabled entries never reach the request path)."""
+
+    period: str
+    requests: int | None = None
+    tokens: int | None = None
+    cost_usd: float | None = None
+    dimension: str = ""
+    """`""` (the scope as a whole), `source-ip` or `metadata`."""
+    dimension_field: str = ""
+    """The `vmx.metadata` key when `dimension` is `metadata`."""
+
+    @property
+    def cost_nanos(self) -> int | None:
+        return None if self.cost_usd is None else usd_to_nanos(self.cost_usd)
+
+    @property
+    def counts_tokens(self) -> bool:
+        return self.tokens is not None or self.cost_usd is not None
+
+    def describe(self, metric: Metric) -> str:
+        """`60 requests per minute`, `$200.00 per month`, `1000000 tokens in total`, per dimension."""
+        if metric is Metric.COST:
+            amount = f"${self.cost_usd:,.2f}" if self.cost_usd and self.cost_usd >= 0.01 else f"${self.cost_usd:g}"
+        elif metric is Metric.TOKENS:
+            amount = f"{self.tokens:,} tokens"
+        else:
+            amount = f"{self.requests:,} requests"
+        period = "in total" if self.period == "lifetime" else f"per {self.period}"
+        per = ""
+        if self.dimension == "source-ip":
+            per = " per source IP"
+        elif self.dimension == "metadata":
+            per = f" per metadata '{self.dimension_field}'"
+        return f"{amount} {period}{per}"
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    kind: str
+    """`api_key`, `resource` or `connection`."""
+    name: str
+
+    @property
+    def label(self) -> str:
+        return {"api_key": "API key", "resource": "Resource", "connection": "Connection"}[self.kind] + f" '{self.name}'"
+
+    @property
+    def tag(self) -> str:
+        return {"api_key": "k", "resource": "r", "connection": "c"}[self.kind] + ":" + self.name
+
+
+@dataclass(frozen=True, slots=True)
+class Counter:
+    """One counter a request is checked against and counted in, with the tightest of its limits."""
+
+    key: str
+    scope: Scope
+    limits: tuple[CapacityLimit, ...]
+    window_end: int | None
+    """Unix seconds when the window ends; None for `lifetime`."""
+    dimension_value: str = ""
+
+    @property
+    def max_requests(self) -> int | None:
+        return _tightest(limit.requests for limit in self.limits)
+
+    @property
+    def max_tokens(self) -> int | None:
+        return _tightest(limit.tokens for limit in self.limits)
+
+    @property
+    def max_cost_nanos(self) -> int | None:
+        return _tightest(limit.cost_nanos for limit in self.limits)
+
+
+def _tightest(values: Iterable[int | None]) -> int | None:
+    known = [value for value in values if value is not None]
+    return min(known) if known else None
+
+
+@dataclass(frozen=True, slots=True)
+class Used:
+    """A counter's figures in its current window: counted plus reserved by running requests."""
+
+    requests: int = 0
+    tokens: int = 0
+    cost_nanos: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    tokens: int = 0
+    cost_nanos: int = 0
+
+
+def usd_to_nanos(usd: float) -> int:
+    return max(0, round(usd * NANOS_PER_USD))
+
+
+def window(period: str, now: float) -> tuple[int, int | None]:
+    """The current window of `period` at Unix time `now`: (start, end) in Unix seconds."""
+    moment = datetime.fromtimestamp(now, UTC)
+    if period == "minute":
+        start = moment.replace(second=0, microsecond=0)
+        end = start + timedelta(minutes=1)
+    elif period == "hour":
+        start = moment.replace(minute=0, second=0, microsecond=0)
+        end = start + timedelta(hours=1)
+    elif period == "day":
+        start = moment.replace(hour=0, minute=0, second=0, microsecond=0)
+        end = start + timedelta(days=1)
+    elif period == "week":
+        start = moment.replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=moment.weekday())
+        end = start + timedelta(weeks=1)
+    elif period == "month":
+        start = moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        days = calendar.monthrange(start.year, start.month)[1]
+        end = start + timedelta(days=days)
+    elif period == "lifetime":
+        return 0, None
+    else:
+        raise ValueError(f"unknown period {period!r}")
+    return int(start.timestamp()), int(end.timestamp())
+
+
+def dimension_value(limit: CapacityLimit, *, source_ip: str | None, metadata: Mapping[str, str]) -> str:
+    if limit.dimension == "source-ip":
+        return source_ip or UNKNOWN_DIMENSION_VALUE
+    if limit.dimension == "metadata":
+        return metadata.get(limit.dimension_field) or UNKNOWN_DIMENSION_VALUE
+    return ""
+
+
+def counter_key_prefix(scope: Scope, limit: CapacityLimit, window_start: int) -> str:
+    """Everything in a counter's key but its dimension value (the admin lists by it)."""
+    dimension = {"": "all", "source-ip": "ip", "metadata": "m." + limit.dimension_field}[limit.dimension]
+    return f"vmx:{{cap}}:{scope.tag}:{limit.period}:{window_start}:{dimension}="
+
+
+def counter_key(scope: Scope, limit: CapacityLimit, window_start: int, value: str) -> str:
+    key = counter_key_prefix(scope, limit, window_start) + value
+    if len(key) > MAX_KEY_LENGTH:  # long names or values: still one distinct counter each
+        key = key[:180] + "#" + hashlib.sha256(key.encode()).hexdigest()[:40]
+    return key
+
+
+def counters_for(
+    scope: Scope,
+    limits: Iterable[CapacityLimit],
+    *,
+    now: float,
+    source_ip: str | None,
+    metadata: Mapping[str, str],
+) -> list[Counter]:
+    """The counters `limits` of `scope` put on this request, limits on one counter merged."""
+    grouped: dict[str, tuple[list[CapacityLimit], int | None, str]] = {}
+    for limit in limits:
+        start, end = window(limit.period, now)
+        value = dimension_value(limit, source_ip=source_ip, metadata=metadata)
+        key = counter_key(scope, limit, start, value)
+        grouped.setdefault(key, ([], end, value))[0].append(limit)
+    return [
+        Counter(key=key, scope=scope, limits=tuple(found), window_end=end, dimension_value=value)
+        for key, (found, end, value) in grouped.items()
+    ]
+
+
+def exceeded(counter: Counter, used: Used, estimate: Estimate) -> Metric:
+    """Which of the counter's limits this request would cross (empty: it fits)."""
+    crossed = Metric(0)
+    if (limit := counter.max_requests) is not None and used.requests + 1 > limit:
+        crossed |= Metric.REQUESTS
+    if (limit := counter.max_tokens) is not None and used.tokens + estimate.tokens > limit:
+        crossed |= Metric.TOKENS
+    if (limit := counter.max_cost_nanos) is not None and used.cost_nanos + estimate.cost_nanos > limit:
+        crossed |= Metric.COST
+    return crossed
+
+
+def retry_after_seconds(window_end: int | None, now: float) -> int | None:
+    """Seconds until the window ends (ceil, at least 1); None for `lifetime`: waiting cannot help."""
+    if window_end is None:
+        return None
+    return max(1, math.ceil(window_end - now))
+
+
+def limit_crossed(counter: Counter, crossed: Metric) -> tuple[CapacityLimit, Metric]:
+    """The limit entry and metric to name in the error: cost first (a budget), then tokens, requests."""
+    for metric, attribute in ((Metric.COST, "cost_usd"), (Metric.TOKENS, "tokens"), (Metric.REQUESTS, "requests")):
+        if metric in crossed:
+            candidates = [limit for limit in counter.limits if getattr(limit, attribute) is not None]
+            return min(candidates, key=lambda limit: getattr(limit, attribute)), metric
+    raise ValueError("no limit was crossed")
+
+
+def exceeded_message(counter: Counter, crossed: Metric) -> str:
+    """`API key 'ci' reached its limit of 60 requests per minute` (with the value when per dimension)."""
+    limit, metric = limit_crossed(counter, crossed)
+    value = f" for {counter.dimension_value!r}" if limit.dimension else ""
+    if metric is Metric.COST:
+        return f"{counter.scope.label} reached its budget of {limit.describe(metric)}{value}"
+    return f"{counter.scope.label} reached its limit of {limit.describe(metric)}{value}"
+
+
+# ------------------------------------------------------------------------------------------------
+# Estimates at admission (replaced by the real usage when the request ends).
+
+OUTPUT_LIMIT_FIELDS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
+_NOT_TEXT_KEYS = frozenset({"model", "vmx", "data", "image_url", "file_data", "b64_json", "image"})
+"""Fields whose strings are not text the model reads as tokens (ids, inline base64 payloads)."""
+
+
+def text_characters(value: Any) -> int:
+    """Characters of the request's text: every string in it but identifiers and inline payloads."""
+    total = 0
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if not item.startswith("data:"):
+                total += len(item)
+        elif isinstance(item, dict):
+            stack.extend(v for k, v in item.items() if k not in _NOT_TEXT_KEYS)
+        elif isinstance(item, list):
+            stack.extend(item)
+    return total
+
+
+def estimated_tokens(body: Mapping[str, Any]) -> tuple[int, int]:
+    """(input, output) tokens expected: input text characters / 4, output the request's own maximum."""
+    input_tokens = math.ceil(text_characters(body) / 4)
+    output_tokens = 0
+    for name in OUTPUT_LIMIT_FIELDS:
+        value = body.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            output_tokens = value
+            break
+    return input_tokens, output_tokens
