@@ -17,9 +17,29 @@ from django.conf import settings
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
 @cache
 def _networks(entries: tuple[str, ...]) -> tuple[Network, ...]:
     return tuple(ipaddress.ip_network(entry.strip(), strict=False) for entry in entries if entry.strip())
+
+
+def _parse(text: str) -> Address | None:
+    """An address as proxies write it: `1.2.3.4`, `1.2.3.4:5678`, `::1`, `[::1]:5678`; IPv4-mapped
+    IPv6 addresses as the IPv4 address they carry. None when it is none of these."""
+    text = text.strip()
+    if text.startswith("["):
+        text = text[1:].partition("]")[0]
+    elif text.count(":") == 1:
+        text = text.partition(":")[0]
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
 
 
 def client_address(*, peer: str | None, forwarded_for: str | None) -> str | None:
@@ -27,16 +47,16 @@ def client_address(*, peer: str | None, forwarded_for: str | None) -> str | None
         return peer
     networks = _networks(tuple(settings.VMX_TRUSTED_PROXIES))
 
-    def trusted(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-        return any(address in network for network in networks)
+    def trusted(address: Address | None) -> bool:
+        return address is not None and any(address in network for network in networks)
 
-    try:
-        if not trusted(ipaddress.ip_address(peer)):
-            return peer
-        hops = [ipaddress.ip_address(hop.strip()) for hop in forwarded_for.split(",")]
-    except ValueError:
+    if not trusted(_parse(peer)):
         return peer
-    for hop in reversed(hops):
-        if not trusted(hop):
-            return str(hop)
-    return str(hops[0])  # every hop is a proxy of ours: the farthest is the closest to a client
+    nearest: Address | None = None
+    # From the right: each entry was written by the proxy after it, so it is believed as long as
+    # that proxy is ours. The first one that is not ours is the client; what it wrote is not read.
+    for hop in reversed(forwarded_for.split(",")):
+        nearest = _parse(hop)
+        if not trusted(nearest):
+            break
+    return str(nearest) if nearest is not None else peer

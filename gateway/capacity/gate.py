@@ -57,6 +57,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger("vmx.capacity")
 _store_failures = ThrottledLog(logger, interval=10.0)
 RESERVATION_MARGIN_SECONDS = 60.0
+STREAM_ALLOWANCE_SECONDS = 900.0
+"""A stream's timeout bounds its silences, not its length: its reservation is held this much
+longer. One still running after that keeps being counted when it ends, but no longer holds room."""
 
 _failures_lock = threading.Lock()
 _failures_total = 0
@@ -99,7 +102,8 @@ class CapacityGate:
         store: CapacityStore,
         mandatory: list[Charge],
         leg_charges: list[list[Charge]],
-        reservation_expires: float,
+        leg_seconds: list[float],
+        stream: bool,
         fail_closed: bool,
     ) -> None:
         self.store = store
@@ -108,11 +112,13 @@ class CapacityGate:
         self._calls = itertools.count()
         self._mandatory = mandatory
         self._leg_charges = leg_charges
-        self._expires = reservation_expires
+        self._leg_seconds = leg_seconds
+        self._allowance = STREAM_ALLOWANCE_SECONDS if stream else RESERVATION_MARGIN_SECONDS
         self._counted: list[_Counted] = []
         self._admitted = False
         self._disabled = False
         self._answered: int | None = None
+        self._calling: int | None = None
 
     @property
     def settles(self) -> bool:
@@ -137,10 +143,13 @@ class CapacityGate:
         groups: list[list[Charge]] = [[] if self._admitted else self._mandatory]
         groups += [self._leg_charges[index] for index in considered]
         admission_id = f"{self.request}.{next(self._calls)}"
+        # Held until the request can no longer be running: every remaining leg at its longest.
+        expires = time.time() + sum(self._leg_seconds[considered[0] :]) + self._allowance
+        work = asyncio.ensure_future(
+            self.store.admit(groups=groups, reservation=admission_id, reservation_expires=expires)
+        )
         try:
-            admission = await self.store.admit(
-                groups=groups, reservation=admission_id, reservation_expires=self._expires
-            )
+            admission = await asyncio.shield(work)
         except StoreUnavailableError as exc:
             _count_failure()
             if self.fail_closed:
@@ -154,6 +163,11 @@ class CapacityGate:
             self._disabled = True
             self._admitted = True
             return considered[0], skipped
+        except asyncio.CancelledError:
+            # The client left while the store was counting it: whatever the store counted is
+            # released (the request count stays: it was admitted) once the store has answered.
+            work.add_done_callback(lambda done: self._abandon(done, groups, admission_id))
+            raise
         if 0 in admission.crossed:
             raise capacity_error(admission.crossed[0], now=time.time())
         for group, index in enumerate(considered, start=1):
@@ -174,25 +188,64 @@ class CapacityGate:
         reservation = reservation_of(admission_id, admission.chosen)
         self._counted += [_Counted(charge, reservation, leg) for charge in groups[admission.chosen]]
 
+    def _abandon(self, done: asyncio.Future[Admission], groups: list[list[Charge]], admission_id: str) -> None:
+        if done.cancelled() or done.exception() is not None:
+            return
+        chosen = done.result().chosen
+        if chosen is None:
+            return
+        counted = [(0, charge) for charge in groups[0]] + [(chosen, charge) for charge in groups[chosen]]
+        settlements = [
+            Settlement(
+                counter=charge.counter,
+                reservation=reservation_of(admission_id, group),
+                reserved=charge.estimate,
+                actual=Estimate(),
+            )
+            for group, charge in counted
+            if _counts_usage(charge.counter)
+        ]
+        _spawn_settle(self.store, settlements)
+
+    def calling(self, leg: int) -> None:
+        """The leg is being called: if the request ends before its outcome is known (the client
+        left, shutdown), what it reserved is what it used."""
+        self._calling = leg
+
+    def failed(self, leg: int) -> None:
+        """The leg failed upstream: it used nothing."""
+        if self._calling == leg:
+            self._calling = None
+
     def answered(self, leg: int) -> None:
         """The leg that answered: its connection's counters get the real usage."""
-        self._answered = leg
+        self._answered, self._calling = leg, None
 
     def settle(self, audit: AuditEntry, cost_usd: float | None) -> None:
-        """Replace the reservations with what the request used (called once, when it ends)."""
-        if self._disabled or not self.settles:
+        """Replace the reservations with what the request used (called once, when it ends).
+
+        The real usage when the answer reported it; the reservation itself when a model answered
+        or was being asked but no usage is known (a stream cut before its usage event, a client
+        that left mid-call); nothing when no upstream call got anywhere. Counters on connections
+        whose legs failed or were not the one used get nothing."""
+        if not self.settles:
             return
+        used_leg = self._answered if self._answered is not None else self._calling
         usage = audit.usage
-        actual = Estimate(
-            tokens=max(usage.total_tokens, usage.input_tokens + usage.output_tokens),
-            cost_nanos=usd_to_nanos(cost_usd or 0.0),
-        )
+        tokens = max(usage.total_tokens, usage.input_tokens + usage.output_tokens)
+        known = Estimate(tokens=tokens, cost_nanos=usd_to_nanos(cost_usd or 0.0)) if tokens else None
+
+        def actual(item: _Counted) -> Estimate:
+            if used_leg is None or (item.leg is not None and item.leg != used_leg):
+                return Estimate()
+            return known if known is not None else item.charge.estimate
+
         settlements = [
             Settlement(
                 counter=item.charge.counter,
                 reservation=item.reservation,
                 reserved=item.charge.estimate,
-                actual=actual if item.leg is None or item.leg == self._answered else Estimate(),
+                actual=actual(item),
             )
             for item in self._counted
             if _counts_usage(item.charge.counter)
@@ -289,15 +342,27 @@ def capacity_gate_open(
         store=store or capacity_store(),
         mandatory=charges(mandatory, legs[0].model),
         leg_charges=[charges(counters, leg.model) for leg, counters in zip(legs, per_leg, strict=True)],
-        reservation_expires=now + max(leg.longest_seconds for leg in legs) + RESERVATION_MARGIN_SECONDS,
+        leg_seconds=[leg.longest_seconds for leg in legs],
+        stream=body.get("stream") is True,
         fail_closed=fail_closed,
     )
+
+
+_unpriced_budgets: set[str] = set()
 
 
 def _estimated(counter: Counter, model: str, input_tokens: int, output_tokens: int, prices: PriceList) -> Charge:
     if not _counts_usage(counter):
         return Charge(counter=counter)
     price = prices.price(model)
+    unpriced = price is None and counter.max_cost_nanos is not None
+    if unpriced and model not in _unpriced_budgets and len(_unpriced_budgets) < 1_000:
+        # Its cost is unknown, so it spends nothing of a dollar budget: say so, once per model.
+        _unpriced_budgets.add(model)
+        logger.warning(
+            "model '%s' has no price: requests to it do not count against costUsd limits; add a pricing entry",
+            model,
+        )
     cost = (
         price.cost_usd(input_tokens=input_tokens, cached_tokens=0, output_tokens=output_tokens)
         if price is not None

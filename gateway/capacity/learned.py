@@ -34,7 +34,10 @@ CHANNEL = "vmx:{cap}:learned"
 KEY_PREFIX = "vmx:{cap}:learned:"
 SAVE_SECONDS = 5.0
 MAX_TRACKED = 10_000
-"""Connection x model pairs kept in memory (models are operator-configured, so few in practice)."""
+"""Connection x model pairs kept in memory: few in practice, but a key allowed every resource can
+name any `connection/model` it likes."""
+FORGET_SECONDS = 3600.0
+"""When the table is full, pairs not seen for this long make room."""
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 _UNIT_MS = {"ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
@@ -99,7 +102,9 @@ def upstream_limits_observe(*, connection: str, model: str, headers: Mapping[str
             candidate = now + (wait if wait is not None else 1000.0) / 1000
             until = candidate if until is None else max(until, candidate)
     if len(_seen) >= MAX_TRACKED and key not in _seen:
-        return
+        _forget_older_than(now - FORGET_SECONDS)
+        if len(_seen) >= MAX_TRACKED:
+            return
     _seen[key] = UpstreamLimits(
         limit_requests=_int(headers.get("x-ratelimit-limit-requests")),
         remaining_requests=remaining_requests,
@@ -115,6 +120,12 @@ def upstream_limits_observe(*, connection: str, model: str, headers: Mapping[str
         _exhausted[key] = max(until, _exhausted.get(key, 0.0))
         if publish:
             _spawn(_publish(connection, model, until))
+
+
+def _forget_older_than(moment: float) -> None:
+    for key in [key for key, seen in _seen.items() if seen.seen_at < moment]:
+        _seen.pop(key, None)
+        _unsaved.discard(key)
 
 
 def upstream_limit_until(*, connection: str, model: str, now: float) -> float | None:
@@ -162,9 +173,16 @@ def _redis(*, listening: bool = False) -> Any:
     )
 
 
+_publishers: dict[int, Any] = {}
+
+
 async def _publish(connection: str, model: str, until: float) -> None:
     message = orjson.dumps({"connection": connection, "model": model, "until": until})
-    client = _redis()
+    loop = id(asyncio.get_running_loop())
+    client = _publishers.get(loop)
+    if client is None:  # one pooled client per event loop, kept for the next marks
+        _publishers.clear()
+        client = _publishers[loop] = _redis()
     try:
         ttl_ms = max(1, int((until - time.time()) * 1000))
         await client.set(f"{KEY_PREFIX}{connection}\x1f{model}", message, px=ttl_ms)
@@ -173,8 +191,6 @@ async def _publish(connection: str, model: str, until: float) -> None:
         _failures.warning(
             "publish", "could not share a learned upstream limit through Redis (%s: %s)", type(exc).__name__, exc
         )
-    finally:
-        await client.aclose()
 
 
 def _learn(message: bytes) -> None:
@@ -195,7 +211,9 @@ async def upstream_limits_listen() -> None:
         try:
             pubsub = client.pubsub()
             await pubsub.subscribe(CHANNEL)
-            async for key in client.scan_iter(match=KEY_PREFIX.replace("{", "\\{").replace("}", "\\}") + "*"):
+            async for key in client.scan_iter(
+                match=KEY_PREFIX.replace("{", "\\{").replace("}", "\\}") + "*", count=1000
+            ):
                 value = await client.get(key)
                 if value:
                     _learn(value)

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import calendar
 import hashlib
+import ipaddress
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import IntFlag
 from typing import Any
@@ -102,18 +103,15 @@ class Counter:
     window_end: int | None
     """Unix seconds when the window ends; None for `lifetime`."""
     dimension_value: str = ""
+    max_requests: int | None = field(init=False)
+    max_tokens: int | None = field(init=False)
+    max_cost_nanos: int | None = field(init=False)
+    """The tightest of the limits, read several times per request: worked out once."""
 
-    @property
-    def max_requests(self) -> int | None:
-        return _tightest(limit.requests for limit in self.limits)
-
-    @property
-    def max_tokens(self) -> int | None:
-        return _tightest(limit.tokens for limit in self.limits)
-
-    @property
-    def max_cost_nanos(self) -> int | None:
-        return _tightest(limit.cost_nanos for limit in self.limits)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "max_requests", _tightest(limit.requests for limit in self.limits))
+        object.__setattr__(self, "max_tokens", _tightest(limit.tokens for limit in self.limits))
+        object.__setattr__(self, "max_cost_nanos", _tightest(limit.cost_nanos for limit in self.limits))
 
 
 def _tightest(values: Iterable[int | None]) -> int | None:
@@ -136,48 +134,82 @@ class Estimate:
     cost_nanos: int = 0
 
 
+MAX_COST_NANOS = 2**53
+"""Exact in a Lua number (a double) and in Redis's 64-bit counters: 9 million dollars."""
+
+
 def usd_to_nanos(usd: float) -> int:
-    return max(0, round(usd * NANOS_PER_USD))
+    return min(MAX_COST_NANOS, max(0, round(usd * NANOS_PER_USD)))
+
+
+_FIXED_SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
+_MONDAY_OFFSET = 3 * 86400
+"""1970-01-01 was a Thursday: Unix time plus three days counts weeks from a Monday."""
 
 
 def window(period: str, now: float) -> tuple[int, int | None]:
     """The current window of `period` at Unix time `now`: (start, end) in Unix seconds."""
-    moment = datetime.fromtimestamp(now, UTC)
-    if period == "minute":
-        start = moment.replace(second=0, microsecond=0)
-        end = start + timedelta(minutes=1)
-    elif period == "hour":
-        start = moment.replace(minute=0, second=0, microsecond=0)
-        end = start + timedelta(hours=1)
-    elif period == "day":
-        start = moment.replace(hour=0, minute=0, second=0, microsecond=0)
-        end = start + timedelta(days=1)
-    elif period == "week":
-        start = moment.replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=moment.weekday())
-        end = start + timedelta(weeks=1)
-    elif period == "month":
-        start = moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-        days = calendar.monthrange(start.year, start.month)[1]
-        end = start + timedelta(days=days)
-    elif period == "lifetime":
+    # Unix time has no leap seconds, so minutes, hours, days and weeks are plain arithmetic.
+    length = _FIXED_SECONDS.get(period)
+    if length is not None:
+        start = int(now // length * length)
+        return start, start + length
+    if period == "week":
+        start = int((now + _MONDAY_OFFSET) // 604800 * 604800 - _MONDAY_OFFSET)
+        return start, start + 604800
+    if period == "lifetime":
         return 0, None
-    else:
+    if period != "month":
         raise ValueError(f"unknown period {period!r}")
-    return int(start.timestamp()), int(end.timestamp())
+    # Whole seconds: fromtimestamp rounds microseconds, and could round into the next month.
+    moment = datetime.fromtimestamp(math.floor(now), UTC)
+    first = moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    days = calendar.monthrange(first.year, first.month)[1]
+    return int(first.timestamp()), int((first + timedelta(days=days)).timestamp())
 
 
 def dimension_value(limit: CapacityLimit, *, source_ip: str | None, metadata: Mapping[str, str]) -> str:
     if limit.dimension == "source-ip":
-        return source_ip or UNKNOWN_DIMENSION_VALUE
+        return _client_network(source_ip) if source_ip else UNKNOWN_DIMENSION_VALUE
     if limit.dimension == "metadata":
         return metadata.get(limit.dimension_field) or UNKNOWN_DIMENSION_VALUE
     return ""
 
 
+IPV6_CLIENT_PREFIX = 64
+"""An IPv6 client is counted by its /64: one subscriber holds a whole /64 and could otherwise
+make a counter (and a key) per address."""
+
+
+def _client_network(address: str) -> str:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if ip.version == 6:
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/{IPV6_CLIENT_PREFIX}", strict=False))
+    return str(ip)
+
+
+KEY_PREFIX = "vmx:{cap}:"
+"""Every counter key starts so: one Redis hash tag, one namespace (`reservations_key` is another)."""
+
+
 def counter_key_prefix(scope: Scope, limit: CapacityLimit, window_start: int) -> str:
-    """Everything in a counter's key but its dimension value (the admin lists by it)."""
-    dimension = {"": "all", "source-ip": "ip", "metadata": "m." + limit.dimension_field}[limit.dimension]
-    return f"vmx:{{cap}}:{scope.tag}:{limit.period}:{window_start}:{dimension}="
+    """Everything in a counter's key but its dimension value (the admin lists by it).
+
+    The metadata field is escaped so that no field and value pair can spell another's key."""
+    field = limit.dimension_field.replace("%", "%25").replace("=", "%3D")
+    dimension = {"": "all", "source-ip": "ip", "metadata": "m." + field}[limit.dimension]
+    return f"{KEY_PREFIX}{scope.tag}:{limit.period}:{window_start}:{dimension}="
+
+
+def reservations_key(counter_key: str) -> str:
+    """Where a counter's running reservations are kept: a namespace no counter key can reach,
+    whatever value a client puts at the end of its counter's key."""
+    return "vmx:{cap}:reservations:" + counter_key.removeprefix(KEY_PREFIX)
 
 
 def counter_key(scope: Scope, limit: CapacityLimit, window_start: int, value: str) -> str:
@@ -249,6 +281,8 @@ def exceeded_message(counter: Counter, crossed: Metric) -> str:
 # Estimates at admission (replaced by the real usage when the request ends).
 
 OUTPUT_LIMIT_FIELDS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
+MAX_ESTIMATE_TOKENS = 2**31 - 1
+"""A client's `max_tokens` is its own to choose: keep the counters' integers far from overflow."""
 _NOT_TEXT_KEYS = frozenset({"model", "vmx", "data", "image_url", "file_data", "b64_json", "image"})
 """Fields whose strings are not text the model reads as tokens (ids, inline base64 payloads)."""
 
@@ -276,6 +310,6 @@ def estimated_tokens(body: Mapping[str, Any]) -> tuple[int, int]:
     for name in OUTPUT_LIMIT_FIELDS:
         value = body.get(name)
         if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-            output_tokens = value
+            output_tokens = min(value, MAX_ESTIMATE_TOKENS)
             break
-    return input_tokens, output_tokens
+    return min(input_tokens, MAX_ESTIMATE_TOKENS), output_tokens

@@ -15,6 +15,7 @@ Both stores apply `policy.exceeded` atomically to every counter of a request at 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -22,16 +23,21 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import redis
-import redis.asyncio
 import redis.exceptions
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import DatabaseError, transaction
 from django.db.models import F, Q, Sum
 
-from gateway.capacity.policy import Counter, Estimate, Metric, Used, exceeded
+from gateway.capacity.policy import Counter, Estimate, Metric, Used, exceeded, reservations_key
+from gateway.capacity.resp import RedisReplyError, RedisUnavailableError, RespClient
+from gateway.logs import ThrottledLog
 from gateway.models import CapacityCounter, CapacityReservation
 
+_refusals = ThrottledLog(logging.getLogger("vmx.capacity"), interval=10.0)
+
+MAX_LISTED = 10_000
+"""The admin looks at this many counters of one limit at most (one per dimension value)."""
 EXPIRY_MARGIN_SECONDS = 120
 """Counters outlive their window a little: instances' clocks differ by a few seconds at most."""
 
@@ -202,53 +208,31 @@ class RedisCapacityStore:
     """Counters in Redis: exact across every worker of every instance sharing it."""
 
     name = "redis"
-    MAX_CONNECTIONS = 16
-    """Per worker. A check-and-count holds a connection for a fraction of a millisecond."""
 
     def __init__(self, url: str, *, timeout: float = 3.0) -> None:
         self.url = url
         self.timeout = timeout
-        self._clients: dict[int, Any] = {}
-        """One asyncio client per event loop (a client's connections belong to its loop)."""
-        self._admit_sha: str | None = None
-        self._settle_sha: str | None = None
+        self._clients: dict[int, RespClient] = {}
+        """One client per event loop (a connection belongs to its loop): one pipelined connection."""
 
-    def _client(self) -> Any:
+    def _client(self) -> RespClient:
         loop = asyncio.get_running_loop()
         client = self._clients.get(id(loop))
         if client is None:
-            # A bounded pool that queues commands for a free connection: a burst of requests
-            # reuses a few connections instead of opening one each (a connect storm under load
-            # times out, and a timeout would serve uncounted). No CLIENT SETINFO round trips.
-            pool = redis.asyncio.BlockingConnectionPool.from_url(
-                self.url,
-                max_connections=self.MAX_CONNECTIONS,
-                timeout=self.timeout,
-                socket_timeout=self.timeout,
-                socket_connect_timeout=self.timeout,
-                driver_info=None,
-            )
-            client = redis.asyncio.Redis(connection_pool=pool)
+            client = RespClient(self.url, timeout=self.timeout)
             self._clients = {id(loop): client}  # an old loop (tests) is gone: drop its client
         return client
 
     async def _run(self, script: str, keys: list[str], args: list[Any]) -> Any:
-        client = self._client()
         try:
-            return await self._evalsha(client, script, keys, args)
-        except (redis.exceptions.RedisError, OSError, TimeoutError) as exc:
-            raise StoreUnavailableError(f"Redis: {type(exc).__name__}: {exc}") from exc
-
-    async def _evalsha(self, client: Any, script: str, keys: list[str], args: list[Any]) -> Any:
-        sha_name = "_admit_sha" if script is _ADMIT else "_settle_sha"
-        sha = getattr(self, sha_name)
-        if sha is not None:
-            try:
-                return await client.evalsha(sha, len(keys), *keys, *args)
-            except redis.exceptions.NoScriptError:
-                pass  # Redis restarted or was flushed: load it again
-        setattr(self, sha_name, await client.script_load(script))
-        return await client.evalsha(getattr(self, sha_name), len(keys), *keys, *args)
+            return await self._client().evalsha(script, keys, args)
+        except RedisReplyError as exc:
+            # Redis answered, and refused: not an outage but a defect (or a foreign key in the
+            # way). Loud, though the request is still served by the fail-open/closed rule.
+            _refusals.exception("refused", "Redis refused a capacity script: %s", exc)
+            raise StoreUnavailableError(f"Redis refused the capacity script: {exc}") from exc
+        except RedisUnavailableError as exc:
+            raise StoreUnavailableError(f"Redis: {exc}") from exc
 
     async def admit(
         self, *, groups: Sequence[Sequence[Charge]], reservation: str, reservation_expires: float
@@ -259,7 +243,7 @@ class RedisCapacityStore:
         for group, charges in enumerate(groups):
             for charge in charges:
                 counter = charge.counter
-                keys += [counter.key, counter.key + ":z"]
+                keys += [counter.key, reservations_key(counter.key)]
                 args += [
                     group,
                     _limit(counter.max_requests),
@@ -282,7 +266,7 @@ class RedisCapacityStore:
         keys: list[str] = []
         args: list[Any] = []
         for item in settlements:
-            keys += [item.counter.key, item.counter.key + ":z"]
+            keys += [item.counter.key, reservations_key(item.counter.key)]
             args += [
                 item.reservation,
                 item.reserved.tokens,
@@ -298,16 +282,20 @@ class RedisCapacityStore:
             self.url, socket_timeout=self.timeout, socket_connect_timeout=self.timeout, driver_info=None
         )
         try:
-            keys = [
-                key.decode()
-                for key in client.scan_iter(match=_glob_escape(key_prefix) + "*", count=1000)
-                if not key.endswith(b":z")
-            ]
+            keys = []
+            for key in client.scan_iter(match=_glob_escape(key_prefix) + "*", count=1000):
+                keys.append(key)
+                if len(keys) >= MAX_LISTED:
+                    break
+            pipeline = client.pipeline(transaction=False)
+            for key in keys:
+                pipeline.hmget(key, "r", "t", "c", "rt", "rc")
             found = []
-            for key in keys[:10_000]:
-                values = client.hmget(key, "r", "t", "c", "rt", "rc")
+            for key, values in zip(keys, pipeline.execute(raise_on_error=False), strict=True):
+                if isinstance(values, Exception):  # not a counter (another program's key): not ours to read
+                    continue
                 r, t, c, rt, rc = (int(v or 0) for v in values)
-                found.append((key, Used(requests=r, tokens=t + rt, cost_nanos=c + rc)))
+                found.append((key.decode(), Used(requests=r, tokens=t + rt, cost_nanos=c + rc)))
         except redis.exceptions.RedisError as exc:
             raise StoreUnavailableError(f"Redis: {type(exc).__name__}: {exc}") from exc
         finally:
@@ -352,12 +340,18 @@ class DatabaseCapacityStore:
             raise StoreUnavailableError(f"database: {type(exc).__name__}: {exc}") from exc
 
     def _admit(self, groups: Sequence[Sequence[Charge]], reservation: str, reservation_expires: float) -> Admission:
+        self._sweep()
         now = time.time()
         moment = datetime.fromtimestamp(now, UTC)
         charges = {charge.counter.key: charge for group in groups for charge in group}
         with transaction.atomic():
+            # In key order, like the locks below: two requests creating the same new counters at a
+            # window's start must not each wait for the other's insert (a deadlock on PostgreSQL).
             CapacityCounter.objects.bulk_create(
-                [CapacityCounter(key=key, expires_at=_moment(_expiry(c.counter))) for key, c in charges.items()],
+                [
+                    CapacityCounter(key=key, expires_at=_moment(_expiry(charges[key].counter)))
+                    for key in sorted(charges)
+                ],
                 ignore_conflicts=True,
             )
             # Locked in key order, so two requests sharing counters never deadlock.
@@ -438,7 +432,6 @@ class DatabaseCapacityStore:
                 list(rows.values()), ["tokens", "cost_nanos", "reserved_tokens", "reserved_cost_nanos"]
             )
             CapacityReservation.objects.filter(pk__in=[res.pk for res in held.values()]).delete()
-        self._sweep()
 
     def _sweep(self) -> None:
         """Delete counters whose window ended (with their reservations), at most once a minute."""

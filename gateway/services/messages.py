@@ -33,6 +33,7 @@ from gateway.converters.responses_to_anthropic import (
     anthropic_message,
 )
 from gateway.errors import (
+    CapacityExceededError,
     InvalidRequestError,
     UpstreamError,
     UpstreamStatusError,
@@ -405,8 +406,8 @@ async def count_tokens(
         )
 
     try:
-        _, _, parsed = await route_call(route=route, audit=audit, build=build, prime=parse_json_body)
-    except UpstreamError:
+        _, _, parsed = await route_call(route=route, audit=audit, build=build, prime=parse_json_body, learn=False)
+    except (UpstreamError, CapacityExceededError):  # no upstream to ask right now: estimate
         return estimate_input_tokens(body), True
     tokens = parsed.get("input_tokens") if isinstance(parsed, dict) else None
     if not isinstance(tokens, int):

@@ -139,6 +139,7 @@ async def route_call(
     build: Callable[[Leg], UpstreamRequest],
     prime: Callable[[Leg, UpstreamResponse], Awaitable[T]],
     revise: Revise | None = None,
+    learn: bool = True,
 ) -> tuple[Leg, UpstreamResponse, T]:
     """Try each leg until one answers and `prime` accepts its start; raise the last leg's error.
 
@@ -146,10 +147,13 @@ async def route_call(
     event) and raises an `UpstreamError` to reject the leg. The returned response is open for
     streams: the caller must `aclose()` it. `revise` may turn a failed call into a corrected one
     within the same leg (e.g. without parameters the model rejected), at most `MAX_REVISIONS`
-    times; the leg's attempt entry notes it.
+    times; the leg's attempt entry notes it. `learn`: whether the upstream's rate-limit headers
+    teach which connection x model to skip (not for side calls such as token counting).
     """
-    last_error: GatewayError | None = None
+    last_error: UpstreamError | None = None
+    skips: list[CapacityExceededError] = []
     publish = bool(settings.REDIS_URL)
+    gate = route.capacity
     start = 0
     while start < len(route.legs):
         index, skipped = await _next_leg(route, start)
@@ -159,15 +163,20 @@ async def route_call(
                 connection=route.legs[skip].connection.name,
                 model=route.legs[skip].entry.model,
                 started=time.monotonic(),
-                error=GatewayError(error.code or "skipped"),
+                # DESIGN.md 2.10: a connection's own limits read `capacity_exceeded` (dollars too).
+                error=GatewayError(
+                    "upstream_rate_limited" if error.code == "upstream_rate_limited" else "capacity_exceeded"
+                ),
                 notes=[error.message],
                 tries=0,
             )
-            last_error = error
+            skips.append(error)
         if index is None:
             break
         start = index + 1
         leg = route.legs[index]
+        if gate is not None:
+            gate.calling(index)
         started = time.monotonic()
         provider = provider_get(leg.connection)
         request = build(leg)
@@ -178,9 +187,13 @@ async def route_call(
             try:
                 try:
                     response = _redacted(provider, await provider.send(request))
-                    upstream_limits_observe(
-                        connection=leg.connection.name, model=leg.entry.model, headers=response.headers, publish=publish
-                    )
+                    if learn:
+                        upstream_limits_observe(
+                            connection=leg.connection.name,
+                            model=leg.entry.model,
+                            headers=response.headers,
+                            publish=publish,
+                        )
                     primed = await prime(leg, response)
                 except UpstreamError:
                     raise
@@ -190,7 +203,7 @@ async def route_call(
                 if response is not None:
                     exc.tries = response.tries
                     await response.aclose()
-                elif isinstance(exc, UpstreamStatusError):
+                elif learn and isinstance(exc, UpstreamStatusError):
                     upstream_limits_observe(
                         connection=leg.connection.name, model=leg.entry.model, headers=exc.headers, publish=publish
                     )
@@ -209,6 +222,8 @@ async def route_call(
                     notes=notes,
                     tries=tries,
                 )
+                if gate is not None:
+                    gate.failed(index)
                 last_error = exc
                 break
             except BaseException as exc:
@@ -234,11 +249,13 @@ async def route_call(
                 tries=tries + response.tries,
             )
             audit.connection, audit.model = leg.connection.name, leg.entry.model
-            if route.capacity is not None:
-                route.capacity.answered(index)
+            if gate is not None:
+                gate.answered(index)
             return leg, response, primed
-    assert last_error is not None  # a route always has at least one leg
-    raise with_retry_after(last_error) if isinstance(last_error, UpstreamError) else last_error
+    if last_error is not None:  # the last leg called failed: its error, whatever was skipped after it
+        raise with_retry_after(last_error)
+    # Every leg was skipped: the one whose room comes back first (a route has at least one leg).
+    raise min(skips, key=lambda error: math.inf if error.retry_after is None else error.retry_after)
 
 
 async def _next_leg(route: Route, start: int) -> tuple[int | None, dict[int, CapacityExceededError]]:

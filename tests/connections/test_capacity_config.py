@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import io
 import re
-import textwrap
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 import yaml
@@ -28,6 +26,7 @@ from connections.selectors import (
 )
 from connections.services import CapacitySpec, api_key_save, capacity_entries_replace, connection_save
 from gateway.capacity.policy import CapacityLimit
+from tests.connections.test_config_file import apply, write
 from tests.forms import form_defaults
 
 pytestmark = pytest.mark.django_db
@@ -63,18 +62,6 @@ def _fresh_snapshot():
     config_snapshot_invalidate()
     yield
     config_snapshot_invalidate()
-
-
-def write(tmp_path: Path, text: str, name: str = "vmx.yaml") -> Path:
-    path = tmp_path / name
-    path.write_text(textwrap.dedent(text))
-    return path
-
-
-def apply(path: Path, *args: str) -> str:
-    out = io.StringIO()
-    call_command("vmx_apply", str(path), *args, stdout=out)
-    return out.getvalue()
 
 
 def export() -> str:

@@ -27,3 +27,21 @@ def test_forwarded_addresses_are_believed_only_from_trusted_proxies(settings, pe
 def test_without_trusted_proxies_the_peer_is_the_client(settings):
     settings.VMX_TRUSTED_PROXIES = []
     assert client_address(peer="10.0.0.5", forwarded_for="203.0.113.7") == "10.0.0.5"
+
+
+@pytest.mark.parametrize(
+    ("peer", "forwarded_for", "expected"),
+    [
+        # Whatever a client writes further left, even unreadable, changes nothing.
+        ("10.0.0.5", "garbage, 203.0.113.9", "203.0.113.9"),
+        ("10.0.0.5", "203.0.113.9:4711", "203.0.113.9"),
+        ("10.0.0.5", "[2001:db8::7]:4711", "2001:db8::7"),
+        ("::ffff:10.0.0.5", "203.0.113.9", "203.0.113.9"),  # an IPv4 proxy seen through an IPv6 socket
+        ("10.0.0.5", "::ffff:203.0.113.9", "203.0.113.9"),
+        # The nearest entry unreadable: nothing to believe, the proxy's own address stays.
+        ("10.0.0.5", "203.0.113.9, garbage", "10.0.0.5"),
+    ],
+)
+def test_forwarded_addresses_are_read_from_the_right_as_proxies_write_them(settings, peer, forwarded_for, expected):
+    settings.VMX_TRUSTED_PROXIES = ["10.0.0.0/8"]
+    assert client_address(peer=peer, forwarded_for=forwarded_for) == expected

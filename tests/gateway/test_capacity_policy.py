@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gateway.capacity.gate import capacity_error
 from gateway.capacity.policy import (
@@ -163,3 +166,21 @@ def test_the_429_tells_when_to_come_back():
     )
     forever = capacity_error([(lifetime, Metric.TOKENS)], now=now)
     assert "retry-after" not in forever.headers and forever.headers["x-should-retry"] == "false"
+
+
+@given(st.floats(min_value=0, max_value=4_102_444_800, allow_nan=False))  # 1970 to 2100
+def test_windows_hold_the_moment_and_start_where_their_calendar_says(now):
+    moment = datetime.fromtimestamp(math.floor(now), UTC)
+    for period in ("minute", "hour", "day", "week", "month"):
+        start, end = window(period, now)
+        assert end is not None and start <= now < end
+        first = datetime.fromtimestamp(start, UTC)
+        assert (first.second, first.microsecond) == (0, 0)
+        if period != "minute":
+            assert first.minute == 0
+        if period in ("day", "week", "month"):
+            assert first.hour == 0
+        if period == "week":
+            assert first.weekday() == 0 and (moment - first).days < 7
+        if period == "month":
+            assert first.day == 1 and (first.year, first.month) == (moment.year, moment.month)

@@ -137,9 +137,9 @@ async def test_legs_are_counted_on_the_first_connection_with_room(store):
     groups = ([Charge(mandatory)], [Charge(first)], [Charge(second)])
     assert (await _admit(store, *groups))[1] == 1
     assert (await _admit(store, *groups))[1] == 2  # the first connection is full: the second leg
-    used = dict(await asyncio.to_thread(store.used, key_prefix="vmx:{cap}:", limit=10_000))
-    assert used[mandatory.key].requests == 2
-    assert used[first.key].requests == 1 and used[second.key].requests == 1
+    for counter, requests in ((mandatory, 2), (first, 1), (second, 1)):
+        [(_, used)] = await asyncio.to_thread(store.used, key_prefix=counter.key, limit=1)
+        assert used.requests == requests
 
 
 async def test_a_full_key_counts_nothing_anywhere(store):
@@ -178,3 +178,15 @@ async def test_redis_unreachable_is_a_store_failure():
     counter = _counter(CapacityLimit(period="minute", requests=1))
     with pytest.raises(StoreUnavailableError):
         await _admit(store, [Charge(counter)])
+
+
+async def test_no_value_a_client_chooses_reaches_another_counters_keys(store):
+    """Values end counter keys: none may spell another counter's key or its reservations' key."""
+    limit = CapacityLimit(period="day", tokens=1000, dimension="metadata", dimension_field="user")
+    name = f"t-{secrets.token_hex(4)}"
+    for user in ("X:z", "X", "reservations:X", "X=Y"):
+        [counter] = counters_for(
+            Scope("resource", name), [limit], now=time.time(), source_ip=None, metadata={"user": user}
+        )
+        for _ in range(2):
+            assert (await _admit(store, [Charge(counter, Estimate(tokens=10))]))[1] == 1

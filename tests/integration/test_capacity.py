@@ -74,6 +74,16 @@ def _connection(name: str, upstream: Any, path: str) -> dict[str, Any]:
     return {"name": name, "provider": "openai", "config": {"apiKey": f"sk-{name}-secret", "baseURL": base}}
 
 
+PRICE = 1000.0
+"""USD per 1M tokens, input and output alike: 0.001 $ a token keeps budgets easy to reason about."""
+
+
+def _estimated_cost(body: dict[str, Any]) -> float:
+    """What the gateway reserves for `body` at PRICE (its text / 4 + its max tokens)."""
+    input_tokens, output_tokens = estimated_tokens(body)
+    return (input_tokens + output_tokens) * PRICE / 1e6
+
+
 def _away_from_a_minute_boundary(margin: float = 8.0) -> None:
     """A test counting per minute must not straddle two windows."""
     left = 60 - time.time() % 60
@@ -146,6 +156,9 @@ def test_the_openai_sdk_waits_for_the_window_and_then_succeeds(gateway, upstream
         },
     )
     left = 60 - time.time() % 60
+    if left < 2:  # both requests must fall in one window
+        time.sleep(left + 0.1)
+        left = 60 - time.time() % 60
     if left > 6:  # be close to the end of a window, so the wait is short
         time.sleep(left - 4)
     client = openai.OpenAI(api_key=secret, base_url=f"{gateway.base_url}/v1", max_retries=2)
@@ -196,16 +209,14 @@ def test_a_budget_admits_at_most_what_it_is_worth_under_fifty_concurrent_request
     fifty simultaneous requests against a budget worth ten admit exactly ten."""
     resource, path, model = _name("cap-budget"), _name("budget"), _name("priced")
     body = {"model": resource, "messages": MESSAGES, "max_tokens": 30}
-    input_tokens, output_tokens = estimated_tokens(body)
-    price = 1000.0  # USD per 1M tokens: 0.001 $ a token, input and output
-    estimate = (input_tokens + output_tokens) * price / 1e6
+    estimate = _estimated_cost(body)
     connection = _name("cap-conn")
     _apply(
         gateway,
         tmp_path,
         {
             "connections": [_connection(connection, upstream, path)],
-            "pricing": [{"model": model, "input": price, "output": price}],
+            "pricing": [{"model": model, "input": PRICE, "output": PRICE}],
             "resources": [
                 {
                     "name": resource,
@@ -238,7 +249,7 @@ def test_a_budget_admits_at_most_what_it_is_worth_under_fifty_concurrent_request
 
     # The ten ended costing more than estimated (the fake reports 52 tokens each): their real cost
     # replaced the reservations, so the budget is spent and says so, on every worker.
-    spent = CHAT_USAGE["total_tokens"] * price / 1e6 * 10
+    spent = CHAT_USAGE["total_tokens"] * PRICE / 1e6 * 10
     time.sleep(0.5)
     again = [post(0) for _ in range(4)]
     assert {r.status_code for r in again} == {429}
@@ -246,21 +257,20 @@ def test_a_budget_admits_at_most_what_it_is_worth_under_fifty_concurrent_request
     assert f"${spent:,.4f}" in usage, usage
 
 
-def test_failed_and_abandoned_requests_release_their_reservations(gateway, upstream, tmp_path):
+def test_failed_and_abandoned_requests_never_leak_their_reservations(gateway, upstream, tmp_path):
     """LiteLLM #27639, #6288: reservations that leak turn into phantom 'budget exceeded'. Here a
-    budget worth three requests serves twenty that fail upstream or are abandoned mid-stream."""
+    budget worth three and a half requests serves ten that fail upstream (free), then three
+    streams abandoned before their usage report (charged their reservation), and no more."""
     key, secret, path, model = _name("cap-leak"), "vmx-" + secrets.token_hex(16), _name("leaky"), _name("priced")
     body = {"messages": MESSAGES, "max_tokens": 30}
-    input_tokens, output_tokens = estimated_tokens({"model": "x", **body})
-    price = 1000.0
-    estimate = (input_tokens + output_tokens) * price / 1e6
+    estimate = _estimated_cost({"model": "x", **body})
     conn = _name("cap-conn")
     _apply(
         gateway,
         tmp_path,
         {
             "connections": [_connection(conn, upstream, path)],
-            "pricing": [{"model": model, "input": price, "output": price}],
+            "pricing": [{"model": model, "input": PRICE, "output": PRICE}],
             "apiKeys": [
                 {
                     "name": key,
@@ -278,13 +288,16 @@ def test_failed_and_abandoned_requests_release_their_reservations(gateway, upstr
         with pytest.raises(openai.InternalServerError):
             client.chat.completions.create(model=f"{conn}/{model}", **body)
 
-    # Streams the client walks away from after the first chunk.
+    assert _admin_usage(gateway, "api_key", key).startswith("$0.0000 / ")  # failures cost nothing
+
+    # Streams the client walks away from after their first chunk, before any usage report: each
+    # is charged what it reserved, once: neither let off as free nor left holding room.
     slow = [
         b'data: {"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"hi"}}]}\n\n',
         5.0,
     ]
-    upstream.reply("POST", f"/{path}/v1/chat/completions", *[Reply(events=list(slow)) for _ in range(10)])
-    for _ in range(10):
+    upstream.reply("POST", f"/{path}/v1/chat/completions", *[Reply(events=list(slow)) for _ in range(3)])
+    for _ in range(3):
         with httpx2.stream(
             "POST",
             f"{gateway.base_url}/v1/chat/completions",
@@ -295,10 +308,10 @@ def test_failed_and_abandoned_requests_release_their_reservations(gateway, upstr
             assert stream.status_code == 200
             next(stream.iter_raw())
     time.sleep(1.0)  # the gateway notices the clients left and settles
-
-    # None of the twenty spent anything: the budget still admits three real requests.
-    answered = client.chat.completions.create(model=f"{conn}/{model}", **body)
-    assert answered.choices[0].message.content
+    assert _admin_usage(gateway, "api_key", key).startswith(f"${3 * estimate:,.4f} / ")
+    with pytest.raises(openai.RateLimitError) as caught:  # half a request's worth is left
+        client.chat.completions.create(model=f"{conn}/{model}", **body)
+    assert caught.value.code == "budget_exceeded"
 
 
 def test_tokens_are_counted_from_the_real_usage_of_streams(gateway, upstream, tmp_path):
