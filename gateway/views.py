@@ -194,6 +194,7 @@ class GatewayAPIView(View):
             metadata=envelope.metadata,
             prices=snapshot.prices,
             fail_closed=settings.VMX_CAPACITY_FAIL_CLOSED,
+            plan_key=(snapshot.revision, api_key.name, route.resource),
         )
 
     def envelope_and_route(

@@ -16,13 +16,13 @@ Invariants:
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import logging
+import math
 import secrets
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +46,8 @@ from gateway.capacity.stores import (
     StoreUnavailableError,
     capacity_store,
     reservation_of,
+    settle_in_background,
+    settlements_finished,
 )
 from gateway.errors import BudgetExceededError, CapacityExceededError, ServiceUnavailableError
 from gateway.logs import ThrottledLog
@@ -145,11 +147,8 @@ class CapacityGate:
         admission_id = f"{self.request}.{next(self._calls)}"
         # Held until the request can no longer be running: every remaining leg at its longest.
         expires = time.time() + sum(self._leg_seconds[considered[0] :]) + self._allowance
-        work = asyncio.ensure_future(
-            self.store.admit(groups=groups, reservation=admission_id, reservation_expires=expires)
-        )
         try:
-            admission = await asyncio.shield(work)
+            admission = await self.store.admit(groups=groups, reservation=admission_id, reservation_expires=expires)
         except StoreUnavailableError as exc:
             _count_failure()
             if self.fail_closed:
@@ -163,11 +162,6 @@ class CapacityGate:
             self._disabled = True
             self._admitted = True
             return considered[0], skipped
-        except asyncio.CancelledError:
-            # The client left while the store was counting it: whatever the store counted is
-            # released (the request count stays: it was admitted) once the store has answered.
-            work.add_done_callback(lambda done: self._abandon(done, groups, admission_id))
-            raise
         if 0 in admission.crossed:
             raise capacity_error(admission.crossed[0], now=time.time())
         for group, index in enumerate(considered, start=1):
@@ -187,25 +181,6 @@ class CapacityGate:
         leg = legs[admission.chosen - 1]
         reservation = reservation_of(admission_id, admission.chosen)
         self._counted += [_Counted(charge, reservation, leg) for charge in groups[admission.chosen]]
-
-    def _abandon(self, done: asyncio.Future[Admission], groups: list[list[Charge]], admission_id: str) -> None:
-        if done.cancelled() or done.exception() is not None:
-            return
-        chosen = done.result().chosen
-        if chosen is None:
-            return
-        counted = [(0, charge) for charge in groups[0]] + [(chosen, charge) for charge in groups[chosen]]
-        settlements = [
-            Settlement(
-                counter=charge.counter,
-                reservation=reservation_of(admission_id, group),
-                reserved=charge.estimate,
-                actual=Estimate(),
-            )
-            for group, charge in counted
-            if _counts_usage(charge.counter)
-        ]
-        _spawn_settle(self.store, settlements)
 
     def calling(self, leg: int) -> None:
         """The leg is being called: if the request ends before its outcome is known (the client
@@ -269,40 +244,27 @@ def capacity_error(crossed: list[tuple[Counter, Metric]], *, now: float) -> Capa
 
 
 # ------------------------------------------------------------------------------------------------
-# Settling off the request path
+# Settling off the request path (the tasks live in `stores`, which also releases what a cancelled
+# admission counted).
 
-_settling: set[asyncio.Task[None]] = set()
+capacity_settled = settlements_finished
 
 
 def _spawn_settle(store: CapacityStore, settlements: list[Settlement]) -> None:
-    if not settlements:
-        return
-    work = _settle(store, settlements)
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:  # finished outside the event loop (a test, a command): settle now
-        asyncio.run(work)
-        return
-    task = loop.create_task(work)
-    _settling.add(task)
-    task.add_done_callback(_settling.discard)
+    settle_in_background(store, settlements, on_failure=_settle_failed)
 
 
-async def _settle(store: CapacityStore, settlements: list[Settlement]) -> None:
-    try:
-        await store.settle(settlements=settlements)
-    except StoreUnavailableError as exc:
-        _count_failure()
-        _store_failures.warning("settle", "capacity store unavailable; a request's usage was not counted (%s)", exc)
-
-
-async def capacity_settled(within: float) -> None:
-    """Wait (at most `within` seconds) for settlements in flight (shutdown; tests)."""
-    if _settling:
-        await asyncio.wait(list(_settling), timeout=within)
+def _settle_failed(exc: StoreUnavailableError) -> None:
+    _count_failure()
+    _store_failures.warning("settle", "capacity store unavailable; a request's usage was not counted (%s)", exc)
 
 
 # ------------------------------------------------------------------------------------------------
+
+
+_plans: dict[Hashable, tuple[float, list[Charge], list[list[Charge]]]] = {}
+"""Charges that depend on nothing but the configuration and the clock, by the caller's key."""
+MAX_PLANS = 10_000
 
 
 def capacity_gate_open(
@@ -318,30 +280,53 @@ def capacity_gate_open(
     prices: PriceList,
     fail_closed: bool,
     store: CapacityStore | None = None,
+    plan_key: Hashable | None = None,
 ) -> CapacityGate | None:
-    """The request's gate, or None when nothing it touches has limits (the common, free case)."""
+    """The request's gate, or None when nothing it touches has limits (the common, free case).
+
+    `plan_key` names everything the limits depend on besides the request (configuration
+    revision, key, route): requests that count only requests and per no dimension then reuse
+    their counters until the first of their windows ends, instead of working them out again.
+    """
     if not api_key_limits and not resource_limits and not any(leg.limits for leg in legs):
         return None
     now = time.time()
-    mandatory = counters_for(Scope("api_key", api_key), api_key_limits, now=now, source_ip=source_ip, metadata=metadata)
-    if resource is not None:
-        mandatory += counters_for(
-            Scope("resource", resource), resource_limits, now=now, source_ip=source_ip, metadata=metadata
+    planned = _plans.get(plan_key) if plan_key is not None else None
+    if planned is not None and now < planned[0]:
+        mandatory_charges, leg_charges = planned[1], planned[2]
+    else:
+        mandatory = counters_for(
+            Scope("api_key", api_key), api_key_limits, now=now, source_ip=source_ip, metadata=metadata
         )
-    per_leg = [
-        counters_for(Scope("connection", leg.connection), leg.limits, now=now, source_ip=source_ip, metadata=metadata)
-        for leg in legs
-    ]
-    counts_usage = any(_counts_usage(c) for c in mandatory) or any(_counts_usage(c) for cs in per_leg for c in cs)
-    input_tokens, output_tokens = estimated_tokens(body) if counts_usage else (0, 0)
+        if resource is not None:
+            mandatory += counters_for(
+                Scope("resource", resource), resource_limits, now=now, source_ip=source_ip, metadata=metadata
+            )
+        per_leg = [
+            counters_for(
+                Scope("connection", leg.connection), leg.limits, now=now, source_ip=source_ip, metadata=metadata
+            )
+            for leg in legs
+        ]
+        every = [*mandatory, *(counter for counters in per_leg for counter in counters)]
+        counts_usage = any(_counts_usage(counter) for counter in every)
+        input_tokens, output_tokens = estimated_tokens(body) if counts_usage else (0, 0)
 
-    def charges(counters: list[Counter], model: str) -> list[Charge]:
-        return [_estimated(c, model, input_tokens, output_tokens, prices) for c in counters]
+        def charges(counters: list[Counter], model: str) -> list[Charge]:
+            return [_estimated(c, model, input_tokens, output_tokens, prices) for c in counters]
 
+        mandatory_charges = charges(mandatory, legs[0].model)
+        leg_charges = [charges(counters, leg.model) for leg, counters in zip(legs, per_leg, strict=True)]
+        per_value = any(limit.dimension for counter in every for limit in counter.limits)
+        if plan_key is not None and not counts_usage and not per_value:
+            ends = [counter.window_end for counter in every if counter.window_end is not None]
+            if len(_plans) >= MAX_PLANS:
+                _plans.clear()
+            _plans[plan_key] = (min(ends, default=math.inf), mandatory_charges, leg_charges)
     return CapacityGate(
         store=store or capacity_store(),
-        mandatory=charges(mandatory, legs[0].model),
-        leg_charges=[charges(counters, leg.model) for leg, counters in zip(legs, per_leg, strict=True)],
+        mandatory=mandatory_charges,
+        leg_charges=leg_charges,
         leg_seconds=[leg.longest_seconds for leg in legs],
         stream=body.get("stream") is True,
         fail_closed=fail_closed,

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -88,6 +88,63 @@ class CapacityStore(Protocol):
         """Synchronous read for the admin: the counters whose key starts with `key_prefix`
         (at most `limit`, the busiest first), as (key, figures in use)."""
         ...
+
+
+# ------------------------------------------------------------------------------------------------
+# Settling in the background, and releasing what an abandoned admission counted
+
+_settling: set[asyncio.Task[None]] = set()
+
+
+def settle_in_background(
+    store: CapacityStore,
+    settlements: Sequence[Settlement],
+    *,
+    on_failure: Callable[[StoreUnavailableError], None] | None = None,
+) -> None:
+    """Settle off the request path (inline when there is no event loop: a command, a test)."""
+    if not settlements:
+        return
+
+    async def work() -> None:
+        try:
+            await store.settle(settlements=settlements)
+        except StoreUnavailableError as exc:
+            if on_failure is not None:
+                on_failure(exc)
+
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        asyncio.run(work())
+        return
+    task = loop.create_task(work())
+    _settling.add(task)
+    task.add_done_callback(_settling.discard)
+
+
+async def settlements_finished(within: float) -> None:
+    """Wait (at most `within` seconds) for settlements in flight (shutdown; tests)."""
+    if _settling:
+        await asyncio.wait(list(_settling), timeout=within)
+
+
+def _releases(groups: Sequence[Sequence[Charge]], reservation: str, chosen: int | None = None) -> list[Settlement]:
+    """Settlements that give back what `admit` may have reserved (of the groups it may have
+    counted: all when unknown), adding nothing: releasing a reservation that is not there is a
+    no-op, so this is safe whether the admission counted or not. The request counts stay."""
+    counted = range(len(groups)) if chosen is None else (0, chosen)
+    return [
+        Settlement(
+            counter=charge.counter,
+            reservation=reservation_of(reservation, group),
+            reserved=charge.estimate,
+            actual=Estimate(),
+        )
+        for group in counted
+        for charge in groups[group]
+        if _reserves(charge)
+    ]
 
 
 def _expiry(counter: Counter) -> float | None:
@@ -254,7 +311,13 @@ class RedisCapacityStore:
                     _ms(_expiry(counter)),
                 ]
                 index.append((group, counter))
-        reply = await self._run(_ADMIT, keys, args)
+        try:
+            reply = await self._run(_ADMIT, keys, args)
+        except asyncio.CancelledError:
+            # The client left with the script sent: it may have counted. A release queued behind
+            # it on the same connection runs after it, so nothing stays reserved either way.
+            settle_in_background(self, _releases(groups, reservation))
+            raise
         chosen = int(reply[0])
         admission = Admission(chosen=chosen if chosen > 0 else None)
         for position in range(1, len(reply), 2):
@@ -325,9 +388,20 @@ class DatabaseCapacityStore:
     async def admit(
         self, *, groups: Sequence[Sequence[Charge]], reservation: str, reservation_expires: float
     ) -> Admission:
-        admission: Admission = await self._call(
-            sync_to_async(self._admit, thread_sensitive=False)(groups, reservation, reservation_expires)
+        work = asyncio.ensure_future(
+            self._call(sync_to_async(self._admit, thread_sensitive=False)(groups, reservation, reservation_expires))
         )
+        try:
+            admission: Admission = await asyncio.shield(work)
+        except asyncio.CancelledError:
+            # The client left; the transaction goes on in its thread. Once it has committed,
+            # give back what it reserved.
+            def release(done: asyncio.Future[Admission]) -> None:
+                if not done.cancelled() and done.exception() is None and done.result().chosen is not None:
+                    settle_in_background(self, _releases(groups, reservation, done.result().chosen))
+
+            work.add_done_callback(release)
+            raise
         return admission
 
     async def settle(self, *, settlements: Sequence[Settlement]) -> None:

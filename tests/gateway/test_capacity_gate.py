@@ -165,3 +165,37 @@ async def test_a_full_key_is_a_429_that_counts_nothing(store):
         await gate.choose([0])
     assert caught.value.code == "capacity_exceeded" and "10,000 tokens per day" in caught.value.message
     assert await _tokens_used(store, key) == 0
+
+
+async def test_planned_counters_are_reused_only_where_nothing_about_the_request_matters(store):
+    """Per-user limits are never served from the plan: each user keeps a counter of their own."""
+    key = f"g-{secrets.token_hex(3)}"
+    per_user = (CapacityLimit(period="day", requests=1, dimension="metadata", dimension_field="user"),)
+
+    def gate(user: str, limits: tuple[CapacityLimit, ...]) -> CapacityGate:
+        opened = capacity_gate_open(
+            api_key=key,
+            api_key_limits=limits,
+            resource=None,
+            resource_limits=(),
+            legs=[LegCapacity(connection="c", model="m", limits=(), longest_seconds=10)],
+            body=BODY,
+            source_ip=None,
+            metadata={"user": user},
+            prices=PriceList(exact={}),
+            fail_closed=False,
+            store=store,
+            plan_key=("revision", key, limits),
+        )
+        assert opened is not None
+        return opened
+
+    assert (await gate("alice", per_user).choose([0]))[0] == 0
+    assert (await gate("bob", per_user).choose([0]))[0] == 0
+    with pytest.raises(CapacityExceededError):
+        await gate("alice", per_user).choose([0])
+    whole = (CapacityLimit(period="day", requests=2),)
+    assert (await gate("alice", whole).choose([0]))[0] == 0
+    assert (await gate("bob", whole).choose([0]))[0] == 0  # from the plan: the same counter
+    with pytest.raises(CapacityExceededError):
+        await gate("carol", whole).choose([0])
