@@ -2,12 +2,13 @@
 
 Starts nginx + echo as a fake OpenAI upstream with a fixed 20 ms think time, measures it directly,
 then through the gateway (gunicorn -c gunicorn.conf.py, 2 workers then 1, audit and auth on, a
-fresh SQLite database), then optionally through Portkey's gateway, with wrk (latency, requests/s),
+fresh SQLite database), then the capacity-limits comparison (no limits / REDIS_URL set / a key
+limit on Redis, interleaved), then optionally through Portkey's gateway, with wrk (latency, requests/s),
 bench/streamclient.py (time to first byte of streams, the 2,000-stream hold test) and /proc (CPU
 seconds, RSS). Writes docs/benchmarks.md and prints the tables. Loopback only; every process it
 starts is stopped on exit, Ctrl-C included.
 
-    .venv/bin/python bench/run.py [--peers] [--quick] [--note TEXT]
+    .venv/bin/python bench/run.py [--peers] [--quick] [--note TEXT] [--no-limits-point | --limits-only]
     .venv/bin/python bench/run.py profile [--seconds 20]   # py-spy: top self-time frames of a worker
 """
 
@@ -253,6 +254,20 @@ def cpu_seconds(pids: list[int]) -> float:
             continue
         total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
     return total / ticks
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores spent busy since boot (/proc/stat: user, nice, system, irq, softirq, steal)."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def own_children_seconds() -> float:
+    """CPU seconds of this process and of its finished children (wrk, the clients)."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    return children.ru_utime + children.ru_stime + me.ru_utime + me.ru_stime
 
 
 def rss_mib(pid: int) -> float:
@@ -522,8 +537,9 @@ def direct_target(nginx: subprocess.Popen[bytes], port: int) -> Target:
     )
 
 
-def gateway_config(upstream_port: int) -> str:
+def gateway_config(upstream_port: int, key_capacity: str | None = None) -> str:
     base = f"http://127.0.0.1:{upstream_port}"
+    capacity = f"    capacity:\n      - {key_capacity}\n" if key_capacity else ""
     return f"""\
 connections:
   - name: bench
@@ -541,13 +557,22 @@ apiKeys:
   - name: bench
     key: {API_KEY}
     resources: "*"
-"""
+{capacity}"""
 
 
 def start_gateway(
-    procs: Processes, workdir: Path, upstream_port: int, workers: int
+    procs: Processes,
+    workdir: Path,
+    upstream_port: int,
+    workers: int,
+    *,
+    extra_env: dict[str, str] | None = None,
+    key_capacity: str | None = None,
+    tag: str = "",
 ) -> tuple[subprocess.Popen[bytes], int, Path]:
-    run_dir = Path(tempfile.mkdtemp(prefix=f"gw{workers}-", dir=workdir))
+    """`extra_env` (e.g. REDIS_URL) is added to the clean environment; `key_capacity` is one
+    `capacity:` entry (flow-style YAML) on the bench API key."""
+    run_dir = Path(tempfile.mkdtemp(prefix=f"gw{workers}{tag}-", dir=workdir))
     # A clean environment for the gateway, except the upstream transport switch (for A/B runs).
     env = {
         k: v
@@ -562,8 +587,9 @@ def start_gateway(
         DJANGO_SETTINGS_MODULE="vmx_project.settings",
         PYTHONUNBUFFERED="1",
     )
+    env.update(extra_env or {})
     config = run_dir / "bench.yaml"
-    config.write_text(gateway_config(upstream_port))
+    config.write_text(gateway_config(upstream_port, key_capacity))
     python = str(VENV_BIN / "python")
     for args in (["migrate", "--no-input", "-v", "0"], ["vmx_apply", str(config)]):
         done = run_quiet([python, "manage.py", *args], timeout=180, cwd=REPO, env=env)
@@ -638,6 +664,314 @@ def portkey_target(node: subprocess.Popen[bytes], port: int, upstream_port: int)
         },
         hold=Scenario(f"{base}/v1/chat/completions", {**HOLD_BODY, "model": "bench-model"}, headers("/slow/v1"), True),
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Capacity limits: the same gateway without limits, with REDIS_URL set, and with a key limit
+
+
+REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
+LIMIT_ENTRY = "{period: minute, requests: 1000000000}"  # never reached: measures the counting alone
+LIMITS_WORKERS = 2
+QUIET_CORES = 0.1  # other load (cores) below which the machine counts as quiet for a limits point
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    key: str
+    label: str
+    redis_db: int | None
+    key_capacity: str | None
+
+
+def limits_configs(first_db: int) -> list[LimitsConfig]:
+    """A: today's default; B: Redis configured but nothing limited; C: a minute limit on the key."""
+    return [
+        LimitsConfig("A", "A: no limits, no REDIS_URL", None, None),
+        LimitsConfig("B", f"B: no limits, REDIS_URL …/{first_db}", first_db, None),
+        LimitsConfig("C", f"C: key limit `{LIMIT_ENTRY}`, REDIS_URL …/{first_db + 1}", first_db + 1, LIMIT_ENTRY),
+    ]
+
+
+def redis_url(db: int) -> str:
+    return f"redis://{REDIS_HOST}:{REDIS_PORT}/{db}"
+
+
+def redis_client(db: int) -> Any:
+    import redis
+
+    return redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=db, socket_timeout=3, socket_connect_timeout=2)
+
+
+def redis_problem(db: int) -> str | None:
+    """None if Redis answers PING on 127.0.0.1:6379, else why not."""
+    import redis
+
+    try:
+        client = redis_client(db)
+        client.ping()
+        client.close()
+    except (redis.RedisError, OSError) as exc:
+        return f"{type(exc).__name__}: {exc}"[:160]
+    return None
+
+
+def redis_flush(dbs: list[int], *, before: bool = False) -> None:
+    """FLUSHDB each of `dbs`; `before` the run, name a db that already held keys (someone else's?)."""
+    import redis
+
+    for db in dbs:
+        try:
+            client = redis_client(db)
+            held = client.dbsize() if before else 0
+            if held:
+                log(f"limits: flushing Redis db {db} ({held} keys; pick other dbs with --limits-redis-db if not ours)")
+            client.flushdb()
+            client.close()
+        except (redis.RedisError, OSError) as exc:
+            log(f"limits: could not flush Redis db {db}: {exc}")
+
+
+def redis_server_pid(db: int) -> int | None:
+    """The Redis server's process id (INFO), if it runs on this machine and /proc shows it."""
+    import redis
+
+    try:
+        client = redis_client(db)
+        pid = int(client.info("server").get("process_id", 0))
+        client.close()
+    except (redis.RedisError, OSError, ValueError):
+        return None
+    return pid if pid and Path(f"/proc/{pid}/stat").exists() else None
+
+
+def redis_counted(db: int) -> dict[str, int]:
+    """The capacity counters in `db`: how many, and the requests they counted (field `r`)."""
+    client = redis_client(db)
+    try:
+        # Counters of keys, resources and connections (reservations live under `reservations:`).
+        keys = list(client.scan_iter(match="vmx:{cap}:[krc]:*", count=1000))
+        requests = sum(int(client.hget(k, "r") or 0) for k in keys)
+    finally:
+        client.close()
+    return {"counters": len(keys), "requests": requests}
+
+
+def limits_comparison(
+    procs: Processes, settings: Settings, nginx_pid: int, upstream_port: int, args: argparse.Namespace
+) -> dict[str, Any]:
+    """Gateways A, B and C (2 workers each) up together; chat c=64 on each in turn, the order
+    rotated every round (ABC, BCA, CAB, …) so drift and position in the round hit all alike."""
+    configs = limits_configs(args.limits_redis_db)
+    dbs = [c.redis_db for c in configs if c.redis_db is not None]
+    result: dict[str, Any] = {
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "load_before": " ".join(Path("/proc/loadavg").read_text().split()[:3]),
+        "workers": LIMITS_WORKERS,
+        "concurrency": list(args.limits_concurrency),
+        "rounds": args.limits_rounds,
+        "duration": settings.duration,
+        "warmup": settings.warmup,
+        "quiet_wait": args.limits_quiet_wait,
+        "configs": {c.key: {"label": c.label, "points": []} for c in configs},
+        "order": [],
+    }
+    problem = redis_problem(dbs[0])
+    if problem:
+        log(f"limits: no Redis on {REDIS_HOST}:{REDIS_PORT} ({problem}); configurations B and C are skipped")
+        result["redis_missing"] = problem
+        for config in configs:
+            if config.redis_db is not None:
+                result["configs"][config.key]["na"] = f"skipped: no Redis on {REDIS_HOST}:{REDIS_PORT}"
+        configs, dbs = [c for c in configs if c.redis_db is None], []
+    redis_flush(dbs, before=True)
+    redis_pid = redis_server_pid(dbs[0]) if dbs else None
+    running: dict[str, tuple[subprocess.Popen[bytes], Scenario]] = {}
+
+    def bench_cpu_seconds() -> float:
+        trees = [pid for gunicorn, _ in running.values() for pid in process_tree(gunicorn.pid)]
+        trees += process_tree(nginx_pid) + ([redis_pid] if redis_pid else [])
+        return cpu_seconds(trees) + own_children_seconds()
+
+    def wait_quiet() -> tuple[float, float]:
+        """Wait (at most --limits-quiet-wait s) until processes outside the bench use < 0.1 cores
+        over a second; (seconds waited, the last such load)."""
+        started = time.monotonic()
+        while True:
+            ours, busy = bench_cpu_seconds(), machine_busy_seconds()
+            time.sleep(1.0)
+            other = max(0.0, (machine_busy_seconds() - busy) - (bench_cpu_seconds() - ours))
+            waited = time.monotonic() - started
+            if other < QUIET_CORES or waited >= args.limits_quiet_wait:
+                return waited, other
+
+    try:
+        for config in configs:
+            env = {"REDIS_URL": redis_url(config.redis_db)} if config.redis_db is not None else {}
+            try:
+                gunicorn, port, _ = start_gateway(
+                    procs,
+                    settings.workdir,
+                    upstream_port,
+                    LIMITS_WORKERS,
+                    extra_env=env,
+                    key_capacity=config.key_capacity,
+                    tag=config.key,
+                )
+            except RuntimeError as exc:  # e.g. vmx_apply rejected the limit: report it, go on
+                log(f"limits / {config.label}: n/a (gateway did not start: {exc})")
+                result["configs"][config.key]["na"] = f"gateway did not start: {str(exc)[:200]}"
+                continue
+            scenario = gateway_target(gunicorn, port, LIMITS_WORKERS).scenarios["chat"]
+            assert isinstance(scenario, Scenario)
+            failed = probe(scenario)
+            if failed:
+                log(f"limits / {config.label}: n/a ({failed})")
+                result["configs"][config.key]["na"] = f"endpoint errored: {failed}"
+                procs.stop(gunicorn, timeout=30)
+                continue
+            running[config.key] = (gunicorn, scenario)
+            log(f"limits / {config.label}: gateway on 127.0.0.1:{port}")
+        for _gunicorn, scenario in running.values():
+            wrk_point(settings, scenario, 16, settings.warmup)
+        keys = list(running)
+        for round_index in range(args.limits_rounds):
+            shift = round_index % len(keys) if keys else 0
+            order = keys[shift:] + keys[:shift]
+            result["order"].append("".join(order))
+            for concurrency in args.limits_concurrency:
+                for key in order:
+                    gunicorn, scenario = running[key]
+                    waited, other_before = wait_quiet() if args.limits_quiet_wait else (0.0, 0.0)
+                    if other_before >= QUIET_CORES:
+                        log(f"limits: still {other_before:.2f} cores of other load after {waited:.0f} s; measuring")
+                    pids = process_tree(gunicorn.pid)
+                    cpu_before = cpu_seconds(pids)
+                    redis_before = cpu_seconds([redis_pid]) if redis_pid else 0.0
+                    ours_before, busy_before = bench_cpu_seconds(), machine_busy_seconds()
+                    point = wrk_point(settings, scenario, concurrency, settings.duration)
+                    point["cpu_seconds"] = cpu_seconds(process_tree(gunicorn.pid)) - cpu_before
+                    if redis_pid:
+                        point["redis_cpu_seconds"] = cpu_seconds([redis_pid]) - redis_before
+                    # What the machine spent outside the bench (its gateways, nginx, Redis, wrk):
+                    # other work that competed with this point, in cores.
+                    outside = (machine_busy_seconds() - busy_before) - (bench_cpu_seconds() - ours_before)
+                    point["other_cores"] = max(0.0, outside) / point["seconds"] if point["seconds"] else 0.0
+                    point["round"] = round_index + 1
+                    point["waited_for_quiet_s"] = waited
+                    point.pop("raw", None)
+                    result["configs"][key]["points"].append(point)
+                    log(
+                        f"limits round {round_index + 1} / {key} c={concurrency}: {point['rps']:.0f} req/s "
+                        f"p50 {point['p50_ms']:.1f} ms p99 {point['p99_ms']:.1f} ms errors {point['errors']}, "
+                        f"other load {point['other_cores']:.2f} cores"
+                    )
+        for config in configs:
+            if config.redis_db is not None and config.key in running:
+                result["configs"][config.key]["redis"] = redis_counted(config.redis_db)
+    finally:
+        for gunicorn, _ in running.values():
+            procs.stop(gunicorn, timeout=30)
+        redis_flush(dbs)
+    for key, config in result["configs"].items():
+        counted = config.get("redis")
+        if counted:
+            log(f"limits / {key}: its Redis db holds {counted['counters']} counters, {counted['requests']} requests")
+    return result
+
+
+def limits_summary(points: list[dict[str, Any]], concurrency: int) -> dict[str, Any] | None:
+    """All rounds at `concurrency` together: requests/s over the summed time, median p50 and p99,
+    gateway CPU seconds per 1,000 requests."""
+    mine = [p for p in points if p["concurrency"] == concurrency]
+    if not mine:
+        return None
+    seconds = sum(p["seconds"] for p in mine)
+    requests = sum(p["requests"] for p in mine)
+
+    def median(values: list[float]) -> float:
+        ordered = sorted(values)
+        middle = len(ordered) // 2
+        return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+    return {
+        "rps": sum(p["ok"] for p in mine) / seconds if seconds else 0.0,
+        "rounds_rps": [p["rps"] for p in mine],
+        "p50_ms": median([p["p50_ms"] for p in mine]),
+        "p99_ms": median([p["p99_ms"] for p in mine]),
+        "errors": sum(p["errors"] for p in mine),
+        "cpu_per_1k": sum(p.get("cpu_seconds", 0.0) for p in mine) / requests * 1000 if requests else None,
+        "other_cores": max((p.get("other_cores", 0.0) for p in mine), default=0.0),
+        "redis_cpu_per_1k": (
+            sum(p["redis_cpu_seconds"] for p in mine) / requests * 1000
+            if requests and all("redis_cpu_seconds" in p for p in mine)
+            else None
+        ),
+    }
+
+
+def render_limits(limits: dict[str, Any]) -> list[str]:
+    configs: dict[str, Any] = limits["configs"]
+    lines = [
+        f"## Capacity limits ({limits['workers']} workers, Chat Completions plain)",
+        "",
+        f"Run {limits['date']} (load average before {limits['load_before']}). Three gateways up together, "
+        f"each with {limits['workers']} workers and its own database; after a {limits['warmup']:g} s warm-up "
+        f"each, {limits['rounds']} rounds of {limits['duration']:g} s points, the order rotated every round "
+        f"({', '.join(limits['order']) or DASH}). *requests/s* is over all rounds together; p50 / p99 are "
+        "the median of the rounds; CPU: utime + stime of the gateway's processes (master and workers) and, "
+        "separately, of the Redis server over the points, per 1,000 requests. Before each point the harness "
+        f"waited (at most {limits.get('quiet_wait', 0):g} s) for other load below {QUIET_CORES:g} cores: "
+        f"{sum(p.get('waited_for_quiet_s', 0.0) for c in configs.values() for p in c.get('points', [])):.0f} s "
+        "in all. *Other load*: the most CPU "
+        "(in cores, of 2) that processes outside the bench used during one of the configuration's points "
+        "(/proc/stat minus the bench's gateways, nginx, Redis and wrk): above ~0.1 the point competed with "
+        "other work and the comparison is noisier.",
+        "",
+        "| configuration | c | requests/s | vs A | requests/s per round | p50 / p99 (ms) | CPU s / 1,000 req: "
+        "gateway · Redis | other load |",
+        "|---|---:|---:|---:|---|---:|---:|---:|",
+    ]
+    for concurrency in limits["concurrency"]:
+        base = limits_summary(configs.get("A", {}).get("points", []), concurrency)
+        for config in configs.values():
+            if "na" in config:
+                lines.append(
+                    f"| {config['label']} | {concurrency} | n/a | {DASH} | {config['na']} | {DASH} | {DASH} | {DASH} |"
+                )
+                continue
+            summary = limits_summary(config["points"], concurrency)
+            if summary is None:
+                continue
+            if config is configs.get("A"):
+                change = "base"
+            else:
+                change = f"{(summary['rps'] / base['rps'] - 1) * 100:+.1f} %" if base and base["rps"] else DASH
+            errors = f" ⚠ {summary['errors']:,} failed" if summary["errors"] else ""
+            lines.append(
+                f"| {config['label']} | {concurrency} | {summary['rps']:,.0f}{errors} | {change} | "
+                + " / ".join(f"{v:,.0f}" for v in summary["rounds_rps"])
+                + f" | {summary['p50_ms']:.1f} / {summary['p99_ms']:.1f} | {fmt(summary['cpu_per_1k'], 3)} · "
+                f"{fmt(summary['redis_cpu_per_1k'], 3)} | {summary['other_cores']:.2f} |"
+            )
+    lines.append("")
+    for key, config in configs.items():
+        counted = config.get("redis")
+        if counted is None:
+            continue
+        if not counted["counters"]:
+            lines.append(f"- {key}: its Redis db held no capacity counter afterwards (nothing was counted).")
+            continue
+        made = sum(p["requests"] for p in config["points"])
+        lines.append(
+            f"- {key}: its Redis db held {counted['counters']} capacity counter(s) (one per minute window) with "
+            f"{counted['requests']:,} requests counted; wrk completed {made:,} in the measured points, besides the "
+            "probe and the warm-up."
+        )
+    if limits.get("redis_missing"):
+        lines.append(f"- B and C skipped: no Redis on {REDIS_HOST}:{REDIS_PORT} ({limits['redis_missing']}).")
+    lines.append("")
+    return lines
 
 
 # ---------------------------------------------------------------------------------------------
@@ -727,7 +1061,7 @@ def render(report: dict[str, Any]) -> str:
         "the same concurrency. Cells: **p50 / p99 latency (ms) · requests/s**; ⚠ marks failed requests.",
         "",
     ]
-    for name, title in SCENARIOS.items():
+    for name, title in SCENARIOS.items() if keys else ():
         lines += [f"## {title}", ""]
         header = ["c"] + [targets[k]["label"] for k in keys]
         direct = targets.get("direct", {}).get("scenarios", {}).get(name, {})
@@ -771,12 +1105,16 @@ def render(report: dict[str, Any]) -> str:
             if na:
                 lines.append(f"- {targets[k]['label']}: n/a, {na}")
         lines.append("")
-    lines += [
-        "## Resources",
-        "",
-        "| | " + " | ".join(targets[k]["label"] for k in keys) + " |",
-        "|---|" + "---:|" * len(keys),
-    ]
+    lines += (
+        []
+        if not keys
+        else [
+            "## Resources",
+            "",
+            "| | " + " | ".join(targets[k]["label"] for k in keys) + " |",
+            "|---|" + "---:|" * len(keys),
+        ]
+    )
     rows: dict[str, Callable[[dict[str, Any]], str]] = {
         "peak requests/s, plain chat (any c)": peak_rps,
         "CPU s per 1,000 requests (chat c=64, all processes)": lambda t: fmt((t.get("cpu") or {}).get("per_1k"), 3),
@@ -788,9 +1126,11 @@ def render(report: dict[str, Any]) -> str:
         "hold: peak streams open at once": lambda t: fmt((t.get("hold") or {}).get("peak_open")),
         "hold: peak RSS, all processes (MiB)": lambda t: fmt((t.get("hold") or {}).get("peak_rss_mib"), 0),
     }
-    for title, get in rows.items():
+    for title, get in rows.items() if keys else ():
         lines.append(f"| {title} | " + " | ".join(get(targets[k]) for k in keys) + " |")
     lines.append("")
+    if report.get("limits"):
+        lines += render_limits(report["limits"])
     if report.get("profile"):
         lines += ["## Profile", "", report["profile"], ""]
     return "\n".join(lines)
@@ -874,7 +1214,8 @@ def run_bench(args: argparse.Namespace) -> None:
         "concurrency": list(settings.concurrency),
         "hold_streams": settings.hold_streams,
         "hold_seconds": settings.hold_seconds,
-        "settings": (
+        "settings": ("only the capacity-limits comparison ran (--limits-only); " if args.limits_only else "")
+        + (
             f"wrk {settings.duration:g} s per point ({settings.c1_duration:g} s at c=1), 2 threads, after a "
             f"{settings.warmup:g} s warm-up; TTFB client {settings.ttfb_duration:g} s per point; gateway "
             f"workers {', '.join(map(str, args.workers))}; nginx {upstream.nginx_workers()} workers"
@@ -887,8 +1228,9 @@ def run_bench(args: argparse.Namespace) -> None:
     try:
         nginx, upstream_port = start_nginx(procs, settings.workdir, settings.hold_seconds)
         log(f"upstream nginx on 127.0.0.1:{upstream_port}")
-        targets["direct"] = measure_target(direct_target(nginx, upstream_port), settings)
-        for index, workers in enumerate(args.workers):
+        if not args.limits_only:
+            targets["direct"] = measure_target(direct_target(nginx, upstream_port), settings)
+        for index, workers in enumerate([] if args.limits_only else args.workers):
             gunicorn, port, _ = start_gateway(procs, settings.workdir, upstream_port, workers)
             target = gateway_target(gunicorn, port, workers)
             log(f"{target.label} on 127.0.0.1:{port}")
@@ -896,7 +1238,9 @@ def run_bench(args: argparse.Namespace) -> None:
                 target.hold = None  # the hold test runs once, on the first (production-like) worker count
             targets[target.key] = measure_target(target, settings)
             procs.stop(gunicorn, timeout=30)
-        if args.peers:
+        if args.limits_only or not args.no_limits_point:
+            report["limits"] = limits_comparison(procs, settings, nginx.pid, upstream_port, args)
+        if args.peers and not args.limits_only:
             node, port = start_portkey(procs, settings.workdir)
             log(f"Portkey on 127.0.0.1:{port}")
             targets["portkey"] = measure_target(portkey_target(node, port, upstream_port), settings)
@@ -904,6 +1248,12 @@ def run_bench(args: argparse.Namespace) -> None:
     finally:
         procs.stop_all()
     report["elapsed_s"] = time.monotonic() - started
+    if args.limits_only and RESULTS_JSON.exists():
+        # the comparison alone: it replaces the limits section of the last full run's results
+        last: dict[str, Any] = json.loads(RESULTS_JSON.read_text())
+        if last.get("targets"):
+            last["limits"] = report["limits"]
+            report = {**last, "elapsed_s": report["elapsed_s"]}
     RESULTS_JSON.parent.mkdir(parents=True, exist_ok=True)
     RESULTS_JSON.write_text(json.dumps(report, indent=1, default=str))
     if not args.no_doc:
@@ -925,9 +1275,16 @@ def run_profile(args: argparse.Namespace) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="vmx-profile-"))
     settings = Settings(args.seconds + 5, 1, 1, 2, 0, 10, (args.concurrency,), workdir)
     procs = Processes()
+    limits: dict[str, Any] = {}
+    if args.with_limit:
+        problem = redis_problem(args.redis_db)
+        if problem:
+            raise SystemExit(f"--with-limit needs Redis on {REDIS_HOST}:{REDIS_PORT}: {problem}")
+        redis_flush([args.redis_db], before=True)
+        limits = {"extra_env": {"REDIS_URL": redis_url(args.redis_db)}, "key_capacity": LIMIT_ENTRY}
     try:
         _nginx, upstream_port = start_nginx(procs, workdir, 10)
-        gunicorn, port, _ = start_gateway(procs, workdir, upstream_port, args.workers)
+        gunicorn, port, _ = start_gateway(procs, workdir, upstream_port, args.workers, **limits)
         scenario = gateway_target(gunicorn, port, args.workers).scenarios["chat"]
         assert isinstance(scenario, Scenario)
         wrk_point(settings, scenario, 16, 2)
@@ -953,6 +1310,8 @@ def run_profile(args: argparse.Namespace) -> None:
     finally:
         procs.stop_all()
         shutil.rmtree(workdir, ignore_errors=True)
+        if args.with_limit:
+            redis_flush([args.redis_db])
 
 
 def summarise_profile(collapsed: str, top: int) -> str:
@@ -1027,7 +1386,7 @@ def short_frame(frame: str) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="VM-X gateway benchmark (see bench/README.md)")
+    parser = argparse.ArgumentParser(description="VM-X gateway benchmark (see bench/README.md)", allow_abbrev=False)
     sub = parser.add_subparsers(dest="command")
     parser.add_argument("--peers", action="store_true", help="also measure Portkey's gateway")
     parser.add_argument("--quick", action="store_true", help="short points, fewer streams: a smoke run")
@@ -1041,24 +1400,47 @@ def main() -> None:
     parser.add_argument("--hold-seconds", type=float, default=10.0)
     parser.add_argument("--hold-every-run", action="store_true", help="hold test for every worker count")
     parser.add_argument("--note", default="", help="a line shown at the top of docs/benchmarks.md")
+    parser.add_argument(
+        "--no-limits-point", action="store_true", help="skip the capacity-limits comparison (A/B/C, bench/README.md)"
+    )
+    parser.add_argument(
+        "--limits-only",
+        action="store_true",
+        help="run only the capacity-limits comparison; it replaces that section of the last run's doc and JSON",
+    )
+    parser.add_argument("--limits-rounds", type=int, default=3, help="rounds of A, B, C points (order rotated)")
+    parser.add_argument("--limits-concurrency", type=int, nargs="+", default=[64], help="c of the limits points")
+    parser.add_argument(
+        "--limits-redis-db", type=int, default=8, help="Redis db N for B and N+1 for C (flushed before and after)"
+    )
+    parser.add_argument(
+        "--limits-quiet-wait",
+        type=float,
+        default=60.0,
+        help="before each limits point, wait up to this many seconds for other load to drop below 0.1 cores",
+    )
     parser.add_argument("--no-doc", action="store_true", help="print only; leave docs/benchmarks.md alone")
     parser.add_argument(
         "--render-only", action="store_true", help="rewrite docs/benchmarks.md from the last run's JSON"
     )
-    profile = sub.add_parser("profile", help="py-spy one gateway worker under load")
+    profile = sub.add_parser("profile", help="py-spy one gateway worker under load", allow_abbrev=False)
     profile.add_argument("--seconds", type=int, default=20)
     profile.add_argument("--concurrency", type=int, default=64)
     profile.add_argument("--workers", type=int, default=2)
     profile.add_argument("--top", type=int, default=15)
     profile.add_argument("--py-spy", default="")
     profile.add_argument("--output", default="")
+    profile.add_argument(
+        "--with-limit", action="store_true", help=f"profile configuration C: key limit {LIMIT_ENTRY} on Redis"
+    )
+    profile.add_argument("--redis-db", type=int, default=9, help="Redis db for --with-limit (flushed before and after)")
     args = parser.parse_args()
     # SIGINT too: a shell that starts us in the background leaves it ignored otherwise
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _terminate)
     if args.command == "profile":
-        if not 1 <= args.seconds <= 300:
-            raise SystemExit("--seconds must be 1..300")
+        if not 1 <= args.seconds <= 300 or not 0 <= args.redis_db <= 15:
+            raise SystemExit("--seconds must be 1..300, --redis-db 0..15")
         run_profile(args)
         return
     if args.render_only:
@@ -1068,9 +1450,12 @@ def main() -> None:
     if args.quick:
         args.duration, args.c1_duration, args.ttfb_duration, args.warmup = 2.0, 1.0, 1.0, 1.0
         args.hold_streams, args.hold_seconds = min(args.hold_streams, 200), min(args.hold_seconds, 2.0)
+        args.limits_rounds = min(args.limits_rounds, 2)
     bounds = (0 < args.duration <= 120, 0 < args.c1_duration <= 120, 0 < args.ttfb_duration <= 60,
               0 <= args.hold_streams <= 5000, 0 < args.hold_seconds <= 60,
-              all(0 < c <= 2000 for c in args.concurrency), all(0 < w <= 16 for w in args.workers))  # fmt: skip
+              all(0 < c <= 2000 for c in args.concurrency), all(0 < w <= 16 for w in args.workers),
+              0 < args.limits_rounds <= 10, all(0 < c <= 2000 for c in args.limits_concurrency),
+              0 <= args.limits_redis_db <= 14, 0 <= args.limits_quiet_wait <= 600)  # fmt: skip
     if not all(bounds):
         raise SystemExit("an option is out of bounds (see --help)")
     run_bench(args)
