@@ -8,8 +8,10 @@ Invariants:
   otherwise the first leg whose connection fits is counted with them, and the legs before it are
   reported as skipped. Later calls (after a leg failed upstream) check connections only.
 - Whatever was counted is settled exactly once, when the audit entry finishes (however the
-  request ends): reservations are replaced by the real tokens and cost. A worker that dies leaves
-  reservations that expire after the request's longest possible leg.
+  request ends): a reservation is replaced by the real tokens and cost, by itself when a model
+  answered or was being called but no usage is known, by nothing when every call failed. A
+  worker that dies leaves reservations that expire once the request could no longer be running
+  (remaining legs' timeouts and tries, plus a margin; plus 15 minutes for a stream).
 - The store failing fails open (serve, count nothing, one log line per 10 s) unless
   `VMX_CAPACITY_FAIL_CLOSED` is set, which answers 503.
 """
