@@ -141,13 +141,6 @@ def upstream_limit_until(*, connection: str, model: str, now: float) -> float | 
     return until
 
 
-def upstream_limits_forget() -> None:
-    """Forget everything learned (tests; a worker that starts afresh)."""
-    _exhausted.clear()
-    _seen.clear()
-    _unsaved.clear()
-
-
 def _spawn(work: Any) -> None:
     try:
         task = asyncio.get_running_loop().create_task(work)
@@ -212,7 +205,8 @@ async def upstream_limits_listen() -> None:
             pubsub = client.pubsub()
             await pubsub.subscribe(CHANNEL)
             async for key in client.scan_iter(
-                match=KEY_PREFIX.replace("{", "\\{").replace("}", "\\}") + "*", count=1000
+                match=KEY_PREFIX + "*",
+                count=1000,  # no glob characters in it: braces are literal
             ):
                 value = await client.get(key)
                 if value:
