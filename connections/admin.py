@@ -17,6 +17,7 @@ from django.db.models import QuerySet
 from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
+from rest_framework.authtoken.models import TokenProxy
 
 from connections.crypto import EncryptionKeyError
 from connections.models import (
@@ -444,3 +445,10 @@ class PricingEntryAdmin(admin.ModelAdmin[PricingEntry]):
     list_display = ["model", "input", "cached_input", "output", "updated_at"]
     search_fields = ["model"]
     fields = ["model", "input", "cached_input", "output"]
+
+
+# DRF's token admin lists, logs and titles each token by its key (Token.__str__ is the key), which
+# would put management API credentials on admin pages and in the admin's history. Tokens are made
+# and revoked with `manage.py drf_create_token USER [-r]` instead (README, "Management API").
+if admin.site.is_registered(TokenProxy):
+    admin.site.unregister(TokenProxy)

@@ -26,6 +26,7 @@ from urllib.parse import urlsplit, urlunsplit
 import yaml
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils.dateparse import parse_datetime
 
 from connections.models import MAX_RETRIES_LIMIT, AIResource, APIKey, CapacityEntry, Connection, PricingEntry
@@ -61,6 +62,11 @@ def config_file_read(path: Path) -> Any:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigFileError([f"{path}: {exc.strerror}"]) from exc
+    return config_text_parse(text, source=str(path))
+
+
+def config_text_parse(text: str, *, source: str) -> Any:
+    """YAML (or JSON) text into plain data; `source` names it in a complaint (a path, "the request body")."""
     # `${VAR}` is not a valid plain scalar inside YAML flow mappings (`config: {apiKey: ${KEY}}`,
     # as DESIGN.md 2.2 writes it), so references are swapped for inert tokens while parsing and
     # restored afterwards, for env_expand to resolve with paths.
@@ -78,7 +84,7 @@ def config_file_read(path: Path) -> Any:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigFileError([f"{path}: {where}not valid YAML/JSON ({problem})"]) from exc
+        raise ConfigFileError([f"{source}: {where}not valid YAML/JSON ({problem})"]) from exc
     return _restore(data, references, re.compile(f"vmxref{nonce}n\\d+")) if references else data
 
 
@@ -302,15 +308,23 @@ def _count(r: _Reader, key: str) -> int | None:
     return value
 
 
-def config_parse(data: Any, *, environ: Mapping[str, str] | None = None) -> ConfigDoc:
-    """Check the file's structure and expand environment references; raise with every problem."""
+def config_parse(data: Any, *, environ: Mapping[str, str] | None = None, expand_env: bool = True) -> ConfigDoc:
+    """Check the file's structure and expand environment references; raise with every problem.
+
+    With `expand_env=False` (documents sent over the management API) a `${VAR}` reference is a
+    problem rather than a lookup: the server's environment holds its own secrets, and a caller
+    who may write a description must not be able to read them back through one.
+    """
     problems: list[str] = []
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigFileError(["(top level): must be a mapping with connections, resources, apiKeys and pricing"])
     _Reader(data, "", problems, ("connections", "resources", "apiKeys", "pricing"))
-    data = env_expand(data, path="", problems=problems, environ=os.environ if environ is None else environ)
+    if expand_env:
+        data = env_expand(data, path="", problems=problems, environ=os.environ if environ is None else environ)
+    else:
+        _reference_refusals(data, "", problems)
     _nul_problems(data, "", problems)
     doc = ConfigDoc()
 
@@ -408,6 +422,21 @@ def config_parse(data: Any, *, environ: Mapping[str, str] | None = None) -> Conf
     return doc
 
 
+def _reference_refusals(value: Any, path: str, problems: list[str]) -> None:
+    if isinstance(value, str):
+        if _ENV_REFERENCE.search(value.replace("$$", "")):
+            problems.append(
+                f"{path or '(top level)'}: environment references like ${{NAME}} are expanded only by "
+                "vmx_apply on the server; send the value itself"
+            )
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _reference_refusals(item, _join(path, str(key)), problems)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _reference_refusals(item, f"{path}[{index}]", problems)
+
+
 def _nul_problems(value: Any, path: str, problems: list[str]) -> None:
     """NUL characters anywhere (a name, a description, defaultArgs): the database cannot store
     them, so they are a problem of the file, named by its path, not an error while writing it."""
@@ -461,19 +490,45 @@ def _duplicate_names(doc: ConfigDoc) -> list[str]:
 # Applying
 
 
+CHANGE_KINDS = {"connection": "connections", "resource": "resources", "api key": "apiKeys", "pricing": "pricing"}
+"""Report labels to the document's section names."""
+CHANGE_STATUSES = ("created", "updated", "deleted", "unchanged")
+
+
 @dataclass
 class ApplyReport:
-    lines: list[str] = field(default_factory=list)
+    changes: list[tuple[str, str, str]] = field(default_factory=list)
+    """(kind, name, status): kind is a key of CHANGE_KINDS, status one of CHANGE_STATUSES."""
     created_keys: dict[str, str] = field(default_factory=dict)
     """Generated key values by key name, to print once."""
 
+    def add(self, kind: str, name: str, status: str) -> None:
+        self.changes.append((kind, name, status))
+
+    @property
+    def lines(self) -> list[str]:
+        return [f"{kind} {name}: {status}" for kind, name, status in self.changes]
+
     @property
     def changed(self) -> bool:
-        return any(not line.endswith(": unchanged") for line in self.lines)
+        return any(status != "unchanged" for _, _, status in self.changes)
+
+    def by_section(self) -> dict[str, dict[str, list[str]]]:
+        """`{"resources": {"created": ["default"], "updated": [], ...}, ...}`, every section and status present."""
+        sections: dict[str, dict[str, list[str]]] = {
+            section: {status: [] for status in CHANGE_STATUSES} for section in CHANGE_KINDS.values()
+        }
+        for kind, name, status in self.changes:
+            sections[CHANGE_KINDS[kind]][status].append(name)
+        return sections
 
 
-def config_apply(doc: ConfigDoc, *, prune: bool = False) -> ApplyReport:
-    """Apply `doc` whole, or change nothing and raise `ConfigFileError`."""
+def config_apply(doc: ConfigDoc, *, prune: bool = False, dry_run: bool = False) -> ApplyReport:
+    """Apply `doc` whole, or change nothing and raise `ConfigFileError`.
+
+    A dry run does all the same work, validation included, in a transaction it then rolls back:
+    the report says what applying would change, and nothing is changed.
+    """
     problems = _reference_problems(doc, prune=prune)
     if problems:
         raise ConfigFileError(problems)
@@ -493,6 +548,9 @@ def config_apply(doc: ConfigDoc, *, prune: bool = False) -> ApplyReport:
                 _apply_pricing(price, report)
         if prune:
             _prune(doc, report)
+        if dry_run:
+            # Only now: a transaction marked for rollback refuses every further query.
+            transaction.set_rollback(True)
     return report
 
 
@@ -590,7 +648,7 @@ def _apply_connection(doc: ConnectionDoc, report: ApplyReport) -> None:
         keep_secrets=masked,
     )
     changed = capacity_entries_replace(owner=connection, specs=doc.capacity) or changed
-    report.lines.append(f"connection {doc.name}: {_status(not existed, changed)}")
+    report.add("connection", doc.name, _status(not existed, changed))
 
 
 def _apply_resource(doc: ResourceDoc, report: ApplyReport) -> None:
@@ -603,7 +661,7 @@ def _apply_resource(doc: ResourceDoc, report: ApplyReport) -> None:
         enabled=doc.enabled,
     )
     changed = capacity_entries_replace(owner=resource, specs=doc.capacity) or changed
-    report.lines.append(f"resource {doc.name}: {_status(not existed, changed)}")
+    report.add("resource", doc.name, _status(not existed, changed))
 
 
 def _apply_api_key(doc: ApiKeyDoc, report: ApplyReport) -> None:
@@ -616,7 +674,7 @@ def _apply_api_key(doc: ApiKeyDoc, report: ApplyReport) -> None:
         expires_at=doc.expires_at,
     )
     changed = capacity_entries_replace(owner=api_key, specs=doc.capacity) or changed
-    report.lines.append(f"api key {doc.name}: {_status(not existed, changed)}")
+    report.add("api key", doc.name, _status(not existed, changed))
     if generated:
         report.created_keys[doc.name] = generated
 
@@ -624,7 +682,7 @@ def _apply_api_key(doc: ApiKeyDoc, report: ApplyReport) -> None:
 def _apply_pricing(doc: PricingDoc, report: ApplyReport) -> None:
     existed = PricingEntry.objects.filter(model=doc.name).exists()
     _, changed = pricing_entry_save(model=doc.name, input=doc.input, output=doc.output, cached_input=doc.cached_input)
-    report.lines.append(f"pricing {doc.name}: {_status(not existed, changed)}")
+    report.add("pricing", doc.name, _status(not existed, changed))
 
 
 def _prune(doc: ConfigDoc, report: ApplyReport) -> None:
@@ -636,10 +694,10 @@ def _prune(doc: ConfigDoc, report: ApplyReport) -> None:
     for label, model, keep in sections:
         for obj in model.objects.exclude(name__in=keep).order_by("name"):
             obj.delete()
-            report.lines.append(f"{label} {obj.name}: deleted")
+            report.add(label, obj.name, "deleted")
     for entry in PricingEntry.objects.exclude(model__in={p.name for p in doc.pricing}).order_by("model"):
         entry.delete()
-        report.lines.append(f"pricing {entry.model}: deleted")
+        report.add("pricing", entry.model, "deleted")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -661,92 +719,112 @@ def _url_password_masked(value: Any) -> Any:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+def connections_for_export() -> QuerySet[Connection]:
+    return Connection.objects.order_by("name").prefetch_related("capacity_entries")
+
+
+def resources_for_export() -> QuerySet[AIResource]:
+    return AIResource.objects.order_by("name").prefetch_related("model_entries__connection", "capacity_entries")
+
+
+def api_keys_for_export() -> QuerySet[APIKey]:
+    return APIKey.objects.order_by("name").prefetch_related("resources", "capacity_entries")
+
+
+def connection_export(conn: Connection, *, include_secrets: bool = False) -> dict[str, Any]:
+    """One connection as the file writes it; secrets are `SECRET_MASK` unless `include_secrets`."""
+    item: dict[str, Any] = {"name": conn.name, "provider": conn.provider}
+    if conn.description:
+        item["description"] = conn.description
+    secrets = conn.secrets_get()
+    plain = conn.config if include_secrets else {k: _url_password_masked(v) for k, v in conn.config.items()}
+    item["config"] = {**{k: (v if include_secrets else SECRET_MASK) for k, v in secrets.items()}, **plain}
+    if not conn.enabled:
+        item["enabled"] = False
+    _capacity_export(item, conn.capacity_entries.all())
+    return item
+
+
+def resource_export(res: AIResource) -> dict[str, Any]:
+    entries = []
+    for entry in res.model_entries.all():
+        spec: dict[str, Any] = {
+            "connection": entry.connection.name,
+            "model": entry.model,
+            "maxRetries": entry.max_retries,
+            "timeoutMs": entry.timeout_ms,
+        }
+        if not entry.reasoning:
+            spec["reasoning"] = False
+        entries.append(spec)
+    item: dict[str, Any] = {"name": res.name}
+    if res.description:
+        item["description"] = res.description
+    if entries:
+        item["model"] = entries[0]
+    if entries[1:]:
+        item["fallbackModels"] = entries[1:]
+    if res.default_args:
+        item["defaultArgs"] = res.default_args
+    if not res.enabled:
+        item["enabled"] = False
+    _capacity_export(item, res.capacity_entries.all())
+    return item
+
+
+def api_key_export(key: APIKey) -> dict[str, Any]:
+    """An API key as the file writes it: never its value (only its digest is stored)."""
+    item: dict[str, Any] = {
+        "name": key.name,
+        "resources": "*" if key.all_resources else sorted(r.name for r in key.resources.all()),
+    }
+    if not key.enabled:
+        item["enabled"] = False
+    if key.expires_at:
+        item["expiresAt"] = key.expires_at.isoformat().replace("+00:00", "Z")
+    _capacity_export(item, key.capacity_entries.all())
+    return item
+
+
 def config_export(*, include_secrets: bool = False) -> dict[str, Any]:
     """The whole configuration in the file format; applying it back changes nothing."""
-    connections = []
-    for conn in Connection.objects.order_by("name").prefetch_related("capacity_entries"):
-        item: dict[str, Any] = {"name": conn.name, "provider": conn.provider}
-        if conn.description:
-            item["description"] = conn.description
-        secrets = conn.secrets_get()
-        plain = conn.config if include_secrets else {k: _url_password_masked(v) for k, v in conn.config.items()}
-        config = {**{k: (v if include_secrets else SECRET_MASK) for k, v in secrets.items()}, **plain}
-        item["config"] = config
-        if not conn.enabled:
-            item["enabled"] = False
-        _capacity_export(item, conn.capacity_entries.all())
-        connections.append(item)
-
-    resources = []
-    for res in AIResource.objects.order_by("name").prefetch_related("model_entries__connection", "capacity_entries"):
-        entries = []
-        for entry in res.model_entries.all():
-            spec: dict[str, Any] = {
-                "connection": entry.connection.name,
-                "model": entry.model,
-                "maxRetries": entry.max_retries,
-                "timeoutMs": entry.timeout_ms,
-            }
-            if not entry.reasoning:
-                spec["reasoning"] = False
-            entries.append(spec)
-        item = {"name": res.name}
-        if res.description:
-            item["description"] = res.description
-        if entries:
-            item["model"] = entries[0]
-        if entries[1:]:
-            item["fallbackModels"] = entries[1:]
-        if res.default_args:
-            item["defaultArgs"] = res.default_args
-        if not res.enabled:
-            item["enabled"] = False
-        _capacity_export(item, res.capacity_entries.all())
-        resources.append(item)
-
-    api_keys = []
-    for key in APIKey.objects.order_by("name").prefetch_related("resources", "capacity_entries"):
-        item = {
-            "name": key.name,
-            "resources": "*" if key.all_resources else sorted(r.name for r in key.resources.all()),
-        }
-        if not key.enabled:
-            item["enabled"] = False
-        if key.expires_at:
-            item["expiresAt"] = key.expires_at.isoformat().replace("+00:00", "Z")
-        _capacity_export(item, key.capacity_entries.all())
-        api_keys.append(item)
-
-    exported: dict[str, Any] = {"connections": connections, "resources": resources, "apiKeys": api_keys}
-    pricing = [_price_export(entry) for entry in PricingEntry.objects.order_by("model")]
+    exported: dict[str, Any] = {
+        "connections": [connection_export(c, include_secrets=include_secrets) for c in connections_for_export()],
+        "resources": [resource_export(r) for r in resources_for_export()],
+        "apiKeys": [api_key_export(k) for k in api_keys_for_export()],
+    }
+    pricing = [price_export(entry) for entry in PricingEntry.objects.order_by("model")]
     if pricing:
         exported["pricing"] = pricing
     return exported
 
 
 def _capacity_export(item: dict[str, Any], entries: Iterable[CapacityEntry]) -> None:
-    """Add `capacity` to an exported object when it has limits, writing only what is not a default."""
-    exported = []
-    for entry in entries:
-        limit: dict[str, Any] = {"period": entry.period}
-        if entry.requests is not None:
-            limit["requests"] = entry.requests
-        if entry.tokens is not None:
-            limit["tokens"] = entry.tokens
-        if entry.cost_usd is not None:
-            limit["costUsd"] = _number(entry.cost_usd)
-        if entry.dimension:
-            limit["dimension"] = entry.dimension
-        if entry.dimension_field:
-            limit["dimensionField"] = entry.dimension_field
-        if not entry.enabled:
-            limit["enabled"] = False
-        exported.append(limit)
+    """Add `capacity` to an exported object when it has limits."""
+    exported = [capacity_entry_export(entry) for entry in entries]
     if exported:
         item["capacity"] = exported
 
 
-def _price_export(entry: PricingEntry) -> dict[str, Any]:
+def capacity_entry_export(entry: CapacityEntry) -> dict[str, Any]:
+    """One limit as the file writes it: only what is not a default."""
+    limit: dict[str, Any] = {"period": entry.period}
+    if entry.requests is not None:
+        limit["requests"] = entry.requests
+    if entry.tokens is not None:
+        limit["tokens"] = entry.tokens
+    if entry.cost_usd is not None:
+        limit["costUsd"] = _number(entry.cost_usd)
+    if entry.dimension:
+        limit["dimension"] = entry.dimension
+    if entry.dimension_field:
+        limit["dimensionField"] = entry.dimension_field
+    if not entry.enabled:
+        limit["enabled"] = False
+    return limit
+
+
+def price_export(entry: PricingEntry) -> dict[str, Any]:
     item: dict[str, Any] = {"model": entry.model, "input": _number(entry.input)}
     if entry.cached_input is not None:
         item["cachedInput"] = _number(entry.cached_input)
@@ -761,8 +839,12 @@ def _number(value: Decimal) -> int | float:
 
 
 def config_export_yaml(*, include_secrets: bool = False) -> str:
+    return config_yaml_dump(config_export(include_secrets=include_secrets), masked=not include_secrets)
+
+
+def config_yaml_dump(exported: Mapping[str, Any], *, masked: bool = True) -> str:
+    """An exported configuration as the YAML file `vmx_export` writes."""
     header = "# VM-X gateway configuration (python manage.py vmx_export)\n"
-    if not include_secrets:
+    if masked:
         header += f"# Secrets are masked as '{SECRET_MASK}': applying this file keeps the stored values.\n"
-    body = yaml.safe_dump(config_export(include_secrets=include_secrets), sort_keys=False, allow_unicode=True)
-    return header + body
+    return header + yaml.safe_dump(dict(exported), sort_keys=False, allow_unicode=True)

@@ -38,6 +38,10 @@ from gateway.pricing import Price, PriceList
 logger = logging.getLogger("vmx.config")
 _refresh_failures = ThrottledLog(logger, interval=10.0)
 RETRY_WITHOUT_SNAPSHOT_SECONDS = 1.0
+MISS_RECHECK_SECONDS = 0.1
+"""After a lookup misses (an unknown key), the revision is read again if it is older than this:
+a key created a moment ago elsewhere works at once, and a flood of bad keys costs at most ten
+revision reads a second per worker."""
 """With no configuration at all (database down at start), requests fail fast between attempts."""
 
 
@@ -173,6 +177,14 @@ class _SnapshotCache:
             self.failures = 0
             return self.snapshot
 
+    def recheck(self) -> ConfigSnapshot | None:
+        """Read the revision now unless it was read within MISS_RECHECK_SECONDS; rebuild if it moved."""
+        with self.lock:
+            if self.snapshot is not None and time.monotonic() - self.checked_at < MISS_RECHECK_SECONDS:
+                return self.snapshot
+        self.checked_at = 0.0
+        return self.refresh()
+
 
 _cache = _SnapshotCache()
 
@@ -203,6 +215,17 @@ async def aconfig_snapshot() -> ConfigSnapshot:
         if _cache.snapshot is not None:  # serve from the last configuration (DESIGN.md 2.13)
             return _cache.snapshot
         raise ConfigurationUnavailableError(f"the configuration could not be read: {type(exc).__name__}") from exc
+
+
+async def aconfig_snapshot_recheck() -> ConfigSnapshot | None:
+    """For a lookup that missed: the configuration as the database has it now, when the last read
+    is older than MISS_RECHECK_SECONDS; None when it is not (or the database cannot say)."""
+    if time.monotonic() - _cache.checked_at < MISS_RECHECK_SECONDS:
+        return None
+    try:
+        return await sync_to_async(_cache.recheck, thread_sensitive=False)()
+    except (DatabaseError, EncryptionKeyError):
+        return None
 
 
 async def config_snapshot_keep_fresh() -> None:

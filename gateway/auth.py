@@ -12,7 +12,12 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 
 from connections.entities import ApiKeyInfo, ConfigSnapshot
-from connections.selectors import ConfigurationUnavailableError, aconfig_snapshot, api_key_lookup
+from connections.selectors import (
+    ConfigurationUnavailableError,
+    aconfig_snapshot,
+    aconfig_snapshot_recheck,
+    api_key_lookup,
+)
 from gateway.errors import AuthenticationError, ServiceUnavailableError
 from gateway.logs import ThrottledLog
 
@@ -46,6 +51,11 @@ async def authenticate(headers: Mapping[str, str]) -> tuple[ConfigSnapshot, ApiK
             headers={"retry-after": "5"},
         ) from None
     api_key = api_key_lookup(snapshot=snapshot, key=key)
+    if api_key is None:
+        # Perhaps created a moment ago (the management API, another instance's admin).
+        fresher = await aconfig_snapshot_recheck()
+        if fresher is not None and fresher is not snapshot:
+            snapshot, api_key = fresher, api_key_lookup(snapshot=fresher, key=key)
     if api_key is None:
         raise AuthenticationError("Incorrect API key provided.")
     if not api_key.enabled:

@@ -1,12 +1,13 @@
-"""Reads of the audit: records for `vmx_audit`, token totals for `vmx_usage`."""
+"""Reads of the audit: records for `vmx_audit` and the API's `audit/`, totals for `vmx_usage` and `usage/`."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db.models import Count, QuerySet, Sum
+from django.db.models import Count, Q, QuerySet, Sum
 from django.utils import timezone
 
 from gateway.models import AuditRecord
@@ -38,13 +39,29 @@ def since_parse(text: str) -> datetime:
     return moment if moment.tzinfo else timezone.make_aware(moment)
 
 
-def audit_records_list(*, since: datetime | None = None, limit: int = 100, **filters: str) -> QuerySet[AuditRecord]:
-    """Newest first. `filters` are exact matches on request_id, correlation_id, resource, api_key, endpoint."""
+AUDIT_FILTERS = ("request_id", "correlation_id", "resource", "api_key", "endpoint", "status_code")
+
+
+def audit_records_filter(
+    *, since: datetime | None = None, until: datetime | None = None, filters: Mapping[str, str | int | None]
+) -> QuerySet[AuditRecord]:
+    """Records in [since, until), newest first. `filters` are exact matches on AUDIT_FILTERS;
+    an empty or None value does not filter."""
+    unknown = set(filters) - set(AUDIT_FILTERS)
+    if unknown:
+        raise ValueError(f"cannot filter the audit by {sorted(unknown)[0]}")
     records = AuditRecord.objects.all()
     if since is not None:
         records = records.filter(created_at__gte=since)
-    records = records.filter(**{name: value for name, value in filters.items() if value})
-    return records.order_by("-created_at", "-id")[:limit]
+    if until is not None:
+        records = records.filter(created_at__lt=until)
+    records = records.filter(**{name: value for name, value in filters.items() if value not in ("", None)})
+    return records.order_by("-created_at", "-id")
+
+
+def audit_records_list(*, since: datetime | None = None, limit: int = 100, **filters: str) -> QuerySet[AuditRecord]:
+    """Newest first, at most `limit`. `filters` are exact matches on AUDIT_FILTERS."""
+    return audit_records_filter(since=since, filters=filters)[:limit]
 
 
 def audit_record_as_dict(record: AuditRecord) -> dict[str, Any]:
@@ -72,13 +89,21 @@ def audit_record_as_dict(record: AuditRecord) -> dict[str, Any]:
     }
 
 
-def usage_totals(*, since: datetime, by: str) -> list[dict[str, Any]]:
+def usage_totals(*, since: datetime, by: str, until: datetime | None = None) -> list[dict[str, Any]]:
+    """Per value of `by`: requests, errors (status >= 400), tokens by kind and cost, most tokens first."""
     if by not in USAGE_GROUPS:
         raise ValueError(f"--by must be one of {', '.join(USAGE_GROUPS)}")
+    records = AuditRecord.objects.filter(created_at__gte=since)
+    if until is not None:
+        records = records.filter(created_at__lt=until)
     rows = (
-        AuditRecord.objects.filter(created_at__gte=since)
-        .values(by)
-        .annotate(requests=Count("id"), cost_usd=Sum("cost_usd"), **{name: Sum(name) for name in USAGE_FIELDS})
+        records.values(by)
+        .annotate(
+            requests=Count("id"),
+            errors=Count("id", filter=Q(status_code__gte=400)),
+            cost_usd=Sum("cost_usd"),
+            **{name: Sum(name) for name in USAGE_FIELDS},
+        )
         .order_by("-total_tokens", by)
     )
     return [

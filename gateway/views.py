@@ -23,9 +23,11 @@ from django.core.cache import cache
 from django.core.exceptions import RequestDataTooBig
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse, StreamingHttpResponse
+from django.shortcuts import render
 from django.views import View, defaults
 from django.views.decorators.csrf import csrf_exempt
 
+import vmx_project
 from connections.entities import ApiKeyInfo, ConfigSnapshot
 from connections.selectors import aconfig_snapshot, config_snapshot_age
 from gateway.addresses import client_address
@@ -393,13 +395,36 @@ class NotFoundView(GatewayAPIView):
     get = post = _not_found
 
 
+MANAGEMENT_API_PREFIX = "/api/"
+
+
 def page_not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponseBase:
-    """Django's 404 handler: JSON in OpenAI's shape for anything an API client could have meant
-    (`/V1/...`, `//v1/...`, a typo), the admin's own page under /admin/ (DESIGN.md 2.13)."""
+    """Django's 404 handler: the admin's own page under /admin/, DRF's shape under /api/ (the
+    management API), and JSON in OpenAI's shape for anything else an API client could have meant
+    (`/V1/...`, `//v1/...`, a typo) (DESIGN.md 2.11, 2.13)."""
     if request.path.startswith("/admin/"):
         return defaults.page_not_found(request, exception)
+    if request.path.startswith(MANAGEMENT_API_PREFIX):
+        return JsonResponse({"detail": f"Unknown URL: {request.method} {request.path}"}, status=404)
     error = NotFoundError(f"Unknown request URL: {request.method} {request.path}.", code="unknown_url")
     return openai_exception_handler(error, request_id=request_id_new())
+
+
+def server_error(request: HttpRequest) -> HttpResponseBase:
+    """Django's 500 handler: JSON outside the admin (the error itself is in the log, not here)."""
+    if request.path.startswith("/admin/"):
+        return defaults.server_error(request)
+    message = "The gateway failed to process the request; see its log."
+    if request.path.startswith(MANAGEMENT_API_PREFIX):
+        return JsonResponse({"detail": message}, status=500)
+    error = GatewayError(message, code="internal_error")
+    return openai_exception_handler(error, request_id=request_id_new())
+
+
+def landing_page(request: HttpRequest) -> HttpResponse:
+    """`/`: what this server is, for a person who opened it in a browser."""
+    context = {"version": vmx_project.__version__, "base_url": request.build_absolute_uri("/").rstrip("/")}
+    return render(request, "landing.html", context)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -50,6 +50,10 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "axes",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "connections",
     "gateway",
 ]
@@ -158,6 +162,37 @@ SECURE_CSP: dict[str, list[str]] = {
     "base-uri": ["'none'"],
     "form-action": ["'self'"],
     "frame-ancestors": ["'none'"],
+}
+
+# The management API (DESIGN.md 2.11, docs/architecture.md): staff users with a DRF token or the
+# admin's session; Django's model permissions decide each call. The /v1/ client endpoints are not
+# DRF views and none of this applies to them.
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["vmx_project.api.StaffModelPermissions"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "EXCEPTION_HANDLER": "vmx_project.api.api_exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "VM-X gateway management API",
+    "DESCRIPTION": (
+        "Connections, AI resources, API keys, pricing, audit, usage, capacity and the whole "
+        "configuration as one document. Authenticate with `Authorization: Token <key>` "
+        "(`python manage.py drf_create_token USER`) or the admin's session; staff users only."
+    ),
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI's files come from the drf-spectacular-sidecar app, served by the gateway itself:
+    # the docs work on a machine with no internet access and under the admin's CSP.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
 }
 
 LANGUAGE_CODE = "en-us"

@@ -1,5 +1,13 @@
 from django.contrib import admin
 from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView
+from rest_framework.permissions import AllowAny
+from rest_framework.routers import DefaultRouter
+
+from connections.api import APIKeyViewSet, ConfigView, ConnectionViewSet, PricingViewSet, ResourceViewSet
+from gateway.api import AuditViewSet, CapacityView, UsageView
+from gateway.views import landing_page
+from vmx_project.api_docs import APIDocsView
 
 admin.site.site_header = "VM-X gateway"
 admin.site.site_title = "VM-X gateway"
@@ -7,8 +15,30 @@ admin.site.index_title = "Configuration"
 
 # Unknown paths answer JSON (an API client may have mistyped /v1/); the admin keeps its own page.
 handler404 = "gateway.views.page_not_found"
+handler500 = "gateway.views.server_error"
+
+# The management API (DESIGN.md 2.11). The /v1/ client endpoints are not part of it: they live in
+# gateway.urls, on the lean path (docs/architecture.md).
+api_v1 = DefaultRouter()
+api_v1.register("connections", ConnectionViewSet, basename="connection")
+api_v1.register("resources", ResourceViewSet, basename="resource")
+api_v1.register("api-keys", APIKeyViewSet, basename="api-key")
+api_v1.register("pricing", PricingViewSet, basename="pricing")
+api_v1.register("audit", AuditViewSet, basename="audit")
+
+# The schema and its docs are public: they describe this version of the code, nothing of the
+# installation (every call they document still needs a staff user).
+schema_view = SpectacularAPIView.as_view(permission_classes=[AllowAny], authentication_classes=[])
+docs_view = APIDocsView.as_view(url_name="api-schema", permission_classes=[AllowAny], authentication_classes=[])
 
 urlpatterns = [
+    path("", landing_page, name="landing"),
     path("admin/", admin.site.urls),
+    path("api/v1/usage/", UsageView.as_view(), name="api-usage"),
+    path("api/v1/capacity/", CapacityView.as_view(), name="api-capacity"),
+    path("api/v1/config/", ConfigView.as_view(), name="api-config"),
+    path("api/v1/", include(api_v1.urls)),
+    path("api/schema/", schema_view, name="api-schema"),
+    path("api/docs/", docs_view, name="api-docs"),
     path("", include("gateway.urls")),
 ]

@@ -26,7 +26,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import RequestAborted
 from django.core.handlers.asgi import ASGIHandler
-from django.http import HttpRequest, HttpResponse, HttpResponseBase
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 from django.http.request import split_domain_port, validate_host
 from django.urls import get_resolver
 
@@ -35,7 +35,7 @@ from gateway.audit import AuditEntry
 from gateway.auth import authenticate, authentication_failed
 from gateway.errors import AuthenticationError, GatewayError, InvalidRequestError, RequestTooLargeError
 from gateway.services.shutdown import shutdown_force
-from gateway.views import GatewayAPIView, openai_exception_handler, request_id_new
+from gateway.views import MANAGEMENT_API_PREFIX, GatewayAPIView, openai_exception_handler, request_id_new
 
 API_PREFIX = "/v1/"
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
@@ -122,7 +122,11 @@ class GatewayASGIHandler(ASGIHandler):
         try:
             await super().handle(scope, receive, send)
         except BodyTooLargeError as exc:  # raised by read_body, before Django did anything else
-            response = HttpResponse(exc.error().message, status=413, content_type="text/plain; charset=utf-8")
+            response: HttpResponse
+            if scope["path"].startswith(MANAGEMENT_API_PREFIX):  # DRF's shape, as the rest of /api/
+                response = JsonResponse({"detail": exc.error().message}, status=413)
+            else:
+                response = HttpResponse(exc.error().message, status=413, content_type="text/plain; charset=utf-8")
             response["connection"] = "close"
             response["content-length"] = str(len(response.content))
             await self.send_response(response, send)

@@ -7,6 +7,7 @@ request path. Figures include what running requests have reserved.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from gateway.capacity.policy import NANOS_PER_USD, CapacityLimit, Scope, Used, counter_key_prefix, window
@@ -26,20 +27,37 @@ def _figures(limit: CapacityLimit, used: Used) -> str:
     return ", ".join(parts)
 
 
+@dataclass(frozen=True, slots=True)
+class WindowUsage:
+    """A limit's current window and what is used in it: the whole scope's figures, or for a
+    limit with a dimension the busiest values' (at most `top`, busiest first)."""
+
+    start: int
+    end: int | None
+    used: Used | None
+    values: list[tuple[str, Used]]
+
+
+def capacity_window_usage(*, scope_kind: str, scope_name: str, limit: CapacityLimit, top: int = 1) -> WindowUsage:
+    """Raises `StoreUnavailableError` when the counters cannot be read."""
+    start, end = window(limit.period, time.time())
+    prefix = counter_key_prefix(Scope(scope_kind, scope_name), limit, start)
+    found = capacity_store().used(key_prefix=prefix, limit=max(top, 1) if limit.dimension else 1)
+    if not limit.dimension:
+        return WindowUsage(start, end, found[0][1] if found else Used(), [])
+    return WindowUsage(start, end, None, [(key[len(prefix) :], used) for key, used in found])
+
+
 def capacity_usage_text(*, scope_kind: str, scope_name: str, limit: CapacityLimit) -> str:
     """`12 / 60 requests (window ends 06:00 UTC)`; per dimension, the busiest values."""
-    now = time.time()
-    start, end = window(limit.period, now)
-    prefix = counter_key_prefix(Scope(scope_kind, scope_name), limit, start)
     try:
-        found = capacity_store().used(key_prefix=prefix, limit=BUSIEST_SHOWN if limit.dimension else 1)
+        usage = capacity_window_usage(scope_kind=scope_kind, scope_name=scope_name, limit=limit, top=BUSIEST_SHOWN)
     except StoreUnavailableError as exc:
         return f"unavailable ({exc})"
-    ends = "" if end is None else f" (window ends {datetime.fromtimestamp(end, UTC):%Y-%m-%d %H:%M} UTC)"
-    if not limit.dimension:
-        used = found[0][1] if found else Used()
-        return _figures(limit, used) + ends
-    if not found:
+    ends = "" if usage.end is None else f" (window ends {datetime.fromtimestamp(usage.end, UTC):%Y-%m-%d %H:%M} UTC)"
+    if usage.used is not None:
+        return _figures(limit, usage.used) + ends
+    if not usage.values:
         return "nothing used yet" + ends
-    busiest = "; ".join(f"{key[len(prefix) :]!r}: {_figures(limit, used)}" for key, used in found)
+    busiest = "; ".join(f"{value!r}: {_figures(limit, used)}" for value, used in usage.values)
     return f"busiest: {busiest}{ends}"

@@ -1,0 +1,291 @@
+"""The management API over what the gateway records (DESIGN.md 2.11): audit, usage and the
+current capacity counters. Read-only.
+
+Invariants: the audit reads as `vmx_audit --format jsonl` writes it (one shape for a record
+everywhere); pages are cursor-based, so records arriving while a client pages never repeat or
+skip one; a bad filter is a 400 naming it, never an empty page.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view, inline_serializer
+from rest_framework import serializers
+from rest_framework.pagination import CursorPagination
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+from rest_framework.viewsets import ReadOnlyModelViewSet
+
+from connections.config_file import capacity_entry_export
+from connections.models import CapacityEntry
+from gateway.capacity.policy import NANOS_PER_USD, Used
+from gateway.capacity.stores import StoreUnavailableError
+from gateway.capacity.usage import capacity_window_usage
+from gateway.models import AuditRecord, UpstreamRateLimit
+from gateway.selectors import (
+    USAGE_FIELDS,
+    USAGE_GROUPS,
+    audit_record_as_dict,
+    audit_records_filter,
+    since_parse,
+    usage_totals,
+)
+from vmx_project.api import VIEW, ServiceUnavailableError, model_permissions
+
+
+def _moment(request: Request, name: str) -> datetime | None:
+    text = request.query_params.get(name, "").strip()
+    if not text:
+        return None
+    try:
+        return since_parse(text)
+    except ValueError as exc:
+        raise serializers.ValidationError({name: [str(exc)]}) from exc
+
+
+def _iso(seconds: int | None) -> str | None:
+    return None if seconds is None else datetime.fromtimestamp(seconds, UTC).isoformat().replace("+00:00", "Z")
+
+
+# ---------------------------------------------------------------------------------------------
+# Audit
+
+
+class AuditRecordSerializer(serializers.Serializer[AuditRecord]):
+    """An audit record (DESIGN.md 2.9), as `vmx_audit --format jsonl` prints it."""
+
+    request_id = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    endpoint = serializers.ChoiceField(choices=AuditRecord.Endpoint.choices)
+    stream = serializers.BooleanField()
+    api_key = serializers.CharField()
+    resource = serializers.CharField()
+    correlation_id = serializers.CharField(allow_null=True)
+    metadata = serializers.DictField(child=serializers.CharField())
+    source_ip = serializers.IPAddressField(allow_null=True)
+    status_code = serializers.IntegerField()
+    error_type = serializers.CharField(allow_null=True)
+    error_message = serializers.CharField(allow_null=True)
+    duration_ms = serializers.FloatField()
+    ttft_ms = serializers.FloatField(allow_null=True)
+    connection = serializers.CharField(allow_null=True)
+    model = serializers.CharField(allow_null=True)
+    attempts = serializers.ListField(child=serializers.DictField())
+    usage = inline_serializer(name="AuditUsage", fields={name: serializers.IntegerField() for name in USAGE_FIELDS})
+    cost_usd = serializers.FloatField(allow_null=True)
+
+    def to_representation(self, instance: AuditRecord) -> dict[str, Any]:
+        return audit_record_as_dict(instance)
+
+
+class AuditPagination(CursorPagination):
+    ordering = ("-created_at", "-id")
+    page_size = 100
+    page_size_query_param = "limit"
+    max_page_size = 1000
+
+
+_AUDIT_FILTERS = [
+    OpenApiParameter("since", str, description="e.g. 1h, 30m, 7d, or an ISO date-time"),
+    OpenApiParameter("until", str, description="as since; records before this moment"),
+    OpenApiParameter("resource", str),
+    OpenApiParameter("api_key", str, description="The key's name."),
+    OpenApiParameter("endpoint", str, enum=[value for value, _ in AuditRecord.Endpoint.choices]),
+    OpenApiParameter("status_code", int),
+    OpenApiParameter("correlation_id", str),
+]
+
+
+@extend_schema_view(
+    list=extend_schema(summary="Audit records, newest first", parameters=_AUDIT_FILTERS),
+    retrieve=extend_schema(summary="One audit record by request id"),
+)
+class AuditViewSet(ReadOnlyModelViewSet[AuditRecord]):
+    queryset = AuditRecord.objects.all()
+    serializer_class = AuditRecordSerializer
+    pagination_class = AuditPagination
+    lookup_field = "request_id"
+    lookup_value_regex = "[^/]+"
+
+    def get_queryset(self) -> Any:
+        if self.action != "list":
+            return AuditRecord.objects.all()
+        params = self.request.query_params
+        status_code: int | None = None
+        if params.get("status_code", "").strip():
+            try:
+                status_code = int(params["status_code"])
+            except ValueError:
+                raise serializers.ValidationError({"status_code": ["must be an HTTP status, e.g. 429"]}) from None
+        endpoint = params.get("endpoint", "")
+        if endpoint and endpoint not in AuditRecord.Endpoint.values:
+            choices = ", ".join(AuditRecord.Endpoint.values)
+            raise serializers.ValidationError({"endpoint": [f"must be one of {choices}"]})
+        return audit_records_filter(
+            since=_moment(self.request, "since"),
+            until=_moment(self.request, "until"),
+            filters={
+                "resource": params.get("resource", ""),
+                "api_key": params.get("api_key", ""),
+                "endpoint": endpoint,
+                "status_code": status_code,
+                "correlation_id": params.get("correlation_id", ""),
+            },
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Usage
+
+
+# Built inline (a class attribute named `errors` would hide the serializer's own `errors`), once,
+# so both uses below are one schema component.
+UsageRowSerializer: type[serializers.Serializer[Any]] = type(
+    inline_serializer(
+        name="UsageRow",
+        fields={
+            "key": serializers.CharField(allow_null=True, help_text="The value of `by` (null: none recorded)."),
+            "requests": serializers.IntegerField(),
+            "errors": serializers.IntegerField(help_text="Answers with status >= 400."),
+            **{name: serializers.IntegerField() for name in USAGE_FIELDS},
+            "cost_usd": serializers.FloatField(allow_null=True, help_text="null: no record of the group had a price."),
+        },
+    )
+)
+
+
+class UsageSerializer(serializers.Serializer[Any]):
+    since = serializers.DateTimeField()
+    until = serializers.DateTimeField(allow_null=True)
+    by = serializers.ChoiceField(choices=USAGE_GROUPS)
+    results = UsageRowSerializer(many=True)
+    total = UsageRowSerializer()
+
+
+class UsageView(APIView):
+    """Token totals and cost from the audit, grouped (what `vmx_usage` prints)."""
+
+    def get_required_permissions(self, request: Request) -> list[str]:
+        return model_permissions([AuditRecord], VIEW)
+
+    @extend_schema(
+        summary="Requests, errors, tokens by kind and cost, grouped",
+        parameters=[
+            OpenApiParameter("since", str, description="e.g. 1h, 24h, 7d, or an ISO date-time (default 24h)"),
+            OpenApiParameter("until", str, description="as since (default: now)"),
+            OpenApiParameter("by", str, enum=list(USAGE_GROUPS), description="default resource"),
+        ],
+        responses=UsageSerializer,
+    )
+    def get(self, request: Request) -> Response:
+        by = request.query_params.get("by", "resource")
+        if by not in USAGE_GROUPS:
+            raise serializers.ValidationError({"by": [f"must be one of {', '.join(USAGE_GROUPS)}"]})
+        since = _moment(request, "since") or since_parse("24h")
+        until = _moment(request, "until")
+        rows = usage_rows(since=since, until=until, by=by)
+        total: dict[str, Any] = {"key": None, "requests": 0, "errors": 0, **dict.fromkeys(USAGE_FIELDS, 0)}
+        cost: float | None = None
+        for row in rows:
+            for name in ("requests", "errors", *USAGE_FIELDS):
+                total[name] += row[name]
+            if row["cost_usd"] is not None:
+                cost = (cost or 0.0) + row["cost_usd"]
+        total["cost_usd"] = cost
+        return Response(
+            {
+                "since": since.isoformat().replace("+00:00", "Z"),
+                "until": until.isoformat().replace("+00:00", "Z") if until else None,
+                "by": by,
+                "results": rows,
+                "total": total,
+            }
+        )
+
+
+def usage_rows(*, since: datetime, until: datetime | None, by: str) -> list[dict[str, Any]]:
+    return [
+        {"key": row[by] or None, **{k: v for k, v in row.items() if k != by}}
+        for row in usage_totals(since=since, until=until, by=by)
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Capacity
+
+
+CAPACITY_SCOPES = {"connection": "connection", "resource": "resource", "api_key": "apiKey"}
+
+
+def _used(used: Used) -> dict[str, Any]:
+    return {"requests": used.requests, "tokens": used.tokens, "costUsd": used.cost_nanos / NANOS_PER_USD}
+
+
+class CapacityView(APIView):
+    """Every capacity limit with what its current window has used (reservations of running
+    requests included), read from the same store the gateway counts in; and, for users who may
+    see them, the upstream rate limits the workers learned (`upstreamLimits`)."""
+
+    def get_required_permissions(self, request: Request) -> list[str]:
+        return model_permissions([CapacityEntry], VIEW)
+
+    @extend_schema(
+        summary="Current capacity counters against each limit",
+        parameters=[
+            OpenApiParameter("top", int, description="Busiest values shown per limit with a dimension (default 10)")
+        ],
+        responses={200: OpenApiTypes.OBJECT},
+    )
+    def get(self, request: Request) -> Response:
+        try:
+            top = int(request.query_params.get("top", "10"))
+        except ValueError:
+            raise serializers.ValidationError({"top": ["must be a whole number"]}) from None
+        top = max(1, min(top, 100))
+        entries = CapacityEntry.objects.select_related("connection", "resource", "api_key").order_by(
+            "connection__name", "resource__name", "api_key__name", "position", "id"
+        )
+        results = []
+        for entry in entries:
+            kind = entry.scope_kind
+            owner = getattr(entry, kind)
+            limit = entry.limit_get()
+            item: dict[str, Any] = {
+                "scope": CAPACITY_SCOPES[kind],
+                "name": owner.name,
+                "limit": capacity_entry_export(entry),
+            }
+            try:
+                usage = capacity_window_usage(scope_kind=kind, scope_name=owner.name, limit=limit, top=top)
+            except StoreUnavailableError as exc:
+                raise ServiceUnavailableError(f"The capacity counters cannot be read: {exc}") from exc
+            item["window"] = {"start": _iso(usage.start), "end": _iso(usage.end)}
+            if usage.used is not None:
+                item["used"] = _used(usage.used)
+            else:
+                item["busiest"] = [{"value": value, "used": _used(used)} for value, used in usage.values]
+            results.append(item)
+        body: dict[str, Any] = {"results": results}
+        if request.user.has_perm("gateway.view_upstreamratelimit"):
+            body["upstreamLimits"] = [_upstream_limit(row) for row in UpstreamRateLimit.objects.all()]
+        return Response(body)
+
+
+def _upstream_limit(row: UpstreamRateLimit) -> dict[str, Any]:
+    """The last `x-ratelimit-*` headers a connection x model sent, as the admin lists them."""
+    return {
+        "connection": row.connection,
+        "model": row.model,
+        "limitRequests": row.limit_requests,
+        "remainingRequests": row.remaining_requests,
+        "resetRequests": row.reset_requests or None,
+        "limitTokens": row.limit_tokens,
+        "remainingTokens": row.remaining_tokens,
+        "resetTokens": row.reset_tokens or None,
+        "exhaustedUntil": row.exhausted_until.isoformat().replace("+00:00", "Z") if row.exhausted_until else None,
+        "seenAt": row.seen_at.isoformat().replace("+00:00", "Z"),
+    }

@@ -1,0 +1,212 @@
+"""The management API over what the gateway records (gateway/api.py): audit, usage, capacity;
+and the schema, its docs and the landing page."""
+
+from __future__ import annotations
+
+import io
+import re
+from datetime import timedelta
+
+import pytest
+import yaml
+from django.contrib.auth.models import User
+from django.core.management import call_command
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+import vmx_project
+from connections.services import (
+    CapacitySpec,
+    ModelEntrySpec,
+    api_key_save,
+    capacity_entries_replace,
+    connection_save,
+    resource_save,
+)
+from gateway.models import AuditRecord, UpstreamRateLimit
+from gateway.selectors import audit_record_as_dict
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def api() -> APIClient:
+    client = APIClient()
+    client.force_authenticate(User.objects.create_superuser("ops", "ops@example.com", "pw-0123456789"))
+    return client
+
+
+def record(n: int, *, minutes_ago: float = 0, **fields) -> AuditRecord:
+    values = {
+        "request_id": f"req_{n:04d}",
+        "created_at": timezone.now() - timedelta(minutes=minutes_ago),
+        "endpoint": "chat.completions",
+        "api_key": "ci",
+        "resource": "default",
+        "status_code": 200,
+        "duration_ms": 12.5,
+        "model": "gpt-4.1",
+        "connection": "openai-main",
+        "input_tokens": 10,
+        "output_tokens": 5,
+        "total_tokens": 15,
+        "cost_usd": 0.001,
+        **fields,
+    }
+    return AuditRecord.objects.create(**values)
+
+
+def test_audit_pages_newest_first_without_repeats(api: APIClient):
+    for n in range(25):
+        record(n, minutes_ago=25 - n)
+    seen: list[str] = []
+    url = "/api/v1/audit/?limit=10"
+    pages = 0
+    while url:
+        page = api.get(url).json()
+        seen += [item["request_id"] for item in page["results"]]
+        url = page["next"]
+        pages += 1
+        # Records arriving while a client pages do not shift the pages it has not read yet.
+        if pages == 1:
+            record(100)
+    assert pages == 3
+    assert seen == [f"req_{n:04d}" for n in range(24, -1, -1)]
+
+
+def test_audit_records_read_as_vmx_audit_prints_them(api: APIClient):
+    row = record(1, correlation_id="run-42", metadata={"team": "growth"}, attempts=[{"connection": "x"}])
+    item = api.get("/api/v1/audit/req_0001/").json()
+    assert item == audit_record_as_dict(row)
+    out = io.StringIO()
+    call_command("vmx_audit", "--format", "jsonl", "--request-id", "req_0001", stdout=out)
+    assert yaml.safe_load(out.getvalue()) == item
+    assert api.get("/api/v1/audit/req_9999/").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("resource=other", ["req_0002"]),
+        ("api_key=batch", ["req_0003"]),
+        ("status_code=429", ["req_0004"]),
+        ("endpoint=messages", ["req_0005"]),
+        ("correlation_id=run-7", ["req_0006"]),
+        ("since=30m", ["req_0006", "req_0005", "req_0004", "req_0003", "req_0002"]),
+        ("until=30m", ["req_0001"]),
+    ],
+)
+def test_audit_filters(api: APIClient, query, expected):
+    record(1, minutes_ago=120)
+    record(2, minutes_ago=5, resource="other")
+    record(3, minutes_ago=4, api_key="batch")
+    record(4, minutes_ago=3, status_code=429, error_type="capacity_exceeded")
+    record(5, minutes_ago=2, endpoint="messages")
+    record(6, minutes_ago=1, correlation_id="run-7")
+    response = api.get(f"/api/v1/audit/?{query}")
+    assert [item["request_id"] for item in response.json()["results"]] == expected
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [("since=yesterday-ish", "since"), ("status_code=abc", "status_code"), ("endpoint=embeddings", "endpoint")],
+)
+def test_a_bad_audit_filter_is_a_400_naming_it(api: APIClient, query, field):
+    response = api.get(f"/api/v1/audit/?{query}")
+    assert response.status_code == 400
+    assert list(response.json()) == [field]
+
+
+def test_usage_totals_with_errors_and_cost(api: APIClient):
+    record(1, resource="a", cost_usd=0.25)
+    record(2, resource="a", cost_usd=0.5, status_code=502, input_tokens=0, output_tokens=0, total_tokens=0)
+    record(3, resource="b", cost_usd=None, cached_tokens=4, reasoning_tokens=2)
+    record(4, resource="b", minutes_ago=60 * 48)  # outside the default 24 h
+    body = api.get("/api/v1/usage/?by=resource").json()
+    rows = {row["key"]: row for row in body["results"]}
+    assert rows["a"]["requests"] == 2 and rows["a"]["errors"] == 1
+    assert rows["a"]["cost_usd"] == pytest.approx(0.75)
+    assert rows["b"]["requests"] == 1 and rows["b"]["cost_usd"] is None  # unknown is not free
+    assert rows["b"]["cached_tokens"] == 4 and rows["b"]["reasoning_tokens"] == 2
+    assert body["total"]["requests"] == 3 and body["total"]["cost_usd"] == pytest.approx(0.75)
+    assert api.get("/api/v1/usage/?since=7d").json()["total"]["requests"] == 4
+    assert api.get("/api/v1/usage/?by=colour").status_code == 400
+
+
+def test_capacity_shows_each_limit_with_its_window(api: APIClient):
+    connection_save(name="demo", provider="mock", config={})
+    resource, _ = resource_save(name="default", models=[ModelEntrySpec(connection="demo")])
+    key, _, _ = api_key_save(name="ci", resources=["default"])
+    capacity_entries_replace(owner=key, specs=[CapacitySpec(period="minute", requests=60)])
+    capacity_entries_replace(
+        owner=resource, specs=[CapacitySpec(period="day", requests=5, dimension="metadata", dimension_field="user")]
+    )
+    results = api.get("/api/v1/capacity/").json()["results"]
+    by_scope = {(item["scope"], item["name"]): item for item in results}
+    minute = by_scope[("apiKey", "ci")]
+    assert minute["limit"] == {"period": "minute", "requests": 60}
+    assert minute["used"] == {"requests": 0, "tokens": 0, "costUsd": 0.0}
+    assert minute["window"]["start"].endswith(":00Z")
+    assert by_scope[("resource", "default")]["busiest"] == []
+
+
+def test_capacity_lists_the_upstream_limits_learned(api: APIClient):
+    UpstreamRateLimit.objects.create(
+        connection="openai-main",
+        model="gpt-4.1",
+        limit_requests=500,
+        remaining_requests=0,
+        reset_requests="1m30s",
+        seen_at=timezone.now(),
+        exhausted_until=timezone.now() + timedelta(seconds=90),
+    )
+    learned = api.get("/api/v1/capacity/").json()["upstreamLimits"]
+    assert learned[0]["connection"] == "openai-main" and learned[0]["remainingRequests"] == 0
+    assert learned[0]["resetRequests"] == "1m30s" and learned[0]["exhaustedUntil"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Schema, docs, landing page
+
+
+def test_the_schema_is_valid_openapi_and_documents_every_route():
+    out = io.StringIO()
+    call_command("spectacular", "--validate", "--fail-on-warn", stdout=out)
+    schema = yaml.safe_load(out.getvalue())
+    assert schema["openapi"].startswith("3.")
+    paths = set(schema["paths"])
+    for path in (
+        "/api/v1/connections/",
+        "/api/v1/connections/{name}/",
+        "/api/v1/connections/{name}/check/",
+        "/api/v1/resources/{name}/",
+        "/api/v1/api-keys/",
+        "/api/v1/pricing/{model}/",
+        "/api/v1/audit/",
+        "/api/v1/audit/{request_id}/",
+        "/api/v1/usage/",
+        "/api/v1/capacity/",
+        "/api/v1/config/",
+    ):
+        assert path in paths, path
+    assert not any(path.startswith("/v1/") for path in paths)  # the client endpoints are not this API
+
+
+def test_schema_and_docs_are_served_without_login_from_the_app_itself(client):
+    schema = client.get("/api/schema/")
+    assert schema.status_code == 200
+    docs = client.get("/api/docs/")
+    assert docs.status_code == 200
+    html = docs.content.decode()
+    assets = re.findall(r'(?:src|href)="([^"]+)"', html)
+    assert assets and all(asset.startswith("/") for asset in assets), assets  # nothing from a CDN
+
+
+def test_the_landing_page_says_what_this_is(client):
+    response = client.get("/")
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "VM-X gateway" in html and vmx_project.__version__ in html
+    for link in ('href="/admin/"', 'href="/api/docs/"', 'href="/healthz"', "http://testserver/v1"):
+        assert link in html
+    assert "Content-Security-Policy" in response.headers
