@@ -344,6 +344,33 @@ class ConfigObjectViewSet(GenericViewSet[Any]):
         return str(items[0].name)
 
 
+def documented(singular: str, plural: str, **overrides: dict[str, Any]) -> Any:
+    """The schema's summaries for a ConfigObjectViewSet; `overrides` are extend_schema arguments by action."""
+    summaries = {
+        "list": f"List {plural}",
+        "create": f"Create {singular}",
+        "retrieve": f"Get {singular}",
+        "update": f"Replace {singular}",
+        "partial_update": f"Change {singular} (JSON merge patch)",
+        "destroy": f"Delete {singular}",
+    }
+    return extend_schema_view(
+        **{
+            action: extend_schema(
+                **{
+                    "summary": summary,
+                    **({"responses": {204: None}} if action == "destroy" else {}),
+                    **overrides.get(action, {}),
+                }
+            )
+            for action, summary in summaries.items()
+        }
+    )
+
+
+_IN_USE = OpenApiResponse(description="Still used by a resource")
+
+
 _DOC_LISTS = {"connections": "connections", "resources": "resources", "apiKeys": "api_keys", "pricing": "pricing"}
 
 _CHECK_RESULT = inline_serializer(
@@ -356,16 +383,7 @@ _CHECK_RESULT = inline_serializer(
 )
 
 
-@extend_schema_view(
-    list=extend_schema(summary="List connections"),
-    create=extend_schema(summary="Create a connection"),
-    retrieve=extend_schema(summary="Get a connection"),
-    update=extend_schema(summary="Replace a connection"),
-    partial_update=extend_schema(summary="Change a connection (JSON merge patch)"),
-    destroy=extend_schema(
-        summary="Delete a connection", responses={204: None, 409: OpenApiResponse(description="In use")}
-    ),
-)
+@documented("a connection", "connections", destroy={"responses": {204: None, 409: _IN_USE}})
 class ConnectionViewSet(ConfigObjectViewSet):
     queryset = connections_for_export()
     serializer_class = ConnectionSerializer
@@ -386,14 +404,7 @@ class ConnectionViewSet(ConfigObjectViewSet):
         return Response({"ok": result.ok, "latencyMs": round(result.latency_ms, 1), "detail": result.detail})
 
 
-@extend_schema_view(
-    list=extend_schema(summary="List AI resources"),
-    create=extend_schema(summary="Create an AI resource"),
-    retrieve=extend_schema(summary="Get an AI resource"),
-    update=extend_schema(summary="Replace an AI resource"),
-    partial_update=extend_schema(summary="Change an AI resource (JSON merge patch)"),
-    destroy=extend_schema(summary="Delete an AI resource", responses={204: None}),
-)
+@documented("an AI resource", "AI resources")
 class ResourceViewSet(ConfigObjectViewSet):
     queryset = resources_for_export()
     serializer_class = ResourceSerializer
@@ -401,15 +412,10 @@ class ResourceViewSet(ConfigObjectViewSet):
     lookup_value_regex = ".+?"  # resource names may hold '/' (`team/default`)
 
 
-@extend_schema_view(
-    list=extend_schema(summary="List API keys"),
-    create=extend_schema(
-        summary="Create an API key", responses={201: APIKeyCreatedSerializer}, request=APIKeySerializer
-    ),
-    retrieve=extend_schema(summary="Get an API key"),
-    update=extend_schema(summary="Replace an API key"),
-    partial_update=extend_schema(summary="Change an API key (JSON merge patch)"),
-    destroy=extend_schema(summary="Delete an API key", responses={204: None}),
+@documented(
+    "an API key",
+    "API keys",
+    create={"responses": {201: APIKeyCreatedSerializer}, "request": APIKeySerializer},
 )
 class APIKeyViewSet(ConfigObjectViewSet):
     queryset = api_keys_for_export()
@@ -426,13 +432,11 @@ class APIKeyViewSet(ConfigObjectViewSet):
         return response
 
 
-@extend_schema_view(
-    list=extend_schema(summary="List model prices (USD per 1M tokens) over the bundled table"),
-    create=extend_schema(summary="Price a model"),
-    retrieve=extend_schema(summary="Get a model's price"),
-    update=extend_schema(summary="Replace a model's price"),
-    partial_update=extend_schema(summary="Change a model's price (JSON merge patch)"),
-    destroy=extend_schema(summary="Delete a model's price (the bundled table applies again)", responses={204: None}),
+@documented(
+    "a model's price",
+    "model prices (USD per 1M tokens) over the bundled table",
+    create={"summary": "Price a model"},
+    destroy={"summary": "Delete a model's price (the bundled table applies again)"},
 )
 class PricingViewSet(ConfigObjectViewSet):
     queryset = PricingEntry.objects.order_by("model")

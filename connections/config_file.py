@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import yaml
@@ -42,6 +42,7 @@ from connections.services import (
 from gateway.capacity.policy import PERIODS
 from gateway.providers.registry import UnknownProviderError, provider_class_get
 
+_T = TypeVar("_T")
 SECRET_MASK = "********"  # noqa: S105 - the placeholder, not a secret
 _REFERENCE_SPAN = re.compile(r"(?<!\$)\$\{[^}\n]*\}")
 _ENV_REFERENCE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -98,14 +99,24 @@ def _restore(value: Any, references: Mapping[str, str], token: re.Pattern[str]) 
     return value
 
 
-def env_expand(value: Any, *, path: str, problems: list[str], environ: Mapping[str, str]) -> Any:
-    """`${VAR}` and `${VAR:-default}` in every string, recursively; `$$` is a literal `$`."""
+def env_expand(value: Any, *, path: str, problems: list[str], environ: Mapping[str, str] | None) -> Any:
+    """`${VAR}` and `${VAR:-default}` in every string, recursively; `$$` is a literal `$`.
+
+    With `environ=None` (documents from the management API) `$$` still means `$`, but a reference
+    is a problem: the server's environment is not the caller's to read.
+    """
     if isinstance(value, str):
 
         def substitute(match: re.Match[str]) -> str:
             if match.group(0) == "$$":
                 return "$"
             name, default = match.group(1), match.group(2)
+            if environ is None:
+                problems.append(
+                    f"{path or '(top level)'}: environment references like ${{{name}}} are expanded only by "
+                    "vmx_apply on the server; send the value itself (a literal $ before { is written $$)"
+                )
+                return ""
             if name in environ:
                 return environ[name]
             if default is not None:
@@ -121,6 +132,22 @@ def env_expand(value: Any, *, path: str, problems: list[str], environ: Mapping[s
             k: env_expand(v, path=_join(path, str(k)), problems=problems, environ=environ) for k, v in value.items()
         }
     return value
+
+
+_EXPANDED_DOLLAR = re.compile(r"\$(?=[${])")
+
+
+def dollars_escaped(value: _T) -> _T:
+    """The inverse of `env_expand` for stored text: each `$` that it would read as the start of
+    `$$` or `${` is doubled, so an exported `${HOME}` that someone typed literally stays literal."""
+    escaped: Any = value
+    if isinstance(value, str):
+        escaped = _EXPANDED_DOLLAR.sub("$$", value)
+    elif isinstance(value, list):
+        escaped = [dollars_escaped(v) for v in value]
+    elif isinstance(value, dict):
+        escaped = {k: dollars_escaped(v) for k, v in value.items()}
+    return cast(_T, escaped)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -324,7 +351,7 @@ def config_parse(data: Any, *, environ: Mapping[str, str] | None = None, expand_
     if expand_env:
         data = env_expand(data, path="", problems=problems, environ=os.environ if environ is None else environ)
     else:
-        _reference_refusals(data, "", problems)
+        data = env_expand(data, path="", problems=problems, environ=None)
     _nul_problems(data, "", problems)
     doc = ConfigDoc()
 
@@ -420,21 +447,6 @@ def config_parse(data: Any, *, environ: Mapping[str, str] | None = None, expand_
     if problems:
         raise ConfigFileError(problems)
     return doc
-
-
-def _reference_refusals(value: Any, path: str, problems: list[str]) -> None:
-    if isinstance(value, str):
-        if _ENV_REFERENCE.search(value.replace("$$", "")):
-            problems.append(
-                f"{path or '(top level)'}: environment references like ${{NAME}} are expanded only by "
-                "vmx_apply on the server; send the value itself"
-            )
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            _reference_refusals(item, _join(path, str(key)), problems)
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            _reference_refusals(item, f"{path}[{index}]", problems)
 
 
 def _nul_problems(value: Any, path: str, problems: list[str]) -> None:
@@ -742,7 +754,7 @@ def connection_export(conn: Connection, *, include_secrets: bool = False) -> dic
     if not conn.enabled:
         item["enabled"] = False
     _capacity_export(item, conn.capacity_entries.all())
-    return item
+    return dollars_escaped(item)
 
 
 def resource_export(res: AIResource) -> dict[str, Any]:
@@ -769,7 +781,7 @@ def resource_export(res: AIResource) -> dict[str, Any]:
     if not res.enabled:
         item["enabled"] = False
     _capacity_export(item, res.capacity_entries.all())
-    return item
+    return dollars_escaped(item)
 
 
 def api_key_export(key: APIKey) -> dict[str, Any]:
@@ -825,7 +837,7 @@ def capacity_entry_export(entry: CapacityEntry) -> dict[str, Any]:
 
 
 def price_export(entry: PricingEntry) -> dict[str, Any]:
-    item: dict[str, Any] = {"model": entry.model, "input": _number(entry.input)}
+    item: dict[str, Any] = {"model": dollars_escaped(entry.model), "input": _number(entry.input)}
     if entry.cached_input is not None:
         item["cachedInput"] = _number(entry.cached_input)
     item["output"] = _number(entry.output)

@@ -9,6 +9,7 @@ any process is therefore visible everywhere within two refresh periods (2 s by d
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import threading
@@ -38,11 +39,9 @@ from gateway.pricing import Price, PriceList
 logger = logging.getLogger("vmx.config")
 _refresh_failures = ThrottledLog(logger, interval=10.0)
 RETRY_WITHOUT_SNAPSHOT_SECONDS = 1.0
-MISS_RECHECK_SECONDS = 0.1
-"""After a lookup misses (an unknown key), the revision is read again if it is older than this:
-a key created a moment ago elsewhere works at once, and a flood of bad keys costs at most ten
-revision reads a second per worker."""
 """With no configuration at all (database down at start), requests fail fast between attempts."""
+RECHECK_SPACING_SECONDS = 0.01
+"""Re-reads for unknown keys start at most this often per worker (see `aconfig_snapshot_recheck`)."""
 
 
 class ConfigurationUnavailableError(Exception):
@@ -177,16 +176,55 @@ class _SnapshotCache:
             self.failures = 0
             return self.snapshot
 
-    def recheck(self) -> ConfigSnapshot | None:
-        """Read the revision now unless it was read within MISS_RECHECK_SECONDS; rebuild if it moved."""
+    def reread(self) -> ConfigSnapshot:
+        """Read the revision now, whenever it was last read; rebuild if it moved."""
         with self.lock:
-            if self.snapshot is not None and time.monotonic() - self.checked_at < MISS_RECHECK_SECONDS:
-                return self.snapshot
-        self.checked_at = 0.0
+            self.checked_at = 0.0
         return self.refresh()
 
 
 _cache = _SnapshotCache()
+
+
+class _Rechecks:
+    """Single-flight re-reads of the revision for lookups that missed, in one event loop.
+
+    A request that arrived at `t` needs a read that started at or after `t`: such a read sees every
+    change committed before the client sent the request (a key whose create it already got an
+    answer to). Requests share reads: one in flight that started late enough serves them all, and
+    a new one starts at most every RECHECK_SPACING_SECONDS, so a flood of bad keys costs at most a
+    hundred revision reads a second per worker, and no new key is ever refused.
+    """
+
+    def __init__(self) -> None:
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.task: asyncio.Future[ConfigSnapshot] | None = None
+        self.started_at = float("-inf")
+
+    async def after(self, arrived: float) -> ConfigSnapshot | None:
+        loop = asyncio.get_running_loop()
+        if self.loop is not loop:  # a new loop (tests): nothing of the old one can be awaited here
+            self.loop, self.task, self.started_at = loop, None, float("-inf")
+        while True:
+            task = self.task
+            if task is not None and self.started_at >= arrived:
+                try:
+                    return await asyncio.shield(task)
+                except (DatabaseError, EncryptionKeyError):
+                    return None
+            if task is not None and not task.done():
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(task)
+                continue
+            wait = self.started_at + RECHECK_SPACING_SECONDS - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+                continue
+            self.started_at = time.monotonic()
+            self.task = asyncio.ensure_future(sync_to_async(_cache.reread, thread_sensitive=False)())
+
+
+_rechecks = _Rechecks()
 
 
 def config_snapshot() -> ConfigSnapshot:
@@ -217,15 +255,10 @@ async def aconfig_snapshot() -> ConfigSnapshot:
         raise ConfigurationUnavailableError(f"the configuration could not be read: {type(exc).__name__}") from exc
 
 
-async def aconfig_snapshot_recheck() -> ConfigSnapshot | None:
-    """For a lookup that missed: the configuration as the database has it now, when the last read
-    is older than MISS_RECHECK_SECONDS; None when it is not (or the database cannot say)."""
-    if time.monotonic() - _cache.checked_at < MISS_RECHECK_SECONDS:
-        return None
-    try:
-        return await sync_to_async(_cache.recheck, thread_sensitive=False)()
-    except (DatabaseError, EncryptionKeyError):
-        return None
+async def aconfig_snapshot_recheck(*, arrived: float) -> ConfigSnapshot | None:
+    """For a lookup that missed (an unknown key): the configuration as of a read that started at
+    or after `arrived` (the request's `time.monotonic()`); None when the database cannot say."""
+    return await _rechecks.after(arrived)
 
 
 async def config_snapshot_keep_fresh() -> None:

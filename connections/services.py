@@ -17,6 +17,7 @@ from typing import Any
 from asgiref.sync import async_to_sync
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.utils import timezone
 
 from connections.entities import ConnectionInfo
 from connections.models import AIResource, APIKey, CapacityEntry, Connection, ModelEntry, PricingEntry
@@ -236,6 +237,8 @@ def capacity_entries_replace(*, owner: Connection | AIResource | APIKey, specs: 
         return False
     owner.capacity_entries.all().delete()
     CapacityEntry.objects.bulk_create(entries)
+    # The limits are part of the owner: its "updated" time says when they changed too.
+    type(owner).objects.filter(pk=owner.pk).update(updated_at=timezone.now())
     # bulk_create sends no post_save; make sure workers see the new limits.
     config_revision_bump()
     return True

@@ -8,6 +8,7 @@ they are counted in `failures_total` and logged at most once a second per client
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
@@ -38,6 +39,7 @@ def api_key_from_headers(headers: Mapping[str, str]) -> str:
 async def authenticate(headers: Mapping[str, str]) -> tuple[ConfigSnapshot, ApiKeyInfo]:
     """The current snapshot and the caller's key; 401 when missing, unknown, disabled or expired,
     503 when the worker has no configuration to check it against (database down since start)."""
+    arrived = time.monotonic()
     key = api_key_from_headers(headers)
     if not key:
         raise AuthenticationError(
@@ -52,8 +54,9 @@ async def authenticate(headers: Mapping[str, str]) -> tuple[ConfigSnapshot, ApiK
         ) from None
     api_key = api_key_lookup(snapshot=snapshot, key=key)
     if api_key is None:
-        # Perhaps created a moment ago (the management API, another instance's admin).
-        fresher = await aconfig_snapshot_recheck()
+        # Perhaps created a moment ago (the management API, another worker or instance): a key
+        # committed before this request arrived works at once.
+        fresher = await aconfig_snapshot_recheck(arrived=arrived)
         if fresher is not None and fresher is not snapshot:
             snapshot, api_key = fresher, api_key_lookup(snapshot=fresher, key=key)
     if api_key is None:

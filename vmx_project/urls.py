@@ -1,3 +1,5 @@
+from typing import Any
+
 from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView
@@ -17,9 +19,20 @@ admin.site.index_title = "Configuration"
 handler404 = "gateway.views.page_not_found"
 handler500 = "gateway.views.server_error"
 
+
 # The management API (DESIGN.md 2.11). The /v1/ client endpoints are not part of it: they live in
 # gateway.urls, on the lean path (docs/architecture.md).
-api_v1 = DefaultRouter()
+class APIRouter(DefaultRouter):
+    """DRF's router, whose root page also lists the API's views that are not viewsets."""
+
+    extra_root_views = {"usage": "api-usage", "capacity": "api-capacity", "config": "api-config"}
+
+    def get_api_root_view(self, api_urls: Any = None) -> Any:
+        root = {prefix: self.routes[0].name.format(basename=basename) for prefix, _, basename in self.registry}
+        return self.APIRootView.as_view(api_root_dict={**root, **self.extra_root_views})
+
+
+api_v1 = APIRouter()
 api_v1.register("connections", ConnectionViewSet, basename="connection")
 api_v1.register("resources", ResourceViewSet, basename="resource")
 api_v1.register("api-keys", APIKeyViewSet, basename="api-key")

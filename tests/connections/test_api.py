@@ -412,3 +412,23 @@ def test_unknown_api_urls_and_bad_flags_answer_json(api: APIClient):
     missing = api.get("/api/v1/nothing-here/")
     assert missing.status_code == 404 and "detail" in missing.json()
     assert post(api, "/api/v1/config/?dry_run=maybe", {}).json() == {"dry_run": ["must be true or false"]}
+
+
+def test_a_literal_dollar_brace_survives_the_round_trips(base: APIClient, tmp_path):
+    # Typed in the admin (which stores text as is), then exported and applied both ways.
+    Connection.objects.filter(name="demo").update(description="costs ${HOME} and $$ and $5")
+    body = base.get("/api/v1/connections/demo/").json()
+    assert body["description"] == "costs $${HOME} and $$$ and $5"  # the file's escaping: $ before $ or { doubled
+    assert base.put("/api/v1/connections/demo/", body, format="json").status_code == 200
+    assert Connection.objects.get(name="demo").description == "costs ${HOME} and $$ and $5"
+    path = tmp_path / "vmx.yaml"
+    call_command("vmx_export", str(path), stdout=io.StringIO())
+    call_command("vmx_apply", str(path), stdout=io.StringIO())
+    assert Connection.objects.get(name="demo").description == "costs ${HOME} and $$ and $5"
+
+
+def test_the_api_root_lists_every_route(api: APIClient):
+    root = api.get("/api/v1/").json()
+    assert set(root) == {"connections", "resources", "api-keys", "pricing", "audit", "usage", "capacity", "config"}
+    for url in root.values():
+        assert api.get(url).status_code == 200, url

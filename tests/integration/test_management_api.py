@@ -89,6 +89,22 @@ def test_a_key_created_over_the_api_works_at_once_on_every_worker(managed: Manag
     assert limits[0]["used"]["requests"] == 8
 
 
+def test_no_new_key_is_ever_refused(managed: ManagedGateway):
+    """Keys created back to back and used the instant the create answers, each on fresh
+    connections (either worker may take them): a worker that read the configuration a moment
+    before the create must still read it again."""
+    refused = []
+    for round_ in range(25):
+        name = f"burst-{round_}-{secrets.token_hex(2)}"
+        key = managed.api.post("/api-keys/", json={"name": name, "resources": "*"}).json()["key"]
+        for _ in range(2):
+            status = httpx2.get(f"{managed.base_url}/v1/models", headers={"Authorization": f"Bearer {key}"}).status_code
+            if status != 200:
+                refused.append((name, status))
+        managed.api.delete(f"/api-keys/{name}/")
+    assert refused == []
+
+
 def test_crud_over_http_masks_secrets_and_answers_json_errors(managed: ManagedGateway):
     api = managed.api
     body = {"name": "oa", "provider": "openai", "config": {"apiKey": SECRET, "baseURL": "http://127.0.0.1:9/v1"}}
