@@ -1,7 +1,7 @@
 """What Django REST framework's async APIView (adrf) costs on `/v1/chat/completions`, beside ours.
 
-Three gateways up together (2 workers each, their own SQLite database, the same nginx upstream as
-`make bench`), differing only in the view that serves `POST /v1/chat/completions`:
+Three gateways (four with --with-async-auth) up together (2 workers each, their own SQLite
+database, the same nginx upstream as `make bench`), differing only in the view that serves `POST /v1/chat/completions`:
 
 - A: the project's view as shipped (`gateway.views.ChatCompletionsView`);
 - B: an `adrf.views.APIView` doing the same work (`bench/adrf_views.py`);

@@ -96,6 +96,9 @@ class ConnectionAdminForm(forms.ModelForm[Connection]):
             return cleaned
         provider = provider_class_get(slug)
         keep_stored = self.instance.pk is not None and self.instance.provider == slug
+        if keep_stored:  # a stored secret only goes where it went before
+            after = {spec.name: cleaned.get(_config_field_name(provider, spec)) for spec in provider.config_fields}
+            keep_stored = not provider.destination_changed(self.instance.config, after)
         config: dict[str, Any] = {}
         secrets: dict[str, str] = {}
         for spec in provider.config_fields:

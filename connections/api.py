@@ -20,6 +20,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, cast
 
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import transaction
 from django.db.models import Model
 from django.http import Http404
@@ -33,7 +34,8 @@ from drf_spectacular.utils import (
 )
 from rest_framework import serializers, status
 from rest_framework.decorators import action
-from rest_framework.parsers import BaseParser, JSONParser
+from rest_framework.exceptions import PermissionDenied
+from rest_framework.parsers import BaseParser
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -41,6 +43,7 @@ from rest_framework.views import APIView
 from rest_framework.viewsets import GenericViewSet
 
 from connections.config_file import (
+    ApplyReport,
     ConfigDoc,
     ConfigFileError,
     api_key_export,
@@ -52,18 +55,29 @@ from connections.config_file import (
     config_yaml_dump,
     connection_export,
     connections_for_export,
+    dollars_escaped,
     price_export,
     resource_export,
     resources_for_export,
 )
 from connections.crypto import EncryptionKeyError
-from connections.models import AIResource, APIKey, Connection, PricingEntry
+from connections.models import AIResource, APIKey, CapacityEntry, Connection, ModelEntry, PricingEntry
 from connections.services import connection_check
 from gateway.capacity.policy import PERIODS
 from gateway.providers.registry import provider_choices
-from vmx_project.api import ADD, CHANGE, DELETE, VIEW, ServiceUnavailableError, model_permissions
+from vmx_project.api import (
+    ADD,
+    CHANGE,
+    DELETE,
+    VIEW,
+    JSONDocumentParser,
+    ServiceUnavailableError,
+    model_permissions,
+)
 
 CONFIG_MODELS: tuple[type[Model], ...] = (Connection, AIResource, APIKey, PricingEntry)
+CONFIG_PARTS: tuple[type[Model], ...] = (ModelEntry, CapacityEntry)
+"""Edited inside their owners (the admin's inlines), with permissions of their own."""
 NON_FIELD = "non_field_errors"
 _PROBLEM = re.compile(r"^(?P<path>[^:]*?): (?P<message>.*)$", re.DOTALL)
 
@@ -141,15 +155,14 @@ class ConfigObjectSerializer(serializers.Serializer[Any]):
         except ConfigFileError as exc:
             raise serializers.ValidationError(problems_as_errors(exc.problems, prefix=f"{self.section}[0]")) from exc
 
-    def apply(self, doc: ConfigDoc) -> dict[str, str]:
-        """Write `doc` (one object); returns the key values generated for new API keys."""
+    def apply(self, doc: ConfigDoc) -> ApplyReport:
+        """Write `doc` (one object), in the caller's transaction."""
         try:
-            report = config_apply(doc)
+            return config_apply(doc)
         except ConfigFileError as exc:
             raise serializers.ValidationError(problems_as_errors(exc.problems, prefix=f"{self.section}[0]")) from exc
         except EncryptionKeyError as exc:
             raise ServiceUnavailableError(str(exc)) from exc
-        return report.created_keys
 
 
 class ConnectionSerializer(ConfigObjectSerializer):
@@ -258,6 +271,9 @@ class ConfigObjectViewSet(GenericViewSet[Any]):
     name_field: ClassVar[str] = "name"
     """The field that names the object in the file (pricing: `model`)."""
     kind: ClassVar[str]
+    """How messages name the object."""
+    report_kind: ClassVar[str]
+    """How `ApplyReport.changes` names it."""
     serializer_class: type[ConfigObjectSerializer]
 
     def get_object(self) -> Any:
@@ -293,9 +309,13 @@ class ConfigObjectViewSet(GenericViewSet[Any]):
             raise serializers.ValidationError(
                 {self.name_field: [f"a {self.kind} named '{name}' already exists; PUT or PATCH {path} to change it"]}
             )
+        self.check_part_permissions(request, before=None, after=self._doc_item(doc))
         with transaction.atomic():
-            generated = serializer.apply(doc)
-        extra = self.created_extra(doc, generated)
+            report = serializer.apply(doc)
+            if (self.report_kind, name, "created") not in report.changes:
+                # Someone created it between the check above and this write: not ours to change.
+                raise serializers.ValidationError({self.name_field: [f"a {self.kind} named '{name}' already exists"]})
+        extra = self.created_extra(doc, report.created_keys)
         return Response(self.represent(name, **extra), status=status.HTTP_201_CREATED)
 
     def created_extra(self, doc: ConfigDoc, generated: Mapping[str, str]) -> dict[str, Any]:
@@ -320,9 +340,12 @@ class ConfigObjectViewSet(GenericViewSet[Any]):
             }
             data = merge_patch(current, data)
         elif isinstance(data, Mapping) and self.name_field not in data:
-            data = {self.name_field: name, **data}
+            data = {self.name_field: dollars_escaped(name), **data}
         doc = serializer.run_validation(data)
         new_name = self._doc_name(doc)
+        current = {k: v for k, v in serializer.to_representation(obj).items() if k not in serializer.read_only_names}
+        before = self._doc_item(serializer.run_validation(current))
+        self.check_part_permissions(request, before=before, after=self._doc_item(doc))
         with transaction.atomic():
             if new_name != name:
                 self._rename(obj, new_name)
@@ -333,15 +356,40 @@ class ConfigObjectViewSet(GenericViewSet[Any]):
         if self.get_queryset().filter(**{self.name_field: new_name}).exists():
             raise serializers.ValidationError({self.name_field: [f"a {self.kind} named '{new_name}' already exists"]})
         setattr(obj, self.name_field, new_name)
+        # The services validate only what changed, and after a rename nothing else may have.
+        others = [f.name for f in obj._meta.fields if f.name != self.name_field]
+        try:
+            obj.full_clean(exclude=others)
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError(
+                {self.name_field: exc.message_dict.get(self.name_field, exc.messages)}
+            ) from exc
         obj.save(update_fields=[self.name_field, "updated_at"])
 
     def destroy(self, request: Request, name: str) -> Response:
         self.get_object().delete()
         return Response(status=status.HTTP_204_NO_CONTENT)
 
-    def _doc_name(self, doc: ConfigDoc) -> str:
+    def _doc_item(self, doc: ConfigDoc) -> Any:
         items: list[Any] = getattr(doc, _DOC_LISTS[self.get_serializer_class().section])
-        return str(items[0].name)
+        return items[0]
+
+    def _doc_name(self, doc: ConfigDoc) -> str:
+        return str(self._doc_item(doc).name)
+
+    def check_part_permissions(self, request: Request, *, before: Any, after: Any) -> None:
+        """Limits and model entries are objects of their own, which the admin edits inline under
+        their own permissions: a write that changes them needs those too, as in the admin."""
+        parts = [("capacity", CapacityEntry), ("models", ModelEntry)]
+        for attribute, model in parts:
+            if not hasattr(after, attribute):
+                continue
+            old, new = getattr(before, attribute, []) if before is not None else [], getattr(after, attribute)
+            if old != new and not request.user.has_perms(model_permissions([model], ADD, CHANGE, DELETE)):
+                plural = model._meta.verbose_name_plural
+                raise PermissionDenied(
+                    f"Changing {attribute} needs the add, change and delete permissions on {plural}."
+                )
 
 
 def documented(singular: str, plural: str, **overrides: dict[str, Any]) -> Any:
@@ -387,7 +435,7 @@ _CHECK_RESULT = inline_serializer(
 class ConnectionViewSet(ConfigObjectViewSet):
     queryset = connections_for_export()
     serializer_class = ConnectionSerializer
-    kind = "connection"
+    kind = report_kind = "connection"
 
     def get_required_permissions(self, request: Request) -> list[str] | None:
         if self.action == "check":  # the admin offers this action to whoever may see connections
@@ -408,7 +456,7 @@ class ConnectionViewSet(ConfigObjectViewSet):
 class ResourceViewSet(ConfigObjectViewSet):
     queryset = resources_for_export()
     serializer_class = ResourceSerializer
-    kind = "resource"
+    kind = report_kind = "resource"
     lookup_value_regex = ".+?"  # resource names may hold '/' (`team/default`)
 
 
@@ -421,6 +469,7 @@ class APIKeyViewSet(ConfigObjectViewSet):
     queryset = api_keys_for_export()
     serializer_class = APIKeySerializer
     kind = "API key"
+    report_kind = "api key"
 
     def created_extra(self, doc: ConfigDoc, generated: Mapping[str, str]) -> dict[str, Any]:
         key = doc.api_keys[0]
@@ -442,6 +491,7 @@ class PricingViewSet(ConfigObjectViewSet):
     queryset = PricingEntry.objects.order_by("model")
     serializer_class = PricingSerializer
     kind = "price"
+    report_kind = "pricing"
     lookup_field = "model"
     name_field = "model"
     lookup_value_regex = ".+?"  # model ids may hold '/' (`meta-llama/Llama-3.3-70B`)
@@ -471,20 +521,18 @@ class YAMLConfigRenderer(BaseRenderer):
     charset = "utf-8"
 
     def render(self, data: Any, accepted_media_type: str | None = None, renderer_context: Any = None) -> bytes:
-        response = renderer_context.get("response") if renderer_context else None
-        if response is not None and response.status_code >= 400:  # errors stay readable
-            return JSONRenderer().render(data)
         return config_yaml_dump(data).encode()
 
 
 class YAMLConfigParser(BaseParser):
-    """A config file as the body (`Content-Type: application/yaml`), as `vmx_apply` reads one."""
+    """A config file as the body (`Content-Type: application/yaml`), as `vmx_apply` reads one,
+    but without YAML aliases (a few hundred bytes of them expand to gigabytes)."""
 
     media_type = "application/yaml"
 
     def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> Any:
         try:
-            return config_text_parse(stream.read().decode("utf-8"), source="the request body")
+            return config_text_parse(stream.read().decode("utf-8"), source="the request body", allow_aliases=False)
         except UnicodeDecodeError as exc:
             raise serializers.ValidationError({NON_FIELD: ["The body is not UTF-8 text."]}) from exc
         except ConfigFileError as exc:
@@ -516,13 +564,21 @@ class ConfigView(APIView):
     """GET the whole configuration in the config-file format; POST a document to apply it."""
 
     renderer_classes = [JSONRenderer, YAMLConfigRenderer]
-    parser_classes = [JSONParser, YAMLConfigParser, TextYAMLConfigParser]
+    parser_classes = [JSONDocumentParser, YAMLConfigParser, TextYAMLConfigParser]
+
+    def finalize_response(self, request: Request, response: Response, *args: Any, **kwargs: Any) -> Response:
+        # YAML is for the configuration itself: errors, metadata and reports are JSON.
+        if request.method != "GET" or response.status_code >= 400:
+            request.accepted_renderer = JSONRenderer()
+            request.accepted_media_type = JSONRenderer.media_type
+        return super().finalize_response(request, response, *args, **kwargs)
 
     def get_required_permissions(self, request: Request) -> list[str]:
         if request.method in ("GET", "HEAD", "OPTIONS"):
             return model_permissions(CONFIG_MODELS, VIEW)
         actions = [ADD, CHANGE, DELETE] if _flag(request, "prune") else [ADD, CHANGE]
-        return model_permissions(CONFIG_MODELS, *actions)
+        # A document replaces limits and model entries whole: those need every permission.
+        return model_permissions(CONFIG_MODELS, *actions) + model_permissions(CONFIG_PARTS, ADD, CHANGE, DELETE)
 
     @extend_schema(
         summary="Export the configuration (secrets masked)",
@@ -538,14 +594,28 @@ class ConfigView(APIView):
             OpenApiParameter("prune", bool, description="Delete objects the document does not list."),
             OpenApiParameter("dry_run", bool, description="Answer what would change; change nothing."),
         ],
-        request={"application/json": OpenApiTypes.OBJECT, "application/yaml": OpenApiTypes.STR},
-        responses={200: _CHANGES},
+        request={
+            "application/json": OpenApiTypes.OBJECT,
+            "application/yaml": OpenApiTypes.STR,
+            "text/yaml": OpenApiTypes.STR,
+        },
+        responses={(200, "application/json"): _CHANGES},
     )
     def post(self, request: Request) -> Response:
-        dry_run = _flag(request, "dry_run")
+        dry_run, prune = _flag(request, "dry_run"), _flag(request, "prune")
+        if prune and not request.data:
+            # An empty body is more likely a mistake than a wish to delete everything.
+            raise serializers.ValidationError(
+                {
+                    NON_FIELD: [
+                        "An empty document with prune=true would delete everything; to do that, "
+                        'send {"connections": [], "resources": [], "apiKeys": [], "pricing": []}.'
+                    ]
+                }
+            )
         try:
             doc = config_parse(request.data, expand_env=False)
-            report = config_apply(doc, prune=_flag(request, "prune"), dry_run=dry_run)
+            report = config_apply(doc, prune=prune, dry_run=dry_run)
         except ConfigFileError as exc:
             raise serializers.ValidationError(problems_as_errors(exc.problems)) from exc
         except EncryptionKeyError as exc:
@@ -559,9 +629,6 @@ class ConfigView(APIView):
         response = Response(body)
         if report.created_keys and not dry_run:
             response["Cache-Control"] = "no-store"
-        # Answer in JSON whatever ?format= asked for: this is a report, not a configuration.
-        request.accepted_renderer = JSONRenderer()
-        request.accepted_media_type = JSONRenderer.media_type
         return response
 
 

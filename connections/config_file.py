@@ -17,7 +17,7 @@ import secrets
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -43,6 +43,27 @@ from gateway.capacity.policy import PERIODS
 from gateway.providers.registry import UnknownProviderError, provider_class_get
 
 _T = TypeVar("_T")
+MAX_DEPTH = 200
+"""How deeply a document may nest: as deep as a /v1/ request body (defaultArgs become part of one)."""
+
+
+def depth_exceeds(value: Any, limit: int) -> bool:
+    """Whether lists and mappings nest more than `limit` levels (iterative: no recursion limit)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Iterable[Any] = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
 SECRET_MASK = "********"  # noqa: S105 - the placeholder, not a secret
 _REFERENCE_SPAN = re.compile(r"(?<!\$)\$\{[^}\n]*\}")
 _ENV_REFERENCE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -66,7 +87,20 @@ def config_file_read(path: Path) -> Any:
     return config_text_parse(text, source=str(path))
 
 
-def config_text_parse(text: str, *, source: str) -> Any:
+class _NoAliasLoader(yaml.SafeLoader):
+    """Safe YAML without anchors' aliases: a few hundred bytes of nested aliases expand to
+    gigabytes, so documents from the network may not use them (files on the server may)."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()  # type: ignore[no-untyped-call]
+            raise yaml.composer.ComposerError(
+                None, None, "aliases (*name) are not accepted here; write the value out", event.start_mark
+            )
+        return super().compose_node(parent, index)
+
+
+def config_text_parse(text: str, *, source: str, allow_aliases: bool = True) -> Any:
     """YAML (or JSON) text into plain data; `source` names it in a complaint (a path, "the request body")."""
     # `${VAR}` is not a valid plain scalar inside YAML flow mappings (`config: {apiKey: ${KEY}}`,
     # as DESIGN.md 2.2 writes it), so references are swapped for inert tokens while parsing and
@@ -80,7 +114,10 @@ def config_text_parse(text: str, *, source: str) -> Any:
         return token
 
     try:
-        data = yaml.safe_load(_REFERENCE_SPAN.sub(protect, text))
+        loader = yaml.SafeLoader if allow_aliases else _NoAliasLoader
+        data = yaml.load(_REFERENCE_SPAN.sub(protect, text), Loader=loader)  # noqa: S506 - both are safe loaders
+    except RecursionError:
+        raise ConfigFileError([f"{source}: nested too deeply (at most {MAX_DEPTH} levels)"]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -347,6 +384,8 @@ def config_parse(data: Any, *, environ: Mapping[str, str] | None = None, expand_
         data = {}
     if not isinstance(data, dict):
         raise ConfigFileError(["(top level): must be a mapping with connections, resources, apiKeys and pricing"])
+    if depth_exceeds(data, MAX_DEPTH):
+        raise ConfigFileError([f"(top level): nested deeper than {MAX_DEPTH} levels"])
     _Reader(data, "", problems, ("connections", "resources", "apiKeys", "pricing"))
     if expand_env:
         data = env_expand(data, path="", problems=problems, environ=os.environ if environ is None else environ)
@@ -412,11 +451,21 @@ def config_parse(data: Any, *, environ: Mapping[str, str] | None = None, expand_
         if isinstance(raw_expiry, datetime):
             expires_at = raw_expiry
         elif isinstance(raw_expiry, str):
-            expires_at = parse_datetime(raw_expiry)
+            try:
+                expires_at = parse_datetime(raw_expiry)
+            except ValueError:  # well-formed but impossible: February 30th, an offset of 99 hours
+                expires_at = None
             if expires_at is None:
                 r.problem("expiresAt", "must be an ISO 8601 date-time, e.g. 2027-01-31T00:00:00Z")
         if expires_at is not None and expires_at.tzinfo is None:
             r.problem("expiresAt", "must include a time zone, e.g. 2027-01-31T00:00:00Z")
+            expires_at = None
+        if expires_at is not None:
+            try:
+                expires_at.astimezone(UTC)
+            except OverflowError:  # year 9999 west of UTC, or year 1 east of it
+                r.problem("expiresAt", "must be a date-time between the years 1 and 9999 in UTC")
+                expires_at = None
         key = r.get("key", str)
         doc.api_keys.append(
             ApiKeyDoc(
@@ -449,12 +498,16 @@ def config_parse(data: Any, *, environ: Mapping[str, str] | None = None, expand_
     return doc
 
 
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
 def _nul_problems(value: Any, path: str, problems: list[str]) -> None:
-    """NUL characters anywhere (a name, a description, defaultArgs): the database cannot store
-    them, so they are a problem of the file, named by its path, not an error while writing it."""
+    """NUL characters or lone surrogates anywhere (a name, a description, defaultArgs): the
+    database cannot store them, so they are a problem of the file, named by its path, not an
+    error while writing it."""
     if isinstance(value, str):
-        if "\x00" in value:
-            problems.append(f"{path or '(top level)'}: must not contain NUL characters")
+        if _UNSTORABLE.search(value):
+            problems.append(f"{path or '(top level)'}: must not contain NUL characters or lone surrogates")
     elif isinstance(value, dict):
         for key, item in value.items():
             _nul_problems(key, path, problems)
@@ -625,6 +678,18 @@ def _reference_problems(doc: ConfigDoc, *, prune: bool) -> list[str]:
                 f"{conn.path}.config.{name}: is the export mask '{SECRET_MASK}', but connection "
                 f"'{conn.name}' has no stored value to keep; give the real value"
             )
+        before = stored.get(conn.name)
+        if before is not None and (
+            before.provider != conn.provider or provider.destination_changed(before.config, conn.config)
+        ):
+            moved = sorted(masked - unkeepable)
+            unkeepable |= set(moved)
+            for name in moved:
+                problems.append(
+                    f"{conn.path}.config.{name}: is the export mask '{SECRET_MASK}', but the connection's "
+                    "address or provider changes, and a stored secret only goes where it went before; "
+                    "give the real value"
+                )
         merged = {**conn.config, **{k: stored_secrets.get(k, "") for k in masked}}
         for name, message in provider.config_errors(merged).items():
             if name not in unkeepable:
@@ -795,7 +860,7 @@ def api_key_export(key: APIKey) -> dict[str, Any]:
     if key.expires_at:
         item["expiresAt"] = key.expires_at.isoformat().replace("+00:00", "Z")
     _capacity_export(item, key.capacity_entries.all())
-    return item
+    return dollars_escaped(item)
 
 
 def config_export(*, include_secrets: bool = False) -> dict[str, Any]:

@@ -161,20 +161,20 @@ class _SnapshotCache:
 
     def refresh(self) -> ConfigSnapshot:
         with self.lock:
-            if self.is_fresh():
-                assert self.snapshot is not None
-                return self.snapshot
+            snapshot = self.snapshot
+            if snapshot is not None and self.is_fresh():
+                return snapshot
             try:
                 revision = config_revision_get()
-                if self.snapshot is None or self.snapshot.revision != revision:
-                    self.snapshot = config_snapshot_build()
+                if snapshot is None or snapshot.revision != revision:
+                    snapshot = self.snapshot = config_snapshot_build()
             except Exception:
                 self.failed_at = time.monotonic()
                 self.failures += 1
                 raise
             self.checked_at = self.refreshed_at = time.monotonic()
             self.failures = 0
-            return self.snapshot
+            return snapshot
 
     def reread(self) -> ConfigSnapshot:
         """Read the revision now, whenever it was last read; rebuild if it moved."""
@@ -210,7 +210,7 @@ class _Rechecks:
             if task is not None and self.started_at >= arrived:
                 try:
                     return await asyncio.shield(task)
-                except (DatabaseError, EncryptionKeyError):
+                except Exception:  # the database cannot say: the caller answers with what it has
                     return None
             if task is not None and not task.done():
                 with contextlib.suppress(Exception):
@@ -291,8 +291,9 @@ def config_snapshot_age() -> float | None:
 
 def config_snapshot_invalidate() -> None:
     """Make the next read re-check the revision (and rebuild the snapshot if it moved)."""
-    _cache.checked_at = 0.0
-    _cache.snapshot = None
+    with _cache.lock:
+        _cache.checked_at = 0.0
+        _cache.snapshot = None
 
 
 def api_key_lookup(*, snapshot: ConfigSnapshot, key: str) -> ApiKeyInfo | None:

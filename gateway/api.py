@@ -8,12 +8,15 @@ skip one; a bad filter is a 400 naming it, never an empty page.
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 from typing import Any
 
+from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view, inline_serializer
 from rest_framework import serializers
+from rest_framework.exceptions import NotFound
 from rest_framework.pagination import CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -35,6 +38,8 @@ from gateway.selectors import (
     usage_totals,
 )
 from vmx_project.api import VIEW, ServiceUnavailableError, model_permissions
+
+logger = logging.getLogger("vmx.api")
 
 
 def _moment(request: Request, name: str) -> datetime | None:
@@ -87,6 +92,13 @@ class AuditPagination(CursorPagination):
     page_size = 100
     page_size_query_param = "limit"
     max_page_size = 1000
+
+    def paginate_queryset(self, queryset: Any, request: Request, view: Any = None) -> Any:
+        # A cursor is opaque but not signed: one whose position is not a date fails in the query.
+        try:
+            return super().paginate_queryset(queryset, request, view)
+        except (DjangoValidationError, ValueError, OverflowError):
+            raise NotFound(self.invalid_cursor_message) from None
 
 
 _AUDIT_FILTERS = [
@@ -261,8 +273,10 @@ class CapacityView(APIView):
             }
             try:
                 usage = capacity_window_usage(scope_kind=kind, scope_name=owner.name, limit=limit, top=top)
-            except StoreUnavailableError as exc:
-                raise ServiceUnavailableError(f"The capacity counters cannot be read: {exc}") from exc
+            except StoreUnavailableError:
+                # The store's own message can name hosts and users: it goes to the log only.
+                logger.warning("capacity/: the counters cannot be read", exc_info=True)
+                raise ServiceUnavailableError("The capacity counters cannot be read; see the gateway's log.") from None
             item["window"] = {"start": _iso(usage.start), "end": _iso(usage.end)}
             if usage.used is not None:
                 item["used"] = _used(usage.used)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.db.models import Count, Q, QuerySet, Sum
@@ -30,13 +30,15 @@ _UNIT = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"
 def since_parse(text: str) -> datetime:
     """`90s`, `15m`, `1h`, `7d`, `2w` ago, or an ISO date/time."""
     match = _SINCE.match(text.strip())
-    if match:
-        return timezone.now() - timedelta(**{_UNIT[match.group(2)]: int(match.group(1))})
     try:
+        if match:
+            return timezone.now() - timedelta(**{_UNIT[match.group(2)]: int(match.group(1))})
         moment = datetime.fromisoformat(text.strip())
-    except ValueError:
+        moment = moment if moment.tzinfo else timezone.make_aware(moment)
+        moment.astimezone(UTC)  # year 9999 west of UTC does not exist in UTC
+        return moment
+    except (ValueError, OverflowError):
         raise ValueError(f"cannot read '{text}' as a duration (e.g. 1h, 30m, 7d) or an ISO date") from None
-    return moment if moment.tzinfo else timezone.make_aware(moment)
 
 
 AUDIT_FILTERS = ("request_id", "correlation_id", "resource", "api_key", "endpoint", "status_code")

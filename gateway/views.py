@@ -26,6 +26,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonRespons
 from django.shortcuts import render
 from django.views import View, defaults
 from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_safe
 
 import vmx_project
 from connections.entities import ApiKeyInfo, ConfigSnapshot
@@ -421,6 +422,8 @@ def server_error(request: HttpRequest) -> HttpResponseBase:
     return openai_exception_handler(error, request_id=request_id_new())
 
 
+@csrf_exempt  # nothing to protect, and a POST here should get a 405, not the CSRF failure page
+@require_safe
 def landing_page(request: HttpRequest) -> HttpResponse:
     """`/`: what this server is, for a person who opened it in a browser."""
     context = {"version": vmx_project.__version__, "base_url": request.build_absolute_uri("/").rstrip("/")}

@@ -15,8 +15,11 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+import orjson
+from django.db import IntegrityError
 from django.db.models import Model, ProtectedError
 from rest_framework import exceptions, status
+from rest_framework.parsers import BaseParser
 from rest_framework.permissions import DjangoModelPermissions
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -64,6 +67,25 @@ class StaffModelPermissions(DjangoModelPermissions):
         return super().has_permission(request, view)
 
 
+class JSONDocumentParser(BaseParser):
+    """JSON bodies, parsed by orjson (which refuses lone surrogates) and at most MAX_DEPTH deep:
+    deeper documents are refused before any recursive code walks them."""
+
+    media_type = "application/json"
+
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> Any:
+        from connections.config_file import MAX_DEPTH, depth_exceeds
+
+        raw = stream.read() if stream is not None else b""
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise exceptions.ParseError(f"JSON parse error: {exc}") from None
+        if depth_exceeds(data, MAX_DEPTH):
+            raise exceptions.ParseError(f"The body nests deeper than {MAX_DEPTH} levels.")
+        return data
+
+
 class ConflictError(exceptions.APIException):
     status_code = status.HTTP_409_CONFLICT
     default_detail = "The request conflicts with the current state."
@@ -79,13 +101,19 @@ class ServiceUnavailableError(exceptions.APIException):
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """DRF's handler, plus: a delete refused because something still uses the object is a 409,
     and anything unexpected a JSON 500 instead of Django's HTML page."""
-    if isinstance(exc, ProtectedError):
+    from rest_framework.views import exception_handler
+
+    from connections.crypto import EncryptionKeyError
+
+    if isinstance(exc, EncryptionKeyError):  # reads decrypt to know which secrets are set
+        exc = ServiceUnavailableError(str(exc))
+    elif isinstance(exc, ProtectedError):
         # A connection's users are model entries; name the resource each belongs to.
         owners = (getattr(obj, "resource", obj) for obj in exc.protected_objects)
         users = sorted({f"{owner._meta.verbose_name} '{owner}'" for owner in owners})
         exc = ConflictError(f"Still used by {', '.join(users)}: change or delete those first.")
-    from rest_framework.views import exception_handler
-
+    elif isinstance(exc, IntegrityError):  # two writers raced for one name (ProtectedError is one too)
+        exc = ConflictError("Another request changed the same object at the same moment; try again.")
     response = exception_handler(exc, context)
     if response is not None:
         return response

@@ -26,6 +26,8 @@ class APIRouter(DefaultRouter):
     """DRF's router, whose root page also lists the API's views that are not viewsets."""
 
     extra_root_views = {"usage": "api-usage", "capacity": "api-capacity", "config": "api-config"}
+    # No `.json` suffix routes: every path ends in a slash, and the views take no format argument.
+    include_format_suffixes = False
 
     def get_api_root_view(self, api_urls: Any = None) -> Any:
         root = {prefix: self.routes[0].name.format(basename=basename) for prefix, _, basename in self.registry}

@@ -138,6 +138,15 @@ class Provider:
         return Redactor(self.connection.secrets.values())
 
     @classmethod
+    def destination_changed(cls, before: Mapping[str, Any], after: Mapping[str, Any]) -> bool:
+        """Whether a URL setting differs: stored secrets are then not kept for the new address
+        (whoever may edit a connection but not read its key could otherwise send the key to a
+        server of theirs and read it there)."""
+        return any(
+            (before.get(f.name) or "") != (after.get(f.name) or "") for f in cls.config_fields if f.kind == "url"
+        )
+
+    @classmethod
     def secret_field_names(cls) -> frozenset[str]:
         return frozenset(f.name for f in cls.config_fields if f.secret)
 

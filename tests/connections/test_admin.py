@@ -82,6 +82,24 @@ def test_editing_a_connection_with_a_blank_key_keeps_it(admin_client):
     assert connection.secrets_get() == {"apiKey": "sk-new-value-123"}
 
 
+def test_a_new_address_needs_the_key_again(admin_client):
+    """A stored key only goes where it went before (an editor could otherwise read it at a server
+    of their own)."""
+    connection, _ = connection_save(name="oa", provider="openai", config={"apiKey": SECRET})
+    url = f"/admin/connections/connection/{connection.pk}/change/"
+    response = submit(admin_client, url, config__openai__baseURL="http://attacker.example/v1")
+    assert response.status_code == 200
+    connection.refresh_from_db()
+    assert "baseURL" not in connection.config and connection.secrets_get() == {"apiKey": SECRET}
+    moved = submit(
+        admin_client, url, config__openai__baseURL="http://127.0.0.1:9/v1", config__openai__apiKey="sk-other-123456"
+    )
+    assert moved.status_code == 302
+    connection.refresh_from_db()
+    assert connection.config["baseURL"] == "http://127.0.0.1:9/v1"
+    assert connection.secrets_get() == {"apiKey": "sk-other-123456"}
+
+
 @pytest.mark.parametrize(
     ("changes", "message"),
     [

@@ -7,6 +7,7 @@ secrets masked and kept, the API key's value shown once, the same validation mes
 
 from __future__ import annotations
 
+import html
 import io
 from pathlib import Path
 from typing import Any
@@ -99,14 +100,24 @@ def test_connection_crud_masks_and_keeps_the_secret(api: APIClient):
     assert replaced.json()["description"] == "Production key"
     assert Connection.objects.get(name="openai-main").secrets_get() == {"apiKey": SECRET}
 
-    # PATCH merges: only baseURL changes, the secret stays.
-    patched = api.patch(
-        "/api/v1/connections/openai-main/", {"config": {"baseURL": "http://127.0.0.1:8/v1"}}, format="json"
-    )
+    # PATCH merges: the description changes, the secret stays.
+    patched = api.patch("/api/v1/connections/openai-main/", {"description": "edited"}, format="json")
     assert patched.status_code == 200, patched.content
+    assert Connection.objects.get(name="openai-main").secrets_get() == {"apiKey": SECRET}
+
+    # A stored key only goes where it went before: a new address needs the key again, so whoever
+    # may edit connections cannot send the key to a server of theirs and read it there.
+    moved = api.patch(
+        "/api/v1/connections/openai-main/", {"config": {"baseURL": "http://attacker.example/v1"}}, format="json"
+    )
+    assert moved.status_code == 400
+    assert "give the real value" in moved.json()["config.apiKey"][0]
+    assert Connection.objects.get(name="openai-main").config["baseURL"] == "http://127.0.0.1:9/v1"
+    both = {"config": {"baseURL": "http://127.0.0.1:8/v1", "apiKey": "sk-new-0123456789"}}
+    assert api.patch("/api/v1/connections/openai-main/", both, format="json").status_code == 200
     row = Connection.objects.get(name="openai-main")
     assert row.config["baseURL"] == "http://127.0.0.1:8/v1"
-    assert row.secrets_get() == {"apiKey": SECRET}
+    assert row.secrets_get() == {"apiKey": "sk-new-0123456789"}
 
     assert api.delete("/api/v1/connections/openai-main/").status_code == 204
     assert not Connection.objects.exists()
@@ -395,17 +406,33 @@ def test_staff_without_permissions_reads_nothing(base: APIClient):
     assert client.get("/api/v1/audit/").status_code == 403
 
 
+OWNERS = ("connection", "airesource", "apikey", "pricingentry")
+PARTS = ("modelentry", "capacityentry")
+
+
 def test_pruning_needs_the_delete_permissions(base: APIClient):
     editor = staff_client(
-        *[
-            f"{action}_{model}"
-            for action in ("view", "add", "change")
-            for model in ("connection", "airesource", "apikey", "pricingentry")
-        ]
+        *[f"{action}_{model}" for action in ("view", "add", "change") for model in OWNERS],
+        *[f"{action}_{model}" for action in ("add", "change", "delete") for model in PARTS],
     )
     document = base.get("/api/v1/config/").json()
     assert post(editor, "/api/v1/config/", document).status_code == 200
     assert post(editor, "/api/v1/config/?prune=true", document).status_code == 403
+
+
+def test_limits_and_model_entries_need_their_own_permissions_as_in_the_admin(base: APIClient):
+    """The admin edits limits and fallbacks inline, under the permissions of those models."""
+    editor = staff_client(*[f"{action}_{model}" for action in ("view", "add", "change") for model in OWNERS])
+    assert editor.patch("/api/v1/resources/default/", {"description": "ok"}, format="json").status_code == 200
+    limit = {"capacity": [{"period": "day", "requests": 5}]}
+    assert editor.patch("/api/v1/resources/default/", limit, format="json").status_code == 403
+    fallback = {"fallbackModels": [{"connection": "demo", "model": "other"}]}
+    assert editor.patch("/api/v1/resources/default/", fallback, format="json").status_code == 403
+    created = post(editor, "/api/v1/connections/", {"name": "c2", "provider": "mock", "config": {}, **limit})
+    assert created.status_code == 403
+    assert post(editor, "/api/v1/config/", base.get("/api/v1/config/").json()).status_code == 403
+    assert not AIResource.objects.get(name="default").capacity_entries.exists()
+    assert AIResource.objects.get(name="default").model_entries.count() == 1
 
 
 def test_unknown_api_urls_and_bad_flags_answer_json(api: APIClient):
@@ -432,3 +459,49 @@ def test_the_api_root_lists_every_route(api: APIClient):
     assert set(root) == {"connections", "resources", "api-keys", "pricing", "audit", "usage", "capacity", "config"}
     for url in root.values():
         assert api.get(url).status_code == 200, url
+
+
+def test_the_admin_api_and_vmx_apply_give_one_message(base: APIClient, admin_client, tmp_path):
+    """A rule that lives in the model (what a resource name may hold) reads the same everywhere."""
+    from tests.connections.test_admin import submit
+
+    api_message = post(base, "/api/v1/resources/", {"name": "bad name", "model": {"connection": "demo", "model": "m"}})
+    (message,) = api_message.json()["name"]
+    assert f"resources[0].name: {message}" in vmx_apply(
+        tmp_path, {"resources": [{"name": "bad name", "model": {"connection": "demo", "model": "m"}}]}
+    )
+    demo = Connection.objects.get(name="demo")
+    page = submit(
+        admin_client,
+        "/admin/connections/airesource/add/",
+        name="bad name",
+        **{"model_entries-0-connection": str(demo.pk), "model_entries-0-model": "m"},
+    )
+    assert page.status_code == 200
+    assert html.escape(message) in page.content.decode()
+
+
+def test_the_admin_session_works_and_writes_need_the_csrf_token(base: APIClient, admin_user: User):
+    browser = APIClient(enforce_csrf_checks=True)
+    browser.force_login(admin_user)
+    assert browser.get("/api/v1/connections/").status_code == 200
+    refused = browser.patch("/api/v1/connections/demo/", {"description": "x"}, format="json")
+    assert refused.status_code == 403 and "CSRF" in refused.json()["detail"]
+    browser.get("/admin/")  # sets the CSRF cookie, as the admin's pages do
+    token = browser.cookies["csrftoken"].value
+    allowed = browser.patch("/api/v1/connections/demo/", {"description": "x"}, format="json", HTTP_X_CSRFTOKEN=token)
+    assert allowed.status_code == 200
+
+
+def test_secrets_that_cannot_be_decrypted_answer_503_not_500(api: APIClient, settings):
+    from cryptography.fernet import Fernet
+
+    post(api, "/api/v1/connections/", {"name": "oa", "provider": "openai", "config": {"apiKey": SECRET}})
+    settings.VMX_ENCRYPTION_KEY = Fernet.generate_key().decode()
+    for response in (
+        api.get("/api/v1/connections/"),
+        api.get("/api/v1/config/"),
+        api.post("/api/v1/connections/oa/check/"),
+    ):
+        assert response.status_code == 503, response.content
+        assert SECRET not in response.content.decode()

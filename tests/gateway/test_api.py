@@ -109,7 +109,14 @@ def test_audit_filters(api: APIClient, query, expected):
 
 @pytest.mark.parametrize(
     ("query", "field"),
-    [("since=yesterday-ish", "since"), ("status_code=abc", "status_code"), ("endpoint=embeddings", "endpoint")],
+    [
+        ("since=yesterday-ish", "since"),
+        ("status_code=abc", "status_code"),
+        ("endpoint=embeddings", "endpoint"),
+        ("since=99999999999d", "since"),
+        ("until=99999999999999999999s", "until"),
+        ("since=9999-12-31T23:59:59-01:00", "since"),
+    ],
 )
 def test_a_bad_audit_filter_is_a_400_naming_it(api: APIClient, query, field):
     response = api.get(f"/api/v1/audit/?{query}")
@@ -131,6 +138,15 @@ def test_usage_totals_with_errors_and_cost(api: APIClient):
     assert body["total"]["requests"] == 3 and body["total"]["cost_usd"] == pytest.approx(0.75)
     assert api.get("/api/v1/usage/?since=7d").json()["total"]["requests"] == 4
     assert api.get("/api/v1/usage/?by=colour").status_code == 400
+    assert api.get("/api/v1/usage/?since=99999999999d").status_code == 400
+
+
+@pytest.mark.parametrize("cursor", ["cD1hYmM=", "cD0A", "not-base64", "bz0tMQ=="])
+def test_a_forged_cursor_is_refused_not_a_500(api: APIClient, cursor):
+    record(1)
+    response = api.get(f"/api/v1/audit/?cursor={cursor}")
+    assert response.status_code == 404
+    assert response.json() == {"detail": "Invalid cursor"}
 
 
 def test_capacity_shows_each_limit_with_its_window(api: APIClient):
@@ -199,7 +215,7 @@ def test_schema_and_docs_are_served_without_login_from_the_app_itself(client):
     assert docs.status_code == 200
     html = docs.content.decode()
     assets = re.findall(r'(?:src|href)="([^"]+)"', html)
-    assert assets and all(asset.startswith("/") for asset in assets), assets  # nothing from a CDN
+    assert assets and all(asset.startswith(("/static/", "/api/docs/")) for asset in assets), assets  # no CDN
 
 
 def test_the_landing_page_says_what_this_is(client):
@@ -210,3 +226,8 @@ def test_the_landing_page_says_what_this_is(client):
     for link in ('href="/admin/"', 'href="/api/docs/"', 'href="/healthz"', "http://testserver/v1"):
         assert link in html
     assert "Content-Security-Policy" in response.headers
+
+
+def test_the_landing_page_only_answers_reads(client):
+    response = client.post("/")
+    assert response.status_code == 405  # not the CSRF failure page
