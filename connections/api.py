@@ -332,19 +332,19 @@ class ConfigObjectViewSet(GenericViewSet[Any]):
         obj = self.get_object()
         serializer = self.get_serializer()
         data: Any = request.data
+        current = {k: v for k, v in serializer.to_representation(obj).items() if k not in serializer.read_only_names}
         if partial:
             if not isinstance(data, Mapping):
                 raise serializers.ValidationError({NON_FIELD: ["Expected a JSON object (a merge patch)."]})
-            current = {
-                k: v for k, v in serializer.to_representation(obj).items() if k not in serializer.read_only_names
-            }
             data = merge_patch(current, data)
         elif isinstance(data, Mapping) and self.name_field not in data:
             data = {self.name_field: dollars_escaped(name), **data}
         doc = serializer.run_validation(data)
         new_name = self._doc_name(doc)
-        current = {k: v for k, v in serializer.to_representation(obj).items() if k not in serializer.read_only_names}
-        before = self._doc_item(serializer.run_validation(current))
+        try:
+            before = self._doc_item(serializer.run_validation(current))
+        except serializers.ValidationError:  # stored in a shape the file cannot say (e.g. no model)
+            before = None
         self.check_part_permissions(request, before=before, after=self._doc_item(doc))
         with transaction.atomic():
             if new_name != name:
