@@ -35,9 +35,11 @@ import orjson
 from django.conf import settings
 from django.db import DataError, close_old_connections, connection, models, transaction
 
-from gateway.errors import GatewayError
+from gateway import metrics
+from gateway.errors import CapacityExceededError, GatewayError
 from gateway.logs import ThrottledLog
 from gateway.pricing import PriceList
+from gateway.rollups import BUCKETS, DIMENSIONS, TOKEN_FIELDS, rollups_from_rows
 from gateway.usage import Usage
 
 logger = logging.getLogger("vmx.audit")
@@ -60,6 +62,7 @@ def _count_dropped(count: int) -> None:
     global _dropped
     with _dropped_lock:  # the writer thread and the event loop both drop
         _dropped += count
+    metrics.audit_records_dropped_total.inc(count)
 
 
 def audit_records_dropped() -> int:
@@ -90,7 +93,11 @@ class AuditEntry:
     """The configuration's prices when the request started; None: the cost is not computed."""
     on_finish: Callable[[AuditEntry, float | None], None] | None = None
     """Called once with the entry and its cost when the request ends (capacity settles here)."""
+    resource_known: bool = False
+    """`resource` names a configured resource (metrics label it by name; otherwise `(unknown)`)."""
     finished: bool = False
+    stream_open: bool = False
+    """Counted in `vmx_open_streams` (from the first byte of a stream to its end)."""
 
     def attempt(
         self,
@@ -119,8 +126,15 @@ class AuditEntry:
         if notes:
             entry["notes"] = notes
         self.attempts.append(entry)
+        outcome = _outcome(error, tries=tries)
+        metrics.attempt_finished(connection=connection, model=model, outcome=outcome)
+        if tries == 0 and outcome in ("capacity_exceeded", "upstream_rate_limited"):
+            metrics.capacity_rejected(scope="connection", code=outcome)
 
     def first_byte(self) -> None:
+        if self.stream and not self.stream_open and not self.finished:
+            self.stream_open = True
+            metrics.open_streams.inc()
         if self.ttft_ms is None:
             self.ttft_ms = round((time.monotonic() - self.started) * 1000, 1)
 
@@ -159,6 +173,10 @@ class AuditEntry:
             row["request_body"] = summarize_payloads(self.request_body)
             row["response_body"] = summarize_payloads(self.response_body)
         _writer.submit(row)
+        if self.stream_open:
+            self.stream_open = False
+            metrics.open_streams.dec()
+        metrics.request_finished(row, resource_known=self.resource_known)
 
     def cost_usd(self) -> float | None:
         """What the answer cost at the model's price; None when no model answered or it has no price."""
@@ -174,6 +192,8 @@ class AuditEntry:
         )
 
     def finish_error(self, error: GatewayError) -> None:
+        if isinstance(error, CapacityExceededError) and not self.finished:
+            metrics.capacity_rejected(scope=error.scope or "api_key", code=error.code or "capacity_exceeded")
         self.finish(
             status_code=error.status_code, error_type=error.code or error.openai_type, error_message=error.message
         )
@@ -181,6 +201,18 @@ class AuditEntry:
 
 _unpriced_models: set[str] = set()
 MAX_UNPRICED_REPORTED = 1_000
+
+
+def _outcome(error: GatewayError | None, *, tries: int) -> str:
+    """A leg's outcome as a metric label: a small fixed set, never text from the upstream."""
+    if error is None:
+        return "ok"
+    if tries == 0:  # skipped without a call: the error names why (routing's two reasons)
+        return error.message if error.message in ("capacity_exceeded", "upstream_rate_limited") else "skipped"
+    status = getattr(error, "upstream_status", None)
+    if isinstance(status, int):
+        return f"http_{status}"
+    return type(error).default_code or "error"
 
 
 def _unpriced(model: str) -> None:
@@ -228,6 +260,7 @@ class _AuditWriter:
             _count_dropped(1)
             _failures.warning("queue-full", "audit queue full (%d records): dropped the oldest record", MAX_QUEUED)
         self._queue.append(row)
+        metrics.audit_queue_depth.set(len(self._queue))
         if self._stopped and self._pid == os.getpid():
             # A request that ended after the last flush: write or spool it now, off the event loop
             # (the ORM may not run there), and wait: the process is about to exit.
@@ -284,6 +317,7 @@ class _AuditWriter:
                 raise
             finally:
                 self._writing = []
+                metrics.audit_queue_depth.set(len(self._queue))
         return written
 
     def stop(self) -> None:
@@ -349,7 +383,7 @@ def rows_write(rows: list[dict[str, Any]]) -> int:
     from gateway.models import AuditRecord
 
     try:
-        _insert(AuditRecord, rows)
+        _insert_counted(AuditRecord, rows)
         return len(rows)
     except Exception as exc:
         if not _refused_for_content(exc):
@@ -358,13 +392,73 @@ def rows_write(rows: list[dict[str, Any]]) -> int:
     written = 0
     for row in rows:
         try:
-            _insert(AuditRecord, [row])
+            _insert_counted(AuditRecord, [row])
             written += 1
         except Exception as exc:
             if not _refused_for_content(exc):
                 raise DatabaseUnavailableError(_error_text(exc)) from exc
             written += _row_write_cleaned(AuditRecord, row)
     return written
+
+
+def _insert_counted(model: Any, rows: list[dict[str, Any]]) -> None:
+    """Insert audit rows and add them to the per-minute rollups, in one transaction: a record is
+    counted exactly when it is written (a replayed record that is already there counts once)."""
+    with transaction.atomic():
+        ids = [row["request_id"] for row in rows]
+        present = set(model.objects.filter(request_id__in=ids).values_list("request_id", flat=True))
+        _insert(model, rows)
+        rollups_add([row for row in rows if row["request_id"] not in present])
+
+
+def rollups_add(rows: list[dict[str, Any]], *, model: Any = None) -> None:
+    """Add `rows` to the per-minute rollups: one upsert per rollup row, which the database adds
+    to whatever other writers (workers, instances) added. `model`: a migration's historical one."""
+    if model is None:
+        from gateway.models import UsageRollup as model
+
+    grouped = rollups_from_rows(rows)
+    if not grouped:
+        return
+    sql, columns = _rollup_upsert_sql(model)
+    date_field = model._meta.get_field("minute")
+    params = []
+    for key, rollup in grouped.items():
+        values: list[Any] = [date_field.get_db_prep_save(key[0], connection), *key[1:]]
+        values += [rollup.requests, *(rollup.tokens[name] for name in TOKEN_FIELDS)]
+        values += [rollup.cost_usd, rollup.priced, rollup.duration_ms_sum, rollup.ttft_ms_sum, rollup.ttft_count]
+        values += [*rollup.latency, *rollup.ttft]
+        assert len(values) == len(columns)
+        params.append(values)
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, params)
+
+
+_ROLLUP_SUMS = (
+    "requests",
+    *TOKEN_FIELDS,
+    "cost_usd",
+    "priced",
+    "duration_ms_sum",
+    "ttft_ms_sum",
+    "ttft_count",
+    *(f"latency_{i:02d}" for i in range(BUCKETS)),
+    *(f"ttft_{i:02d}" for i in range(BUCKETS)),
+)
+
+
+def _rollup_upsert_sql(model: Any) -> tuple[str, list[str]]:
+    quote = connection.ops.quote_name
+    table = quote(model._meta.db_table)
+    columns = [*DIMENSIONS, *_ROLLUP_SUMS]
+    conflict = ", ".join(quote(name) for name in DIMENSIONS)
+    added = ", ".join(f"{quote(name)} = {table}.{quote(name)} + excluded.{quote(name)}" for name in _ROLLUP_SUMS)
+    # Identifiers come from the model and are quoted; every value is a parameter.
+    sql = (
+        f"INSERT INTO {table} ({', '.join(quote(c) for c in columns)}) VALUES ({', '.join(['%s'] * len(columns))}) "  # noqa: S608
+        f"ON CONFLICT ({conflict}) DO UPDATE SET {added}"
+    )
+    return sql, columns
 
 
 def _refused_for_content(exc: Exception) -> bool:
@@ -375,7 +469,7 @@ def _refused_for_content(exc: Exception) -> bool:
 
 def _row_write_cleaned(model: Any, row: dict[str, Any]) -> int:
     try:
-        _insert(model, [row_cleaned(model, row)])
+        _insert_counted(model, [row_cleaned(model, row)])
         return 1
     except Exception as exc:
         if not _refused_for_content(exc):

@@ -19,6 +19,7 @@ from connections.selectors import (
     aconfig_snapshot_recheck,
     api_key_lookup,
 )
+from gateway import metrics
 from gateway.errors import AuthenticationError, ServiceUnavailableError
 from gateway.logs import ThrottledLog
 
@@ -72,5 +73,6 @@ def authentication_failed(*, source_ip: str | None, path: str, error: Authentica
     """Count a 401 and log it, at most once a second per address (a flood leaves one line a second)."""
     global failures_total
     failures_total += 1
+    metrics.auth_failures_total.inc()
     address = source_ip or "unknown"
     _refusals.warning(f"401:{address}", "401 for %s on %s: %s", address, path, error.message)

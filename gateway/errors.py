@@ -110,9 +110,11 @@ class CapacityExceededError(GatewayError):
     anthropic_type = "rate_limit_error"
     default_code = "capacity_exceeded"
 
-    def __init__(self, message: str, *, retry_after: int | None = None, **kwargs: Any) -> None:
+    def __init__(self, message: str, *, retry_after: int | None = None, scope: str = "", **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
         self.retry_after = retry_after
+        self.scope = scope
+        """Whose limit: `api_key`, `resource` or `connection` (metrics label it)."""
         if retry_after is not None:
             self.headers["retry-after"] = str(retry_after)
             self.headers["retry-after-ms"] = str(retry_after * 1000)

@@ -108,3 +108,66 @@ class UpstreamRateLimit(models.Model):
 
     def __str__(self) -> str:
         return f"{self.connection}/{self.model}"
+
+
+class UsageRollup(models.Model):
+    """Per-minute sums of the audit, per endpoint, resource, API key, connection, model and status
+    class (gateway/rollups.py), written by the audit writer in the same transaction as the records
+    they count. Histogram columns `latency_NN` / `ttft_NN` count requests per duration bucket."""
+
+    minute = models.DateTimeField()
+    endpoint = models.CharField(max_length=32)
+    resource = models.CharField(max_length=300, blank=True)
+    api_key = models.CharField(max_length=64, blank=True)
+    connection = models.CharField(max_length=64, blank=True)
+    model = models.CharField(max_length=200, blank=True)
+    status_class = models.PositiveSmallIntegerField(help_text="The status code's hundreds: 2, 4 or 5.")
+    requests = models.BigIntegerField(default=0)
+    input_tokens = models.BigIntegerField(default=0)
+    cached_tokens = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0)
+    reasoning_tokens = models.BigIntegerField(default=0)
+    audio_tokens = models.BigIntegerField(default=0)
+    accepted_prediction_tokens = models.BigIntegerField(default=0)
+    rejected_prediction_tokens = models.BigIntegerField(default=0)
+    total_tokens = models.BigIntegerField(default=0)
+    cost_usd = models.FloatField(default=0.0, help_text="The sum of the known costs.")
+    priced = models.BigIntegerField(default=0, help_text="Requests whose cost was known.")
+    duration_ms_sum = models.FloatField(default=0.0)
+    ttft_ms_sum = models.FloatField(default=0.0)
+    ttft_count = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["minute", "endpoint", "resource", "api_key", "connection", "model", "status_class"],
+                name="usage_rollup_unique",
+            )
+        ]
+        indexes = [models.Index(fields=["minute"], name="usage_rollup_minute")]
+        verbose_name = "usage rollup"
+
+    def __str__(self) -> str:
+        return f"{self.minute:%Y-%m-%d %H:%M} {self.resource} {self.status_class}xx"
+
+
+def _histogram_columns() -> None:
+    from gateway.rollups import BUCKETS
+
+    for index in range(BUCKETS):
+        models.BigIntegerField(default=0).contribute_to_class(UsageRollup, f"latency_{index:02d}")
+        models.BigIntegerField(default=0).contribute_to_class(UsageRollup, f"ttft_{index:02d}")
+
+
+_histogram_columns()
+
+
+class MaintenanceRun(models.Model):
+    """When a periodic job last started, across every worker and instance on this database: a
+    worker runs the job only if its conditional update of this row claims the run."""
+
+    name = models.CharField(max_length=64, unique=True)
+    last_started_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return self.name

@@ -7,10 +7,10 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models import Q, QuerySet, Sum
 from django.utils import timezone
 
-from gateway.models import AuditRecord
+from gateway.models import AuditRecord, UsageRollup
 
 USAGE_FIELDS = (
     "input_tokens",
@@ -92,24 +92,35 @@ def audit_record_as_dict(record: AuditRecord) -> dict[str, Any]:
 
 
 def usage_totals(*, since: datetime, by: str, until: datetime | None = None) -> list[dict[str, Any]]:
-    """Per value of `by`: requests, errors (status >= 400), tokens by kind and cost, most tokens first."""
+    """Per value of `by`: requests, errors (status >= 400), tokens by kind and cost, most tokens first.
+
+    Read from the per-minute rollups, never the audit table, so any period answers at once; `since`
+    and `until` count to the minute (a record of 10:43:20 is in a period since 10:43:27).
+    """
     if by not in USAGE_GROUPS:
         raise ValueError(f"--by must be one of {', '.join(USAGE_GROUPS)}")
-    records = AuditRecord.objects.filter(created_at__gte=since)
+    rollups = UsageRollup.objects.filter(minute__gte=since.replace(second=0, microsecond=0))
     if until is not None:
-        records = records.filter(created_at__lt=until)
+        rollups = rollups.filter(minute__lt=until.replace(second=0, microsecond=0))
     rows = (
-        records.values(by)
+        rollups.values(by)
         .annotate(
-            requests=Count("id"),
-            errors=Count("id", filter=Q(status_code__gte=400)),
-            cost_usd=Sum("cost_usd"),
-            **{name: Sum(name) for name in USAGE_FIELDS},
+            requests_sum=Sum("requests"),
+            errors=Sum("requests", filter=Q(status_class__gte=4), default=0),
+            cost_sum=Sum("cost_usd"),
+            priced_sum=Sum("priced"),
+            **{f"{name}_sum": Sum(name) for name in USAGE_FIELDS},
         )
-        .order_by("-total_tokens", by)
+        .order_by("-total_tokens_sum", by)
     )
     return [
-        # A group whose every record has an unknown cost keeps None: unknown is not free.
-        {**row, **{name: row[name] or 0 for name in USAGE_FIELDS}}
+        {
+            by: row[by],
+            "requests": row["requests_sum"],
+            "errors": row["errors"],
+            # A group none of whose records had a known cost keeps None: unknown is not free.
+            "cost_usd": row["cost_sum"] if row["priced_sum"] else None,
+            **{name: row[f"{name}_sum"] or 0 for name in USAGE_FIELDS},
+        }
         for row in rows
     ]

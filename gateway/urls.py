@@ -5,6 +5,7 @@ from gateway import views
 urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("readyz", views.readyz, name="readyz"),
+    path("metrics", views.metrics_view, name="metrics"),
     path("v1/chat/completions", views.ChatCompletionsView.as_view(), name="chat-completions"),
     path("v1/responses", views.ResponsesView.as_view(), name="responses"),
     path("v1/messages", views.MessagesView.as_view(), name="messages"),

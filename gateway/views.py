@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import ipaddress
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
@@ -45,6 +46,8 @@ from gateway.errors import (
     UpstreamStatusError,
     UpstreamStreamError,
 )
+from gateway.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from gateway.metrics import metrics_text
 from gateway.services.envelope import Envelope, envelope_extract, request_body_parse
 from gateway.services.messages import MESSAGES, count_tokens
 from gateway.services.passthrough import CHAT_COMPLETIONS, RESPONSES, GatewayResult, PassthroughEndpoint
@@ -291,7 +294,7 @@ class PassthroughView(GatewayAPIView):
         self, request: HttpRequest, snapshot: ConfigSnapshot, api_key: ApiKeyInfo, audit: AuditEntry
     ) -> HttpResponseBase:
         body, envelope, route = self.envelope_and_route(request, snapshot, api_key, audit)
-        audit.resource = route.resource
+        audit.resource, audit.resource_known = route.resource, True
         headers = {"x-vmx-correlation-id": envelope.correlation_id} if envelope.correlation_id else {}
         result = await self.get_endpoint().serve(
             route=route, body=body, envelope=envelope, audit=audit, headers=headers
@@ -347,7 +350,7 @@ class MessagesView(AnthropicAPIView):
         body, envelope, route = self.envelope_and_route(
             request, snapshot, api_key, audit, required=("max_tokens", "messages")
         )
-        audit.resource = route.resource
+        audit.resource, audit.resource_known = route.resource, True
         headers = {"x-vmx-correlation-id": envelope.correlation_id} if envelope.correlation_id else {}
         try:
             result = await MESSAGES.serve(
@@ -437,6 +440,32 @@ def landing_page(request: HttpRequest) -> HttpResponse:
 async def healthz(request: HttpRequest) -> JsonResponse:
     """The process is alive. Touches nothing, so a database outage never restarts workers."""
     return JsonResponse({"status": "ok"})
+
+
+async def metrics_view(request: HttpRequest) -> HttpResponse:
+    """`GET /metrics` (DESIGN.md 2.12): Prometheus text, summed over this instance's workers. For
+    loopback clients, or anyone with `Authorization: Bearer $VMX_METRICS_TOKEN` when that is set."""
+    if not metrics_allowed(request):
+        return HttpResponse(
+            "Forbidden: /metrics answers loopback clients, or a bearer token when VMX_METRICS_TOKEN is set.\n",
+            status=403,
+            content_type="text/plain; charset=utf-8",
+        )
+    # The workers' files are read from disk: off the event loop.
+    body = await sync_to_async(metrics_text, thread_sensitive=False)()
+    return HttpResponse(body, content_type=METRICS_CONTENT_TYPE)
+
+
+def metrics_allowed(request: HttpRequest) -> bool:
+    token = settings.VMX_METRICS_TOKEN
+    if token:
+        scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and secrets.compare_digest(presented.strip().encode(), token.encode()):
+            return True
+    try:
+        return ipaddress.ip_address(request.META.get("REMOTE_ADDR") or "").is_loopback
+    except ValueError:
+        return False
 
 
 READY_MAX_CONFIG_AGE = 30.0

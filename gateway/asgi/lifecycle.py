@@ -22,6 +22,7 @@ from connections.crypto import EncryptionKeyError
 from connections.selectors import config_snapshot, config_snapshot_keep_fresh
 from gateway.capacity.gate import capacity_settled
 from gateway.capacity.learned import upstream_limits_keep_saved, upstream_limits_listen
+from gateway.retention import purge_keep_scheduled
 
 logger = logging.getLogger("vmx.lifecycle")
 
@@ -43,6 +44,8 @@ async def gateway_startup() -> None:
         _background.add(asyncio.create_task(upstream_limits_keep_saved(), name="vmx-upstream-limits-save"))
         if settings.REDIS_URL:
             _background.add(asyncio.create_task(upstream_limits_listen(), name="vmx-upstream-limits-listen"))
+        # Retention: once a day, by whichever worker of whichever instance claims it first.
+        _background.add(asyncio.create_task(purge_keep_scheduled(), name="vmx-retention"))
     finally:
         # Everything loaded so far (Django, the SDKs, the URLconf) lives as long as the process:
         # move it out of the collector's view, so collections under load only scan request garbage.

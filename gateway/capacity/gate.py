@@ -28,6 +28,7 @@ from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from gateway import metrics
 from gateway.capacity.policy import (
     CapacityLimit,
     Counter,
@@ -78,6 +79,7 @@ def _count_failure() -> None:
     global _failures_total
     with _failures_lock:
         _failures_total += 1
+    metrics.capacity_store_failures_total.inc()
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,7 +244,7 @@ def capacity_error(crossed: list[tuple[Counter, Metric]], *, now: float) -> Capa
     waits = [retry_after_seconds(c.window_end, now) for c, _ in crossed]
     wait = None if None in waits else max(w for w in waits if w is not None)
     error_class = BudgetExceededError if Metric.COST in metric else CapacityExceededError
-    return error_class(exceeded_message(counter, metric) + ".", retry_after=wait)
+    return error_class(exceeded_message(counter, metric) + ".", retry_after=wait, scope=counter.scope.kind)
 
 
 # ------------------------------------------------------------------------------------------------

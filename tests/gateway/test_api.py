@@ -23,6 +23,7 @@ from connections.services import (
     connection_save,
     resource_save,
 )
+from gateway.audit import rows_write
 from gateway.models import AuditRecord, UpstreamRateLimit
 from gateway.selectors import audit_record_as_dict
 
@@ -53,7 +54,8 @@ def record(n: int, *, minutes_ago: float = 0, **fields) -> AuditRecord:
         "cost_usd": 0.001,
         **fields,
     }
-    return AuditRecord.objects.create(**values)
+    rows_write([values])  # as the gateway writes them: with their rollups
+    return AuditRecord.objects.get(request_id=values["request_id"])
 
 
 def test_audit_pages_newest_first_without_repeats(api: APIClient):

@@ -1,0 +1,129 @@
+"""Prometheus series (DESIGN.md 2.12), correct across every gunicorn worker of an instance.
+
+Under gunicorn (`gunicorn.conf.py`) `PROMETHEUS_MULTIPROC_DIR` is set before any worker starts, so
+prometheus-client's multiprocess mode keeps each worker's values in files of its own, and
+`/metrics` sums them at scrape time (a dead worker's counters keep counting; its live gauges go).
+Without it (a test, `manage.py`) the values live in the process and `/metrics` shows those.
+
+Invariants:
+- Updating a series never raises into the request path.
+- Label values come from the configuration, never straight from a client: a resource the client
+  named but the gateway does not know is labelled `(unknown)`, so no client can grow the number
+  of series (and the files behind them) without bound.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any
+
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    # gunicorn.conf.py makes it; a command run with the variable in its environment may come first.
+    os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import multiprocess as _multiprocess
+from prometheus_client.registry import REGISTRY
+
+logger = logging.getLogger("vmx.metrics")
+
+UNKNOWN = "(unknown)"
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+_LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+
+requests_total = Counter(
+    "vmx_requests_total",
+    "Client requests answered, by endpoint, resource and status.",
+    ["endpoint", "resource", "status_code"],
+)
+request_duration_seconds = Histogram(
+    "vmx_request_duration_seconds",
+    "Time from the request's arrival to its end (a stream's last byte).",
+    ["endpoint", "resource"],
+    buckets=_LATENCY_BUCKETS,
+)
+time_to_first_token_seconds = Histogram(
+    "vmx_time_to_first_token_seconds",
+    "Time from the request's arrival to the first byte sent to the client.",
+    ["endpoint", "resource"],
+    buckets=_LATENCY_BUCKETS,
+)
+upstream_attempts_total = Counter(
+    "vmx_upstream_attempts_total",
+    "Upstream legs, by connection, model and outcome (ok, or the error code: timeout, capacity_exceeded, ...).",
+    ["connection", "model", "outcome"],
+)
+tokens_total = Counter(
+    "vmx_tokens_total", "Tokens counted, by resource, model and kind.", ["resource", "model", "kind"]
+)
+cost_usd_total = Counter("vmx_cost_usd_total", "Cost (USD) at the models' prices.", ["resource", "model"])
+capacity_rejections_total = Counter(
+    "vmx_capacity_rejections_total",
+    "Requests refused (api_key, resource) or legs skipped (connection) by capacity limits.",
+    ["scope", "code"],
+)
+capacity_store_failures_total = Counter(
+    "vmx_capacity_store_failures_total", "Times the capacity store could not be reached (requests served uncounted)."
+)
+auth_failures_total = Counter("vmx_auth_failures_total", "Requests refused for a missing or unknown API key (401).")
+open_streams = Gauge("vmx_open_streams", "Streams open to clients now.", multiprocess_mode="livesum")
+audit_queue_depth = Gauge("vmx_audit_queue_depth", "Audit records waiting to be written.", multiprocess_mode="livesum")
+audit_records_dropped_total = Counter(
+    "vmx_audit_records_dropped_total", "Audit records the database refused even cleaned, or lost to a full queue."
+)
+
+TOKEN_KINDS = {
+    "input": "input_tokens",
+    "cached": "cached_tokens",
+    "output": "output_tokens",
+    "reasoning": "reasoning_tokens",
+}
+
+
+def request_finished(row: Mapping[str, Any], *, resource_known: bool) -> None:
+    """Count one audited request (its row as the audit writes it)."""
+    try:
+        endpoint = row["endpoint"]
+        resource = row["resource"] if resource_known else UNKNOWN
+        requests_total.labels(endpoint, resource, str(row["status_code"])).inc()
+        request_duration_seconds.labels(endpoint, resource).observe(row["duration_ms"] / 1000)
+        if row.get("ttft_ms") is not None:
+            time_to_first_token_seconds.labels(endpoint, resource).observe(row["ttft_ms"] / 1000)
+        model = row.get("model") or ""
+        if model:
+            for kind, name in TOKEN_KINDS.items():
+                count = row.get(name) or 0
+                if count:
+                    tokens_total.labels(resource, model, kind).inc(count)
+            if row.get("cost_usd"):
+                cost_usd_total.labels(resource, model).inc(row["cost_usd"])
+    except Exception:  # metrics must never fail a request
+        logger.exception("metrics: could not count a request")
+
+
+def attempt_finished(*, connection: str, model: str, outcome: str) -> None:
+    try:
+        upstream_attempts_total.labels(connection, model, outcome).inc()
+    except Exception:
+        logger.exception("metrics: could not count an attempt")
+
+
+def capacity_rejected(*, scope: str, code: str) -> None:
+    capacity_rejections_total.labels(scope, code).inc()
+
+
+def metrics_text() -> bytes:
+    """The exposition of every series, summed over the instance's workers when under gunicorn."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        _multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry)
+    return generate_latest(REGISTRY)
+
+
+def worker_exited(pid: int) -> None:
+    """gunicorn's `child_exit`: the dead worker's live gauges stop counting (its counters stay)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        _multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]

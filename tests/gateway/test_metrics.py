@@ -1,0 +1,43 @@
+"""`/metrics` access (DESIGN.md 2.12) and the label rules, in process."""
+
+from __future__ import annotations
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from gateway import metrics
+from gateway.audit import _outcome
+from gateway.errors import GatewayError, UpstreamStatusError, UpstreamTimeoutError
+
+
+def test_loopback_clients_read_metrics(client):
+    response = client.get("/metrics", REMOTE_ADDR="127.0.0.1")
+    assert response.status_code == 200
+    names = {family.name for family in text_string_to_metric_families(response.content.decode())}
+    assert {"vmx_requests", "vmx_open_streams", "vmx_audit_queue_depth", "vmx_audit_records_dropped"} <= names
+
+
+@pytest.mark.parametrize("address", ["10.0.0.5", "192.168.1.20", "2001:db8::1"])
+def test_other_clients_need_the_token(client, settings, address):
+    assert client.get("/metrics", REMOTE_ADDR=address).status_code == 403
+    settings.VMX_METRICS_TOKEN = "s3cret-metrics-token"
+    assert client.get("/metrics", REMOTE_ADDR=address, HTTP_AUTHORIZATION="Bearer wrong").status_code == 403
+    assert (
+        client.get("/metrics", REMOTE_ADDR=address, HTTP_AUTHORIZATION="Bearer s3cret-metrics-token").status_code == 200
+    )
+
+
+def test_attempt_outcomes_are_a_small_fixed_set():
+    assert _outcome(None, tries=1) == "ok"
+    assert _outcome(GatewayError("capacity_exceeded"), tries=0) == "capacity_exceeded"
+    assert _outcome(GatewayError("anything an upstream said"), tries=0) == "skipped"
+    upstream = UpstreamStatusError(status=503, body=b"{}", headers={}, connection="up")
+    assert _outcome(upstream, tries=1) == "http_503"
+    assert _outcome(UpstreamTimeoutError("slow"), tries=3) == "upstream_timeout"
+
+
+def test_a_request_of_an_unknown_resource_is_labelled_unknown():
+    row = {"endpoint": "responses", "resource": "random-name-123", "status_code": 404, "duration_ms": 3.0}
+    before = metrics.requests_total.labels("responses", metrics.UNKNOWN, "404")._value.get()
+    metrics.request_finished(row, resource_known=False)
+    assert metrics.requests_total.labels("responses", metrics.UNKNOWN, "404")._value.get() == before + 1

@@ -1,0 +1,75 @@
+"""Retention: `vmx_audit_purge` and the daily purge remove exactly what is older than the
+retention, in chunks, once a day across every process on the database."""
+
+from __future__ import annotations
+
+import io
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.core.management import call_command
+from django.utils import timezone
+
+from gateway.audit import rows_write
+from gateway.models import AuditRecord, UsageRollup
+from gateway.retention import PURGE_EVERY, PURGE_JOB, audit_purge, maintenance_claim, purge_if_due
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+NOW = datetime(2026, 12, 1, 12, 0, 0, tzinfo=UTC)
+
+
+def write(n: int, created_at: datetime) -> None:
+    rows_write(
+        [
+            {
+                "request_id": f"req_ret_{n}",
+                "created_at": created_at,
+                "endpoint": "chat.completions",
+                "resource": "default",
+                "status_code": 200,
+                "duration_ms": 10.0,
+            }
+        ]
+    )
+
+
+def test_exactly_what_is_older_than_the_retention_goes(settings):
+    settings.VMX_AUDIT_RETENTION_DAYS = 30
+    settings.VMX_ROLLUP_RETENTION_DAYS = 400
+    cutoff = NOW - timedelta(days=30)
+    write(1, cutoff - timedelta(microseconds=1))  # older than the retention: goes
+    write(2, cutoff)  # exactly at the cut-off: stays
+    write(3, cutoff + timedelta(seconds=1))
+    write(4, NOW - timedelta(days=401))  # its rollup is older than the rollups' retention too
+    report = audit_purge(now=NOW, chunk=1)  # one row per chunk: the loop, not one big delete
+    assert report.audit_records == 2 and report.rollups == 1
+    assert sorted(AuditRecord.objects.values_list("request_id", flat=True)) == ["req_ret_2", "req_ret_3"]
+    # Rollups stay longer than the records: usage of last month is still there.
+    assert UsageRollup.objects.filter(minute__lt=cutoff).exists()
+    assert not UsageRollup.objects.filter(minute__lt=NOW - timedelta(days=400)).exists()
+
+
+def test_zero_keeps_forever_and_a_dry_run_deletes_nothing(settings):
+    settings.VMX_AUDIT_RETENTION_DAYS = 0
+    settings.VMX_ROLLUP_RETENTION_DAYS = 1
+    write(1, NOW - timedelta(days=1000))
+    dry = audit_purge(now=NOW, dry_run=True)
+    assert dry.audit_records == 0 and dry.rollups == 1
+    assert UsageRollup.objects.count() == 1
+    out = io.StringIO()
+    call_command("vmx_audit_purge", stdout=out)
+    assert "audit records: deleted 0 kept forever" in out.getvalue()
+    assert AuditRecord.objects.count() == 1 and UsageRollup.objects.count() == 0
+
+
+def test_the_daily_purge_runs_once_a_day_whoever_asks(settings):
+    settings.VMX_AUDIT_RETENTION_DAYS = 30
+    write(1, timezone.now() - timedelta(days=31))
+    assert purge_if_due() is not None  # the first asker runs it
+    write(2, timezone.now() - timedelta(days=31))
+    assert purge_if_due() is None  # every other worker and instance, the same day, does not
+    assert AuditRecord.objects.filter(request_id="req_ret_2").exists()
+    tomorrow = timezone.now() + PURGE_EVERY
+    assert maintenance_claim(name=PURGE_JOB, every=PURGE_EVERY, now=tomorrow)
+    assert not maintenance_claim(name=PURGE_JOB, every=PURGE_EVERY, now=tomorrow)
