@@ -405,10 +405,8 @@ def _insert_counted(model: Any, rows: list[dict[str, Any]]) -> None:
     """Insert audit rows and add them to the per-minute rollups, in one transaction: a record is
     counted exactly when it is written (a replayed record that is already there counts once)."""
     with transaction.atomic():
-        ids = [row["request_id"] for row in rows]
-        present = set(model.objects.filter(request_id__in=ids).values_list("request_id", flat=True))
-        _insert(model, rows)
-        rollups_add([row for row in rows if row["request_id"] not in present])
+        inserted = _insert(model, rows)
+        rollups_add([row for row in rows if row["request_id"] in inserted])
 
 
 def rollups_add(rows: list[dict[str, Any]], *, model: Any = None) -> None:
@@ -589,8 +587,9 @@ def _spooled_row(line: bytes) -> dict[str, Any]:
     return row
 
 
-def _insert(model: Any, rows: list[dict[str, Any]]) -> None:
-    """One multi-row INSERT … ON CONFLICT DO NOTHING in a transaction.
+def _insert(model: Any, rows: list[dict[str, Any]]) -> set[str]:
+    """One multi-row INSERT … ON CONFLICT DO NOTHING RETURNING request_id, in a transaction:
+    returns the request ids actually inserted (not those already there).
 
     Values are prepared by their fields (JSON, datetimes, per backend) as the ORM would, without
     building model instances and compiling the statement per batch: under load the ORM's
@@ -600,22 +599,24 @@ def _insert(model: Any, rows: list[dict[str, Any]]) -> None:
     fields = [f for f in model._meta.concrete_fields if not f.primary_key]
     quote = connection.ops.quote_name
     columns = ", ".join(quote(f.column) for f in fields)
-    placeholders = ", ".join(["%s"] * len(fields))
+    row_placeholders = "(" + ", ".join(["%s"] * len(fields)) + ")"
     # Identifiers come from the model and are quoted; every value is a parameter.
-    sql = f"INSERT INTO {quote(model._meta.db_table)} ({columns}) VALUES ({placeholders}) ON CONFLICT DO NOTHING"  # noqa: S608
+    sql = (
+        f"INSERT INTO {quote(model._meta.db_table)} ({columns}) VALUES {', '.join([row_placeholders] * len(rows))} "  # noqa: S608
+        f"ON CONFLICT DO NOTHING RETURNING {quote('request_id')}"
+    )
     plain = [isinstance(f, _PLAIN_FIELDS) and not isinstance(f, _PREPARED_FIELDS) for f in fields]
     defaults = [f.get_default() for f in fields]
     params = [
-        [
-            value if is_plain else field.get_db_prep_save(value, connection)
-            for field, is_plain, value in zip(
-                fields, plain, (row.get(f.attname, d) for f, d in zip(fields, defaults, strict=True)), strict=True
-            )
-        ]
+        value if is_plain else field.get_db_prep_save(value, connection)
         for row in rows
+        for field, is_plain, value in zip(
+            fields, plain, (row.get(f.attname, d) for f, d in zip(fields, defaults, strict=True)), strict=True
+        )
     ]
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.executemany(sql, params)
+        cursor.execute(sql, params)
+        return {found[0] for found in cursor.fetchall()}
 
 
 _PLAIN_FIELDS = (models.CharField, models.TextField, models.BooleanField, models.IntegerField, models.FloatField)
