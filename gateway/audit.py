@@ -192,7 +192,9 @@ class AuditEntry:
         )
 
     def finish_error(self, error: GatewayError) -> None:
-        if isinstance(error, CapacityExceededError) and not self.finished:
+        # Connection limits are counted per leg skipped (`attempt`); a 429 because every leg was
+        # skipped is not counted again.
+        if isinstance(error, CapacityExceededError) and not self.finished and error.scope != "connection":
             metrics.capacity_rejected(scope=error.scope or "api_key", code=error.code or "capacity_exceeded")
         self.finish(
             status_code=error.status_code, error_type=error.code or error.openai_type, error_message=error.message

@@ -41,3 +41,24 @@ def test_a_request_of_an_unknown_resource_is_labelled_unknown():
     before = metrics.requests_total.labels("responses", metrics.UNKNOWN, "404")._value.get()
     metrics.request_finished(row, resource_known=False)
     assert metrics.requests_total.labels("responses", metrics.UNKNOWN, "404")._value.get() == before + 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_capacity_rejections_count_each_refusal_once():
+    from gateway.audit import AuditEntry, audit_flush
+    from gateway.errors import CapacityExceededError
+
+    def count(scope: str):
+        return metrics.capacity_rejections_total.labels(scope, "capacity_exceeded")._value.get()
+
+    before = {scope: count(scope) for scope in ("api_key", "connection")}
+    refused = AuditEntry(request_id="req_metrics_1", endpoint="responses")
+    refused.finish_error(CapacityExceededError("API key 'ci' reached its limit.", scope="api_key"))
+    # Two connections skipped for their limits, then the 429 that says so: two refusals, not three.
+    skipped = AuditEntry(request_id="req_metrics_2", endpoint="responses")
+    for name in ("up-a", "up-b"):
+        skipped.attempt(connection=name, model="m", started=0.0, error=GatewayError("capacity_exceeded"), tries=0)
+    skipped.finish_error(CapacityExceededError("Connection 'up-a' reached its limit.", scope="connection"))
+    audit_flush()
+    assert count("api_key") - before["api_key"] == 1
+    assert count("connection") - before["connection"] == 2
