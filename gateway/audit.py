@@ -423,7 +423,9 @@ def rollups_add(rows: list[dict[str, Any]], *, model: Any = None) -> None:
     sql, columns = _rollup_upsert_sql(model)
     date_field = model._meta.get_field("minute")
     params = []
-    for key, rollup in grouped.items():
+    # In key order: two writers adding to the same rows then lock them in the same order, so
+    # concurrent transactions on PostgreSQL wait for each other instead of deadlocking.
+    for key, rollup in sorted(grouped.items(), key=lambda item: item[0]):
         values: list[Any] = [date_field.get_db_prep_save(key[0], connection), *key[1:]]
         values += [rollup.requests, *(rollup.tokens[name] for name in TOKEN_FIELDS)]
         values += [rollup.cost_usd, rollup.priced, rollup.duration_ms_sum, rollup.ttft_ms_sum, rollup.ttft_count]

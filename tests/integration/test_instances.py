@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx2
 import pytest
@@ -126,6 +127,30 @@ def test_a_change_in_one_instance_reaches_the_other_and_both_audit_to_one_table(
                 break
             assert time.monotonic() < deadline, out
             time.sleep(0.2)
+
+        # The per-minute rollups both instances add to count every record once, however their
+        # writers' batches interleave (a burst on both at once, then the usage they read).
+        def call(base_url: str) -> int:
+            return httpx2.post(
+                f"{base_url}/v1/chat/completions",
+                json={"model": "default", "messages": [{"role": "user", "content": "Hi"}]},
+                headers={"Authorization": f"Bearer {NEW_KEY}"},
+                timeout=30,
+            ).status_code
+
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            statuses = list(pool.map(call, [a.base_url, b.base_url] * 30))
+        assert statuses == [200] * 60
+        deadline = time.monotonic() + 10
+        while True:
+            usage = manage(env, "vmx_usage", "--since", "1h", "--by", "api_key").stdout
+            row = next((line.split() for line in usage.splitlines() if line.startswith("made-on-a ")), None)
+            if row is not None and int(row[1]) == 64:
+                break
+            assert time.monotonic() < deadline, usage
+            time.sleep(0.3)
+        audited = manage(env, "vmx_audit", "--api-key", "made-on-a", "--format", "jsonl", "--limit", "1000").stdout
+        assert len(audited.splitlines()) == 64
         for gateway in (a, b):
             ready = httpx2.get(f"{gateway.base_url}/readyz", timeout=10).json()
             assert ready["checks"]["database"] == "ok" and ready["checks"]["cache"] == "ok"
