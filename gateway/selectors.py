@@ -11,17 +11,10 @@ from django.db.models import Q, QuerySet, Sum
 from django.utils import timezone
 
 from gateway.models import AuditRecord, UsageRollup
+from gateway.rollups import TOKEN_FIELDS
 
-USAGE_FIELDS = (
-    "input_tokens",
-    "cached_tokens",
-    "output_tokens",
-    "reasoning_tokens",
-    "audio_tokens",
-    "accepted_prediction_tokens",
-    "rejected_prediction_tokens",
-    "total_tokens",
-)
+USAGE_FIELDS = TOKEN_FIELDS
+"""The audit record's token counts (2.9), as the rollups sum them."""
 USAGE_GROUPS = ("resource", "model", "api_key", "connection")
 _SINCE = re.compile(r"^(\d+)\s*([smhdw])$")
 _UNIT = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
