@@ -25,7 +25,7 @@ import secrets
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,7 +39,7 @@ from gateway import metrics
 from gateway.errors import CapacityExceededError, GatewayError
 from gateway.logs import ThrottledLog
 from gateway.pricing import PriceList
-from gateway.rollups import BUCKETS, DIMENSIONS, TOKEN_FIELDS, rollups_from_rows
+from gateway.rollups import BUCKETS, DIMENSIONS, TOKEN_FIELDS, Rollup, RollupKey, rollups_by_hour, rollups_from_rows
 from gateway.usage import Usage
 
 logger = logging.getLogger("vmx.audit")
@@ -404,27 +404,32 @@ def rows_write(rows: list[dict[str, Any]]) -> int:
 
 
 def _insert_counted(model: Any, rows: list[dict[str, Any]]) -> None:
-    """Insert audit rows and add them to the per-minute rollups, in one transaction: a record is
+    """Insert audit rows and add them to the rollups, in one transaction: a record is
     counted exactly when it is written (a replayed record that is already there counts once)."""
     with transaction.atomic():
         inserted = _insert(model, rows)
         rollups_add([row for row in rows if row["request_id"] in inserted])
 
 
-def rollups_add(rows: list[dict[str, Any]], *, model: Any = None) -> None:
-    """Add `rows` to the per-minute rollups: one upsert per rollup row, which the database adds
-    to whatever other writers (workers, instances) added. `model`: a migration's historical one."""
-    if model is None:
-        from gateway.models import UsageRollup as model
+def rollups_add(rows: list[dict[str, Any]]) -> None:
+    """Add `rows` to the per-minute and per-hour rollups: one upsert per rollup row, which the
+    database adds to whatever other writers (workers, instances) added."""
+    from gateway.models import HourlyUsageRollup, UsageRollup
 
-    grouped = rollups_from_rows(rows)
+    by_minute = rollups_from_rows(rows)
+    rollups_upsert(by_minute, model=UsageRollup, period_field="minute")
+    rollups_upsert(rollups_by_hour(by_minute), model=HourlyUsageRollup, period_field="hour")
+
+
+def rollups_upsert(grouped: Mapping[RollupKey, Rollup], *, model: Any, period_field: str) -> None:
+    """Add `grouped` to `model`'s rows (`model` may be a migration's historical one)."""
     if not grouped:
         return
-    sql, columns = _rollup_upsert_sql(model)
-    date_field = model._meta.get_field("minute")
+    sql, columns = _rollup_upsert_sql(model, period_field)
+    date_field = model._meta.get_field(period_field)
     params = []
-    # In key order: two writers adding to the same rows then lock them in the same order, so
-    # concurrent transactions on PostgreSQL wait for each other instead of deadlocking.
+    # In key order, minutes before hours: two writers adding to the same rows then lock them in
+    # the same order, so concurrent transactions on PostgreSQL wait instead of deadlocking.
     for key, rollup in sorted(grouped.items(), key=lambda item: item[0]):
         values: list[Any] = [date_field.get_db_prep_save(key[0], connection), *key[1:]]
         values += [rollup.requests, *(rollup.tokens[name] for name in TOKEN_FIELDS)]
@@ -449,11 +454,12 @@ _ROLLUP_SUMS = (
 )
 
 
-def _rollup_upsert_sql(model: Any) -> tuple[str, list[str]]:
+def _rollup_upsert_sql(model: Any, period_field: str) -> tuple[str, list[str]]:
     quote = connection.ops.quote_name
     table = quote(model._meta.db_table)
-    columns = [*DIMENSIONS, *_ROLLUP_SUMS]
-    conflict = ", ".join(quote(name) for name in DIMENSIONS)
+    dimensions = [period_field, *DIMENSIONS[1:]]
+    columns = [*dimensions, *_ROLLUP_SUMS]
+    conflict = ", ".join(quote(name) for name in dimensions)
     added = ", ".join(f"{quote(name)} = {table}.{quote(name)} + excluded.{quote(name)}" for name in _ROLLUP_SUMS)
     # Identifiers come from the model and are quoted; every value is a parameter.
     sql = (

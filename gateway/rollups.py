@@ -7,6 +7,7 @@ Invariants:
 - One rollup row per (minute, endpoint, resource, api key, connection, model, status class), the
   minute in UTC; adding the rollups of two batches equals the rollups of both batches together,
   so any number of writers can add theirs to the same row (the database adds, never replaces).
+  The per-hour rows hold the same sums per hour: an hour's row is the sum of its minutes' rows.
 - Latency and time to first token are kept as counts over fixed buckets (`BUCKET_BOUNDS_MS`,
   each 1.5 times the last), so the percentiles of any set of rows come from summing counts:
   a p50 or p95 read back is within one bucket of the true value (about ±25 %).
@@ -74,6 +75,19 @@ class Rollup:
             self.ttft_count += 1
             self.ttft[bucket_of(float(ttft))] += 1
 
+    def merge(self, other: Rollup) -> None:
+        """Add the sums of `other` (the same dimensions, a part of the same period)."""
+        self.requests += other.requests
+        for name in TOKEN_FIELDS:
+            self.tokens[name] += other.tokens[name]
+        self.cost_usd += other.cost_usd
+        self.priced += other.priced
+        self.duration_ms_sum += other.duration_ms_sum
+        self.ttft_ms_sum += other.ttft_ms_sum
+        self.ttft_count += other.ttft_count
+        self.latency = [a + b for a, b in zip(self.latency, other.latency, strict=True)]
+        self.ttft = [a + b for a, b in zip(self.ttft, other.ttft, strict=True)]
+
 
 RollupKey = tuple[datetime, str, str, str, str, str, int]
 
@@ -100,6 +114,18 @@ def rollups_from_rows(rows: Iterable[Mapping[str, Any]]) -> dict[RollupKey, Roll
         if rollup is None:
             rollup = grouped[key] = Rollup()
         rollup.add(row)
+    return grouped
+
+
+def rollups_by_hour(by_minute: Mapping[RollupKey, Rollup]) -> dict[RollupKey, Rollup]:
+    """The per-minute rollups summed per hour (the key's first part is the hour's start)."""
+    grouped: dict[RollupKey, Rollup] = {}
+    for key, rollup in by_minute.items():
+        hour_key = (key[0].replace(minute=0), *key[1:])
+        total = grouped.get(hour_key)
+        if total is None:
+            total = grouped[hour_key] = Rollup()
+        total.merge(rollup)
     return grouped
 
 

@@ -7,6 +7,7 @@ from rest_framework.permissions import AllowAny
 from rest_framework.routers import DefaultRouter
 
 from connections.api import APIKeyViewSet, ConfigView, ConnectionViewSet, PricingViewSet, ResourceViewSet
+from gateway.admin import dashboard_view
 from gateway.api import AuditViewSet, CapacityView, UsageView
 from gateway.views import landing_page
 from vmx_project.api_docs import APIDocsView
@@ -14,6 +15,7 @@ from vmx_project.api_docs import APIDocsView
 admin.site.site_header = "VM-X gateway"
 admin.site.site_title = "VM-X gateway"
 admin.site.index_title = "Configuration"
+admin.site.index_template = "admin/vmx_index.html"  # the dashboard's link on top of the index
 
 # Unknown paths answer JSON (an API client may have mistyped /v1/); the admin keeps its own page.
 handler404 = "gateway.views.page_not_found"
@@ -48,6 +50,7 @@ docs_view = APIDocsView.as_view(url_name="api-schema", permission_classes=[Allow
 
 urlpatterns = [
     path("", landing_page, name="landing"),
+    path("admin/dashboard/", admin.site.admin_view(dashboard_view), name="admin-dashboard"),
     path("admin/", admin.site.urls),
     path("api/v1/usage/", UsageView.as_view(), name="api-usage"),
     path("api/v1/capacity/", CapacityView.as_view(), name="api-capacity"),

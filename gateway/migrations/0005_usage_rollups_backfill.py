@@ -29,7 +29,8 @@ FIELDS = (
 
 
 def backfill(apps, schema_editor):
-    from gateway.audit import rollups_add
+    from gateway.audit import rollups_upsert
+    from gateway.rollups import rollups_from_rows
 
     audit = apps.get_model("gateway", "AuditRecord")
     rollup = apps.get_model("gateway", "UsageRollup")
@@ -37,9 +38,9 @@ def backfill(apps, schema_editor):
     for row in audit.objects.order_by("id").values(*FIELDS).iterator(chunk_size=CHUNK):
         batch.append(row)
         if len(batch) >= CHUNK:
-            rollups_add(batch, model=rollup)
+            rollups_upsert(rollups_from_rows(batch), model=rollup, period_field="minute")
             batch = []
-    rollups_add(batch, model=rollup)
+    rollups_upsert(rollups_from_rows(batch), model=rollup, period_field="minute")
 
 
 class Migration(migrations.Migration):

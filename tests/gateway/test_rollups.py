@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.audit import rows_write
-from gateway.models import AuditRecord, UsageRollup
-from gateway.rollups import BUCKET_BOUNDS_MS, BUCKETS, bucket_of, percentile, rollups_from_rows
+from gateway.models import AuditRecord, HourlyUsageRollup, UsageRollup
+from gateway.rollups import BUCKET_BOUNDS_MS, BUCKETS, bucket_of, percentile, rollups_by_hour, rollups_from_rows
 
 T0 = datetime(2026, 12, 1, 10, 0, 0, tzinfo=UTC)
 
@@ -119,3 +119,25 @@ def test_the_migration_counts_the_records_written_before_rollups_existed():
     assert sum(UsageRollup.objects.values_list("requests", flat=True)) == 12
     assert sum(UsageRollup.objects.filter(status_class=5).values_list("requests", flat=True)) == 3
     assert UsageRollup.objects.values("minute").distinct().count() == 4  # 12 records, 20 s apart
+    # ... and the per-hour rollups from those minutes (0006).
+    hours = {h.status_class: h for h in HourlyUsageRollup.objects.all()}
+    assert hours[2].hour == T0 and hours[2].requests == 9 and hours[5].requests == 3
+    assert hours[2].input_tokens == 27 and hours[2].latency_04 + hours[5].latency_04 == 12  # 50 ms: bucket 4
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_hour_holds_the_sums_of_its_minutes():
+    rows = [row(n, at=T0 + timedelta(minutes=7 * n), duration_ms=15.0 * n, ttft_ms=9.0 * n) for n in range(12)]
+    rows_write(rows)  # 10:00 to 11:17: 9 minutes of the first hour, 3 of the next
+    minutes = list(UsageRollup.objects.all())
+    hours = {h.hour: h for h in HourlyUsageRollup.objects.all()}
+    assert sorted(hours) == [T0, T0 + timedelta(hours=1)]
+    for hour, total in hours.items():
+        parts = [m for m in minutes if m.minute.replace(minute=0) == hour]
+        for name in ["requests", "input_tokens", "priced", "ttft_count", *(f"latency_{i:02d}" for i in range(BUCKETS))]:
+            assert getattr(total, name) == sum(getattr(m, name) for m in parts), name
+        assert total.cost_usd == pytest.approx(sum(m.cost_usd for m in parts))
+    assert hours[T0].requests == 9
+    # The pure merge agrees with the database's sums.
+    by_hour = rollups_by_hour(rollups_from_rows(rows))
+    assert by_hour[(T0, "chat.completions", "default", "ci", "up", "gpt-4.1", 2)].requests == 9
