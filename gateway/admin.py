@@ -12,7 +12,7 @@ from urllib.parse import urlencode
 
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html
@@ -65,6 +65,11 @@ class AuditRecordAdmin(admin.ModelAdmin[AuditRecord]):
         ("Usage (tokens) and cost (USD)", {"fields": [*USAGE_FIELDS, "cost_usd"]}),
         ("Bodies", {"fields": ["request_body_pretty", "response_body_pretty"], "classes": ["collapse"]}),
     ]
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        if _has_nul(request):
+            return _nul_refused()
+        return super().changelist_view(request, extra_context)
 
     def get_readonly_fields(self, request: HttpRequest, obj: AuditRecord | None = None) -> Any:
         return [name for _, options in self.fieldsets for name in options["fields"]]
@@ -126,6 +131,16 @@ class UpstreamRateLimitAdmin(admin.ModelAdmin[UpstreamRateLimit]):
         return _of(obj.remaining_tokens, obj.limit_tokens)
 
 
+def _has_nul(request: HttpRequest) -> bool:
+    """Whether a query parameter holds a NUL, which PostgreSQL refuses in any text (no stored
+    value has one: the audit writer cleans them out), so no filter could match it."""
+    return any("\x00" in key or "\x00" in value for key, values in request.GET.lists() for value in values)
+
+
+def _nul_refused() -> HttpResponse:
+    return HttpResponseBadRequest("Filter values cannot contain NUL characters.", content_type="text/plain")
+
+
 def _of(remaining: int | None, limit: int | None) -> str:
     if remaining is None:
         return "-"
@@ -155,6 +170,8 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
     audit, whose records every figure links to."""
     if not request.user.has_perm("gateway.view_auditrecord"):
         raise PermissionDenied
+    if _has_nul(request):
+        return _nul_refused()
     period = PERIODS.get(request.GET.get("period", ""), PERIODS[DEFAULT_PERIOD])
     filters = {name: request.GET.get(name, "")[:300] for name in FILTERS}
     dashboard = dashboard_read(period=period, filters=filters)

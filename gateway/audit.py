@@ -39,7 +39,7 @@ from gateway import metrics
 from gateway.errors import CapacityExceededError, GatewayError
 from gateway.logs import ThrottledLog
 from gateway.pricing import PriceList
-from gateway.rollups import BUCKETS, DIMENSIONS, TOKEN_FIELDS, Rollup, RollupKey, rollups_by_hour, rollups_from_rows
+from gateway.rollups import BUCKETS, DIMENSIONS, TOKEN_FIELDS, Rollup, RollupKey, rollups_coarsened, rollups_from_rows
 from gateway.usage import Usage
 
 logger = logging.getLogger("vmx.audit")
@@ -412,13 +412,14 @@ def _insert_counted(model: Any, rows: list[dict[str, Any]]) -> None:
 
 
 def rollups_add(rows: list[dict[str, Any]]) -> None:
-    """Add `rows` to the per-minute and per-hour rollups: one upsert per rollup row, which the
-    database adds to whatever other writers (workers, instances) added."""
-    from gateway.models import HourlyUsageRollup, UsageRollup
+    """Add `rows` to the per-minute, per-hour and per-day rollups: one upsert per rollup row, which
+    the database adds to whatever other writers (workers, instances) added."""
+    from gateway.models import DailyUsageRollup, HourlyUsageRollup, UsageRollup
 
     by_minute = rollups_from_rows(rows)
     rollups_upsert(by_minute, model=UsageRollup, period_field="minute")
-    rollups_upsert(rollups_by_hour(by_minute), model=HourlyUsageRollup, period_field="hour")
+    rollups_upsert(rollups_coarsened(by_minute, unit="hour"), model=HourlyUsageRollup, period_field="hour")
+    rollups_upsert(rollups_coarsened(by_minute, unit="day"), model=DailyUsageRollup, period_field="day")
 
 
 def rollups_upsert(grouped: Mapping[RollupKey, Rollup], *, model: Any, period_field: str) -> None:
@@ -428,7 +429,7 @@ def rollups_upsert(grouped: Mapping[RollupKey, Rollup], *, model: Any, period_fi
     sql, columns = _rollup_upsert_sql(model, period_field)
     date_field = model._meta.get_field(period_field)
     params = []
-    # In key order, minutes before hours: two writers adding to the same rows then lock them in
+    # In key order, minutes before hours before days: two writers adding to the same rows then lock them in
     # the same order, so concurrent transactions on PostgreSQL wait instead of deadlocking.
     for key, rollup in sorted(grouped.items(), key=lambda item: item[0]):
         values: list[Any] = [date_field.get_db_prep_save(key[0], connection), *key[1:]]

@@ -3,9 +3,10 @@ and models, from the rollups only, never the audit table.
 
 Invariants:
 - A period is a whole number of buckets ending with the bucket that holds "now": the last
-  hour is 60 one-minute buckets read from the per-minute rollups; the longer periods are buckets
-  of whole hours read from the per-hour rollups (sixty times fewer rows). The totals are the sums
-  of the buckets drawn, so a chart and the figures above it always agree.
+  hour is 60 one-minute buckets read from the per-minute rollups, the last day and week buckets
+  of whole hours read from the per-hour rollups, the last 30 days whole days read from the
+  per-day rollups: at most 168 rows per combination of dimensions, whatever the traffic. The totals are
+  the sums of the buckets drawn, so a chart and the figures above it always agree.
 - Every bucket and every top row carries the audit changelist filters that list exactly the
   records it counts (its time range, the filters in force, and for errors, status >= 400).
 - Buckets are aligned in UTC; labels are in the current time zone.
@@ -21,7 +22,7 @@ from typing import Any
 from django.db.models import Q, Sum
 from django.utils import timezone
 
-from gateway.models import HourlyUsageRollup, RollupSums, UsageRollup
+from gateway.models import DailyUsageRollup, HourlyUsageRollup, RollupSums, UsageRollup
 from gateway.rollups import BUCKETS, percentile
 
 FILTERS = ("resource", "api_key", "connection", "model")
@@ -55,16 +56,7 @@ PERIODS: dict[str, Period] = {
         Period(
             "7d", "Last 7 days", timedelta(days=7), timedelta(hours=3), HourlyUsageRollup, "hour", "%a %H:%M", "3 hours"
         ),
-        Period(
-            "30d",
-            "Last 30 days",
-            timedelta(days=30),
-            timedelta(hours=12),
-            HourlyUsageRollup,
-            "hour",
-            "%b %d %Hh",
-            "12 hours",
-        ),
+        Period("30d", "Last 30 days", timedelta(days=30), timedelta(days=1), DailyUsageRollup, "day", "%b %d", "day"),
     )
 }
 DEFAULT_PERIOD = "24h"
@@ -143,7 +135,11 @@ class Dashboard:
     """The values each filter can take in the period (the chosen one always among them)."""
 
     def bucket_label(self, bucket: Bucket) -> str:
-        return timezone.localtime(bucket.start).strftime(self.period.label_format)
+        local = timezone.localtime(bucket.start)
+        label = local.strftime(self.period.label_format)
+        if "%H" not in self.period.label_format and (local.hour, local.minute) != (0, 0):
+            label += local.strftime(" %H:%M")  # a UTC day seen from another time zone
+        return label
 
     def audit_filters(self, *, start: datetime, end: datetime, errors: bool = False) -> dict[str, str]:
         """The audit changelist's query for the records of [start, end) under the filters in force."""
@@ -221,7 +217,7 @@ def dashboard_read(*, period: Period, filters: Mapping[str, str], now: datetime 
     for dimension in TOP_BY:
         top = _top(groups, dimension, dashboard)
         dashboard.top_by_requests[dimension] = sorted(top, key=lambda r: (-r.requests, r.name))[:TOP_ROWS]
-        priced = [row for row in top if row.cost_usd]
+        priced = [row for row in top if row.cost_usd is not None]
         dashboard.top_by_cost[dimension] = sorted(priced, key=lambda r: (-(r.cost_usd or 0.0), r.name))[:TOP_ROWS]
     return dashboard
 

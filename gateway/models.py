@@ -142,7 +142,8 @@ class RollupSums(models.Model):
 
 
 class UsageRollup(RollupSums):
-    """Per-minute sums of the audit: what usage totals read, exact to the minute."""
+    """Per-minute sums of the audit: what usage totals read, exact to the minute. The unique
+    constraint's index starts with the minute: it serves the reads by period and the purge."""
 
     minute = models.DateTimeField()
 
@@ -153,7 +154,6 @@ class UsageRollup(RollupSums):
                 name="usage_rollup_unique",
             )
         ]
-        indexes = [models.Index(fields=["minute"], name="usage_rollup_minute")]
         verbose_name = "usage rollup"
 
     def __str__(self) -> str:
@@ -161,8 +161,8 @@ class UsageRollup(RollupSums):
 
 
 class HourlyUsageRollup(RollupSums):
-    """Per-hour sums of the audit, written beside the per-minute ones: the dashboard's periods of a
-    day and more read about sixty times fewer rows."""
+    """Per-hour sums of the audit, written beside the per-minute ones: the dashboard's day and
+    week read about sixty times fewer rows."""
 
     hour = models.DateTimeField()
 
@@ -173,11 +173,29 @@ class HourlyUsageRollup(RollupSums):
                 name="hourly_usage_rollup_unique",
             )
         ]
-        indexes = [models.Index(fields=["hour"], name="hourly_usage_rollup_hour")]
         verbose_name = "hourly usage rollup"
 
     def __str__(self) -> str:
         return f"{self.hour:%Y-%m-%d %H}h {self.resource} {self.status_class}xx"
+
+
+class DailyUsageRollup(RollupSums):
+    """Per-day (UTC) sums of the audit, written beside the others: the dashboard's month reads
+    about 24 times fewer rows than the hours."""
+
+    day = models.DateTimeField(help_text="The day's start, midnight UTC.")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["day", "endpoint", "resource", "api_key", "connection", "model", "status_class"],
+                name="daily_usage_rollup_unique",
+            )
+        ]
+        verbose_name = "daily usage rollup"
+
+    def __str__(self) -> str:
+        return f"{self.day:%Y-%m-%d} {self.resource} {self.status_class}xx"
 
 
 def _histogram_columns(model: type[models.Model]) -> None:
@@ -190,6 +208,7 @@ def _histogram_columns(model: type[models.Model]) -> None:
 
 _histogram_columns(UsageRollup)
 _histogram_columns(HourlyUsageRollup)
+_histogram_columns(DailyUsageRollup)
 
 
 class MaintenanceRun(models.Model):

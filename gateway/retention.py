@@ -1,5 +1,5 @@
 """Retention (DESIGN.md 2.12): audit records older than `VMX_AUDIT_RETENTION_DAYS` and
-rollups (per minute and per hour) older than `VMX_ROLLUP_RETENTION_DAYS` are deleted (0 keeps them forever).
+rollups (per minute, hour and day) older than `VMX_ROLLUP_RETENTION_DAYS` are deleted (0 keeps them forever).
 
 Invariants:
 - Exactly what is older than the retention goes: a record of the cut-off instant stays.
@@ -25,7 +25,7 @@ from django.db import IntegrityError, connection, models, transaction
 from django.utils import timezone
 
 from gateway.logs import ThrottledLog
-from gateway.models import AuditRecord, HourlyUsageRollup, MaintenanceRun, UsageRollup
+from gateway.models import AuditRecord, DailyUsageRollup, HourlyUsageRollup, MaintenanceRun, UsageRollup
 
 logger = logging.getLogger("vmx.retention")
 _failures = ThrottledLog(logger, interval=3600.0)
@@ -47,7 +47,7 @@ class PurgeReport:
     audit_records: int
     rollups_before: datetime | None
     rollups: int
-    """Per-minute and per-hour rollup rows deleted."""
+    """Per-minute, per-hour and per-day rollup rows deleted."""
 
 
 def retention_cutoffs(*, now: datetime | None = None) -> tuple[datetime | None, datetime | None]:
@@ -69,16 +69,18 @@ def audit_purge(
         audit_records=_purge(AuditRecord, "created_at", audit_before, dry_run=dry_run, chunk=chunk, pause=pause),
         rollups_before=rollups_before,
         rollups=_purge(UsageRollup, "minute", rollups_before, dry_run=dry_run, chunk=chunk, pause=pause)
-        + _purge(
-            HourlyUsageRollup,
-            "hour",
-            # An hour goes once all of it is older than the cut-off.
-            rollups_before - timedelta(hours=1) if rollups_before else None,
-            dry_run=dry_run,
-            chunk=chunk,
-            pause=pause,
-        ),
+        # An hour or a day goes once all of it is older than the cut-off (they start on the hour
+        # and at midnight, UTC).
+        + _purge(HourlyUsageRollup, "hour", _floor(rollups_before, "hour"), dry_run=dry_run, chunk=chunk, pause=pause)
+        + _purge(DailyUsageRollup, "day", _floor(rollups_before, "day"), dry_run=dry_run, chunk=chunk, pause=pause),
     )
+
+
+def _floor(moment: datetime | None, unit: str) -> datetime | None:
+    if moment is None:
+        return None
+    start = moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    return start.replace(hour=0) if unit == "day" else start
 
 
 def _purge(

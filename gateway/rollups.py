@@ -7,7 +7,8 @@ Invariants:
 - One rollup row per (minute, endpoint, resource, api key, connection, model, status class), the
   minute in UTC; adding the rollups of two batches equals the rollups of both batches together,
   so any number of writers can add theirs to the same row (the database adds, never replaces).
-  The per-hour rows hold the same sums per hour: an hour's row is the sum of its minutes' rows.
+  The per-hour and per-day rows hold the same sums per hour and per day (UTC): an hour's row is
+  the sum of its minutes' rows, a day's the sum of its hours'.
 - Latency and time to first token are kept as counts over fixed buckets (`BUCKET_BOUNDS_MS`,
   each 1.5 times the last), so the percentiles of any set of rows come from summing counts:
   a p50 or p95 read back is within one bucket of the true value (about ±25 %).
@@ -117,14 +118,18 @@ def rollups_from_rows(rows: Iterable[Mapping[str, Any]]) -> dict[RollupKey, Roll
     return grouped
 
 
-def rollups_by_hour(by_minute: Mapping[RollupKey, Rollup]) -> dict[RollupKey, Rollup]:
-    """The per-minute rollups summed per hour (the key's first part is the hour's start)."""
+def rollups_coarsened(by_minute: Mapping[RollupKey, Rollup], *, unit: str) -> dict[RollupKey, Rollup]:
+    """The per-minute rollups summed per `unit` ("hour" or "day", UTC): the key's first part is
+    the hour's or the day's start."""
+    if unit not in ("hour", "day"):
+        raise ValueError(f"no rollups per {unit}")
     grouped: dict[RollupKey, Rollup] = {}
     for key, rollup in by_minute.items():
-        hour_key = (key[0].replace(minute=0), *key[1:])
-        total = grouped.get(hour_key)
+        start = key[0].replace(minute=0) if unit == "hour" else key[0].replace(hour=0, minute=0)
+        coarse_key: RollupKey = (start, *key[1:])
+        total = grouped.get(coarse_key)
         if total is None:
-            total = grouped[hour_key] = Rollup()
+            total = grouped[coarse_key] = Rollup()
         total.merge(rollup)
     return grouped
 

@@ -63,7 +63,7 @@ def test_periods_are_whole_buckets_ending_with_the_one_that_holds_now():
     start, end = period_bounds(period=PERIODS["1h"], now=NOW)
     assert end == datetime(2026, 12, 1, 12, 35, tzinfo=UTC)
     start, end = period_bounds(period=PERIODS["30d"], now=NOW)
-    assert end == datetime(2026, 12, 2, 0, 0, tzinfo=UTC)  # 12-hour buckets from midnight UTC
+    assert end == datetime(2026, 12, 2, 0, 0, tzinfo=UTC)  # whole days, midnight UTC
 
 
 @pytest.mark.django_db(transaction=True)
@@ -168,6 +168,10 @@ def test_the_page_shows_the_traffic_to_staff_who_may_read_the_audit(client, staf
     assert query["resource"] == ["chat"] and query["model"] == ["gpt-4.1"]
     audit = client.get(link.group(1).replace("&amp;", "&"))
     assert audit.status_code == 200 and "11 audit records" in audit.content.decode()
+    # A NUL in a filter (which PostgreSQL refuses in any text) is a 400, here and in the audit list.
+    for url in ("/admin/dashboard/?resource=%00", "/admin/gateway/auditrecord/?resource=a%00b"):
+        refused = client.get(url)
+        assert refused.status_code == 400 and b"NUL" in refused.content
     # An unknown period falls back to the default; a hostile filter value is escaped, not run.
     hostile = client.get("/admin/dashboard/?period=nope&resource=%3Cscript%3E")
     assert hostile.status_code == 200 and "<script>" not in hostile.content.decode().split("</head>")[1]

@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.audit import rows_write
-from gateway.models import AuditRecord, HourlyUsageRollup, UsageRollup
-from gateway.rollups import BUCKET_BOUNDS_MS, BUCKETS, bucket_of, percentile, rollups_by_hour, rollups_from_rows
+from gateway.models import AuditRecord, DailyUsageRollup, HourlyUsageRollup, UsageRollup
+from gateway.rollups import BUCKET_BOUNDS_MS, BUCKETS, bucket_of, percentile, rollups_coarsened, rollups_from_rows
 
 T0 = datetime(2026, 12, 1, 10, 0, 0, tzinfo=UTC)
 
@@ -123,21 +123,32 @@ def test_the_migration_counts_the_records_written_before_rollups_existed():
     hours = {h.status_class: h for h in HourlyUsageRollup.objects.all()}
     assert hours[2].hour == T0 and hours[2].requests == 9 and hours[5].requests == 3
     assert hours[2].input_tokens == 27 and hours[2].latency_04 + hours[5].latency_04 == 12  # 50 ms: bucket 4
+    days = {d.status_class: d for d in DailyUsageRollup.objects.all()}
+    assert days[2].day == T0.replace(hour=0) and days[2].requests == 9 and days[5].requests == 3
 
 
 @pytest.mark.django_db(transaction=True)
-def test_an_hour_holds_the_sums_of_its_minutes():
-    rows = [row(n, at=T0 + timedelta(minutes=7 * n), duration_ms=15.0 * n, ttft_ms=9.0 * n) for n in range(12)]
-    rows_write(rows)  # 10:00 to 11:17: 9 minutes of the first hour, 3 of the next
+def test_an_hour_holds_the_sums_of_its_minutes_and_a_day_of_its_hours():
+    # From 10:00 every 55 minutes to 00:40 the next day, in two batches: 16 records on the first
+    # day, 1 on the next; 10:00 and 10:55 share an hour, and so do 21:00 and 21:55.
+    rows = [row(n, at=T0 + timedelta(minutes=55 * n), duration_ms=15.0 * n, ttft_ms=9.0 * n) for n in range(17)]
+    rows_write(rows[:8])
+    rows_write(rows[8:])
+    sums = ["requests", "input_tokens", "priced", "ttft_count", *(f"latency_{i:02d}" for i in range(BUCKETS))]
     minutes = list(UsageRollup.objects.all())
     hours = {h.hour: h for h in HourlyUsageRollup.objects.all()}
-    assert sorted(hours) == [T0, T0 + timedelta(hours=1)]
-    for hour, total in hours.items():
-        parts = [m for m in minutes if m.minute.replace(minute=0) == hour]
-        for name in ["requests", "input_tokens", "priced", "ttft_count", *(f"latency_{i:02d}" for i in range(BUCKETS))]:
+    days = {d.day: d for d in DailyUsageRollup.objects.all()}
+    first_day = T0.replace(hour=0)
+    assert sorted(days) == [first_day, first_day + timedelta(days=1)]
+    assert days[first_day].requests == 16 and len(hours) == 15
+    for start, total in [*hours.items(), *days.items()]:
+        width = timedelta(hours=1) if start in hours else timedelta(days=1)
+        parts = [m for m in minutes if start <= m.minute < start + width]
+        for name in sums:
             assert getattr(total, name) == sum(getattr(m, name) for m in parts), name
         assert total.cost_usd == pytest.approx(sum(m.cost_usd for m in parts))
-    assert hours[T0].requests == 9
-    # The pure merge agrees with the database's sums.
-    by_hour = rollups_by_hour(rollups_from_rows(rows))
-    assert by_hour[(T0, "chat.completions", "default", "ci", "up", "gpt-4.1", 2)].requests == 9
+    # The pure coarsening agrees with the database's sums.
+    by_day = rollups_coarsened(rollups_from_rows(rows), unit="day")
+    assert by_day[(first_day, "chat.completions", "default", "ci", "up", "gpt-4.1", 2)].requests == 16
+    with pytest.raises(ValueError, match="no rollups per week"):
+        rollups_coarsened({}, unit="week")
