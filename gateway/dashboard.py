@@ -5,8 +5,9 @@ Invariants:
 - A period is a whole number of buckets ending with the bucket that holds "now": the last
   hour is 60 one-minute buckets read from the per-minute rollups, the last day and week buckets
   of whole hours read from the per-hour rollups, the last 30 days whole days read from the
-  per-day rollups: at most 168 rows per combination of dimensions, whatever the traffic. The totals are
-  the sums of the buckets drawn, so a chart and the figures above it always agree.
+  per-day rollups. So a page reads at most 168 rows per combination of dimensions, however
+  busy the gateway. The totals are the sums of the buckets drawn: a chart and the figures
+  above it always agree.
 - Every bucket and every top row carries the audit changelist filters that list exactly the
   records it counts (its time range, the filters in force, and for errors, status >= 400).
 - Buckets are aligned in UTC; labels are in the current time zone.

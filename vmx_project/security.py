@@ -13,7 +13,7 @@ from asgiref.sync import iscoroutinefunction
 from axes.helpers import get_cool_off
 from django.conf import settings
 from django.contrib import admin
-from django.http import HttpRequest, HttpResponse, HttpResponseBase
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, HttpResponseBase, JsonResponse
 from django.shortcuts import render
 from django.utils.decorators import sync_and_async_middleware
 
@@ -51,6 +51,39 @@ def content_security_policy(get_response: Any) -> Any:
         response = sync_get_response(request)
         response.setdefault(CSP_HEADER, value)
         return response
+
+    return middleware
+
+
+@sync_and_async_middleware
+def query_nul_refused(get_response: Any) -> Any:
+    """Answer 400 to a query string holding a NUL character, before any view runs.
+
+    PostgreSQL refuses NUL in any text, so an admin list or API filter on such a value was a 500;
+    no stored value holds one (the audit writer and the services clean them out), so it could
+    never match anything. The API answers in DRF's error shape, the admin in plain text.
+    """
+
+    def refused(request: HttpRequest) -> HttpResponseBase | None:
+        if not any("\x00" in key or "\x00" in value for key, values in request.GET.lists() for value in values):
+            return None
+        detail = "Query parameters cannot contain NUL characters."
+        if request.path.startswith("/api/"):
+            return JsonResponse({"detail": detail}, status=400)
+        return HttpResponseBadRequest(detail, content_type="text/plain")
+
+    if iscoroutinefunction(get_response):
+        async_get_response: AsyncGetResponse = get_response
+
+        async def async_middleware(request: HttpRequest) -> HttpResponseBase:
+            return refused(request) or await async_get_response(request)
+
+        return async_middleware
+
+    sync_get_response: SyncGetResponse = get_response
+
+    def middleware(request: HttpRequest) -> HttpResponseBase:
+        return refused(request) or sync_get_response(request)
 
     return middleware
 

@@ -62,6 +62,7 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     # Before AxesMiddleware, so the lockout page it substitutes gets the header too.
     "vmx_project.security.content_security_policy",
+    "vmx_project.security.query_nul_refused",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",

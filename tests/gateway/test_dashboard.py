@@ -12,6 +12,7 @@ import pytest
 from django.contrib.auth.models import Permission, User
 from django.utils import timezone
 
+from gateway.admin import _count, _ms, _usd
 from gateway.audit import rows_write
 from gateway.charts import Layer, bars_svg, lines_svg, nice_ceiling
 from gateway.dashboard import PERIODS, dashboard_read, period_bounds
@@ -144,6 +145,12 @@ def test_charts_escape_what_they_place_and_link_every_bucket():
     assert [nice_ceiling(v) for v in (0, 0.3, 1, 7, 11, 4999)] == [1, 0.5, 1, 10, 20, 5000]
 
 
+def test_figures_read_as_people_write_them():
+    assert [_count(v) for v in (0, 999, 1_000, 999_999, 1_234_567, 2.5e9)] == ["0", "999", "1k", "1M", "1.23M", "2.5B"]
+    assert [_usd(v) for v in (None, 0, 0.0000246, 0.5, 1234.5)] == ["unknown", "$0", "$0.000025", "$0.50", "$1,234.50"]
+    assert [_ms(v) for v in (None, 12.3, 999.6, 45_000, 2_000_000)] == ["-", "12 ms", "1 s", "45 s", "2,000 s"]
+
+
 @pytest.fixture
 def staff(db):
     return User.objects.create_user("viewer", password="pw", is_staff=True)
@@ -168,10 +175,18 @@ def test_the_page_shows_the_traffic_to_staff_who_may_read_the_audit(client, staf
     assert query["resource"] == ["chat"] and query["model"] == ["gpt-4.1"]
     audit = client.get(link.group(1).replace("&amp;", "&"))
     assert audit.status_code == 200 and "11 audit records" in audit.content.decode()
-    # A NUL in a filter (which PostgreSQL refuses in any text) is a 400, here and in the audit list.
-    for url in ("/admin/dashboard/?resource=%00", "/admin/gateway/auditrecord/?resource=a%00b"):
+    # A NUL in a query parameter (PostgreSQL refuses it in any text) is a 400 on every page
+    # Django serves, in the API's shape on the API.
+    for url in (
+        "/admin/dashboard/?resource=%00",
+        "/admin/gateway/auditrecord/?resource=a%00b",
+        "/admin/gateway/upstreamratelimit/?connection=%00",
+        "/admin/connections/connection/?q=x%00",
+    ):
         refused = client.get(url)
-        assert refused.status_code == 400 and b"NUL" in refused.content
+        assert refused.status_code == 400 and b"NUL" in refused.content, url
+    api = client.get("/api/v1/audit/?resource=%00")
+    assert api.status_code == 400 and "NUL" in api.json()["detail"]
     # An unknown period falls back to the default; a hostile filter value is escaped, not run.
     hostile = client.get("/admin/dashboard/?period=nope&resource=%3Cscript%3E")
     assert hostile.status_code == 200 and "<script>" not in hostile.content.decode().split("</head>")[1]
