@@ -404,8 +404,8 @@ def rows_write(rows: list[dict[str, Any]]) -> int:
 
 
 def _insert_counted(model: Any, rows: list[dict[str, Any]]) -> None:
-    """Insert audit rows and add them to the rollups, in one transaction: a record is
-    counted exactly when it is written (a replayed record that is already there counts once)."""
+    """Insert audit rows and add them to the rollups, in one transaction: a record is counted
+    exactly when it is written (a replayed record that is already there counts once)."""
     with transaction.atomic():
         inserted = _insert(model, rows)
         rollups_add([row for row in rows if row["request_id"] in inserted])
@@ -429,8 +429,9 @@ def rollups_upsert(grouped: Mapping[RollupKey, Rollup], *, model: Any, period_fi
     sql, columns = _rollup_upsert_sql(model, period_field)
     date_field = model._meta.get_field(period_field)
     params = []
-    # In key order, minutes before hours before days: two writers adding to the same rows then lock them in
-    # the same order, so concurrent transactions on PostgreSQL wait instead of deadlocking.
+    # In key order, and minutes before hours before days (rollups_add): two writers adding to the
+    # same rows lock them in the same order, so concurrent transactions on PostgreSQL wait for
+    # each other instead of deadlocking.
     for key, rollup in sorted(grouped.items(), key=lambda item: item[0]):
         values: list[Any] = [date_field.get_db_prep_save(key[0], connection), *key[1:]]
         values += [rollup.requests, *(rollup.tokens[name] for name in TOKEN_FIELDS)]

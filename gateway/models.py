@@ -141,19 +141,20 @@ class RollupSums(models.Model):
         abstract = True
 
 
+def _one_row_per_period(period_field: str, *, name: str) -> models.UniqueConstraint:
+    """One row per period and dimensions: what the writers' upserts add to. Its index, which
+    starts with the period, also serves the reads by period and the purge."""
+    dimensions = ["endpoint", "resource", "api_key", "connection", "model", "status_class"]
+    return models.UniqueConstraint(fields=[period_field, *dimensions], name=name)
+
+
 class UsageRollup(RollupSums):
-    """Per-minute sums of the audit: what usage totals read, exact to the minute. The unique
-    constraint's index starts with the minute: it serves the reads by period and the purge."""
+    """Per-minute sums of the audit: what usage totals read, exact to the minute."""
 
     minute = models.DateTimeField()
 
     class Meta:
-        constraints = [
-            models.UniqueConstraint(
-                fields=["minute", "endpoint", "resource", "api_key", "connection", "model", "status_class"],
-                name="usage_rollup_unique",
-            )
-        ]
+        constraints = [_one_row_per_period("minute", name="usage_rollup_unique")]
         verbose_name = "usage rollup"
 
     def __str__(self) -> str:
@@ -167,12 +168,7 @@ class HourlyUsageRollup(RollupSums):
     hour = models.DateTimeField()
 
     class Meta:
-        constraints = [
-            models.UniqueConstraint(
-                fields=["hour", "endpoint", "resource", "api_key", "connection", "model", "status_class"],
-                name="hourly_usage_rollup_unique",
-            )
-        ]
+        constraints = [_one_row_per_period("hour", name="hourly_usage_rollup_unique")]
         verbose_name = "hourly usage rollup"
 
     def __str__(self) -> str:
@@ -186,12 +182,7 @@ class DailyUsageRollup(RollupSums):
     day = models.DateTimeField(help_text="The day's start, midnight UTC.")
 
     class Meta:
-        constraints = [
-            models.UniqueConstraint(
-                fields=["day", "endpoint", "resource", "api_key", "connection", "model", "status_class"],
-                name="daily_usage_rollup_unique",
-            )
-        ]
+        constraints = [_one_row_per_period("day", name="daily_usage_rollup_unique")]
         verbose_name = "daily usage rollup"
 
     def __str__(self) -> str:

@@ -1,5 +1,6 @@
-"""Retention (DESIGN.md 2.12): audit records older than `VMX_AUDIT_RETENTION_DAYS` and
-rollups (per minute, hour and day) older than `VMX_ROLLUP_RETENTION_DAYS` are deleted (0 keeps them forever).
+"""Retention (DESIGN.md 2.12): audit records older than `VMX_AUDIT_RETENTION_DAYS` and rollups
+(per minute, hour and day) older than `VMX_ROLLUP_RETENTION_DAYS` are deleted (0 keeps them
+forever).
 
 Invariants:
 - Exactly what is older than the retention goes: a record of the cut-off instant stays.
