@@ -111,7 +111,10 @@ def attempt_finished(*, connection: str, model: str, outcome: str) -> None:
 
 
 def capacity_rejected(*, scope: str, code: str) -> None:
-    capacity_rejections_total.labels(scope, code).inc()
+    try:
+        capacity_rejections_total.labels(scope, code).inc()
+    except Exception:
+        logger.exception("metrics: could not count a capacity rejection")
 
 
 def metrics_text() -> bytes:
@@ -121,9 +124,3 @@ def metrics_text() -> bytes:
         _multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         return generate_latest(registry)
     return generate_latest(REGISTRY)
-
-
-def worker_exited(pid: int) -> None:
-    """gunicorn's `child_exit`: the dead worker's live gauges stop counting (its counters stay)."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        _multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
