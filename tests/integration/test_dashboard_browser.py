@@ -156,12 +156,14 @@ def test_staff_see_the_traffic_just_sent_and_filters_change_the_numbers(served, 
         # So does a bar: the latest minute with traffic lists as many records as its tooltip says.
         page.goto(f"{process.base_url}/admin/dashboard/?period=1h")
         columns = page.locator('[data-chart="requests"] svg.chart a')
+        counts: list[int] = []
         for index in reversed(range(columns.count())):
             tooltip = columns.nth(index).locator("title").text_content() or ""
             counts = [int(n) for n in re.findall(r"(?:succeeded|failed): (\d+)", tooltip)]
             if sum(counts):
                 columns.nth(index).click()
                 break
+        assert sum(counts), "no bar of the last hour holds the traffic just sent"
         page.wait_for_load_state()
         assert "/admin/gateway/auditrecord/" in page.url and "created_at__gte" in page.url
         shown = sum(counts)
