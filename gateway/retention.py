@@ -53,11 +53,21 @@ class PurgeReport:
 
 def retention_cutoffs(*, now: datetime | None = None) -> tuple[datetime | None, datetime | None]:
     now = now or timezone.now()
-    audit_days, rollup_days = settings.VMX_AUDIT_RETENTION_DAYS, settings.VMX_ROLLUP_RETENTION_DAYS
     return (
-        now - timedelta(days=audit_days) if audit_days > 0 else None,
-        now - timedelta(days=rollup_days) if rollup_days > 0 else None,
+        _cutoff(now, settings.VMX_AUDIT_RETENTION_DAYS),
+        _cutoff(now, settings.VMX_ROLLUP_RETENTION_DAYS),
     )
+
+
+def _cutoff(now: datetime, days: int) -> datetime | None:
+    """`days` before `now`; None (keep forever) for 0 or less, or a retention reaching before the
+    calendar's first day (nothing can be older)."""
+    if days <= 0:
+        return None
+    try:
+        return now - timedelta(days=days)
+    except OverflowError:
+        return None
 
 
 def audit_purge(

@@ -266,7 +266,7 @@ VMX_AUDIT_BODIES: bool = env.bool("VMX_AUDIT_BODIES", default=False)
 # written at the next start.
 VMX_AUDIT_SPOOL_DIR: str = env.str("VMX_AUDIT_SPOOL_DIR", default=str(VAR_DIR / "audit-spool"))
 
-# Retention (DESIGN.md 2.12): audit records and per-minute rollups older than this many days are
+# Retention (DESIGN.md 2.12): audit records and rollups older than this many days are
 # deleted daily by the server itself (and by `manage.py vmx_audit_purge`); 0 keeps them forever.
 VMX_AUDIT_RETENTION_DAYS: int = env.int("VMX_AUDIT_RETENTION_DAYS", default=30)
 VMX_ROLLUP_RETENTION_DAYS: int = env.int("VMX_ROLLUP_RETENTION_DAYS", default=400)

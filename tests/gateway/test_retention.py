@@ -81,6 +81,10 @@ def test_zero_keeps_forever_and_a_dry_run_deletes_nothing(settings):
     write(1, NOW - timedelta(days=1000))
     dry = audit_purge(now=NOW, dry_run=True)
     assert dry.audit_records == 0 and dry.rollups == 3
+    # A retention longer than the calendar keeps everything, as 0 does, rather than failing.
+    settings.VMX_AUDIT_RETENTION_DAYS = 10**9
+    assert audit_purge(now=NOW, dry_run=True).audit_before is None
+    settings.VMX_AUDIT_RETENTION_DAYS = 0
     assert UsageRollup.objects.count() == 1 and HourlyUsageRollup.objects.count() == 1
     out = io.StringIO()
     call_command("vmx_audit_purge", stdout=out)
