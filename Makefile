@@ -36,6 +36,7 @@ check: dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy .
+	$(BIN)/lint-imports
 
 format: dev
 	$(BIN)/ruff check --fix .
@@ -49,7 +50,7 @@ clean:
 # into .tools/. Writes docs/benchmarks.md. Extra options: make bench BENCH_ARGS='--quick'.
 BENCH_ARGS ?=
 
-.PHONY: bench bench-peers bench-profile
+.PHONY: bench bench-peers bench-profile bench-compare
 
 bench: install
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
@@ -63,3 +64,10 @@ PY_SPY ?= py-spy
 PROFILE_ARGS ?=
 bench-profile: install
 	$(BIN)/python bench/run.py profile --py-spy $(PY_SPY) $(PROFILE_ARGS)
+
+# The working tree (uncommitted changes included) against BASE, interleaved rounds; prints a Markdown
+# table for the commit message, writes nothing under docs/. E.g. make bench-compare BASE=HEAD~1
+# BENCH_ARGS='--scenarios chat --rounds 5'.
+BASE ?= HEAD
+bench-compare: install
+	$(BIN)/python bench/run.py compare --base '$(BASE)' $(BENCH_ARGS)

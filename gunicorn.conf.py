@@ -35,7 +35,7 @@ loglevel = os.environ.get("VMX_LOG_LEVEL", "info").lower()
 # gunicorn's runtime control socket is not used; without it several instances never collide.
 control_socket_disable = True
 
-# Prometheus metrics across workers (gateway/metrics.py): each worker keeps its values in files in
+# Prometheus metrics across workers (gateway/observability/metrics.py): each worker keeps its values in files in
 # this directory, and /metrics sums them. A fresh directory per server start (counters restart at
 # zero, which Prometheus expects of a restart), removed when the server stops; set
 # PROMETHEUS_MULTIPROC_DIR to choose it (its files are then cleared at start).

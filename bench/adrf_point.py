@@ -26,11 +26,9 @@ import datetime as dt
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,12 +36,19 @@ from typing import Any
 import httpx2
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import run
+from interleave import BenchProcesses, median, per_1k, quiet_point, rotated
+from loadpoints import probe, wrk_point
+from procs import HERE, REPO, TOOLS, VENV_BIN, Processes, load_average, log, run_quiet, stop_on_signals
+from report import fmt, limits_summary
+from targets import Scenario, Settings, gateway_chat, start_gateway, start_nginx
+from tools import ensure_debian_tools, raise_open_files
 
-ADRF_DIR = run.TOOLS / "adrf"
+ADRF_DIR = TOOLS / "adrf"
 ADRF_PINS = {"adrf": "0.1.14", "djangorestframework": "3.18.3"}
-RESULTS = run.TOOLS / "bench" / "adrf-point.json"
+RESULTS = TOOLS / "bench" / "adrf-point.json"
 WORKERS = 2
+
+Running = dict[str, tuple[subprocess.Popen[bytes], Scenario]]
 
 
 @dataclass(frozen=True)
@@ -60,10 +65,10 @@ def ensure_adrf() -> None:
     wanted = [ADRF_DIR / f"{name}-{version}.dist-info" for name, version in ADRF_PINS.items()]
     if all(path.is_dir() for path in wanted):
         return
-    run.log(f"installing {', '.join(f'{n}=={v}' for n, v in ADRF_PINS.items())} into {ADRF_DIR.relative_to(run.REPO)}")
-    done = run.run_quiet(
+    log(f"installing {', '.join(f'{n}=={v}' for n, v in ADRF_PINS.items())} into {ADRF_DIR.relative_to(REPO)}")
+    done = run_quiet(
         [
-            str(run.VENV_BIN / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+            str(VENV_BIN / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
             "--no-deps", "--upgrade", "--target", str(ADRF_DIR), *(f"{n}=={v}" for n, v in ADRF_PINS.items()),
         ]
     )  # fmt: skip
@@ -72,7 +77,7 @@ def ensure_adrf() -> None:
 
 
 def view_configs(with_c: bool, with_d: bool) -> list[ViewConfig]:
-    path = os.pathsep.join([str(ADRF_DIR), str(run.HERE), *filter(None, [os.environ.get("PYTHONPATH")])])
+    path = os.pathsep.join([str(ADRF_DIR), str(HERE), *filter(None, [os.environ.get("PYTHONPATH")])])
     adrf_env = {"PYTHONPATH": path, "DJANGO_SETTINGS_MODULE": "adrf_settings"}
     configs = [
         ViewConfig("A", "A: the project's view (GatewayAPIView)", {}),
@@ -87,7 +92,7 @@ def view_configs(with_c: bool, with_d: bool) -> list[ViewConfig]:
     return configs
 
 
-def check_view(config: ViewConfig, scenario: run.Scenario) -> str | None:
+def check_view(config: ViewConfig, scenario: Scenario) -> str | None:
     """None if the answer came through the intended view layer: REST framework's finalize_response
     adds `Allow` (B, C), ours does not (A)."""
     headers = dict(h.split(": ", 1) for h in scenario.headers)
@@ -100,22 +105,16 @@ def check_view(config: ViewConfig, scenario: run.Scenario) -> str | None:
     return None
 
 
-def median(values: list[float]) -> float:
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
-
-
 def compare(args: argparse.Namespace) -> dict[str, Any]:
-    run.ensure_debian_tools()
+    ensure_debian_tools()
     ensure_adrf()
-    nofile = run.raise_open_files()
+    nofile = raise_open_files()
     workdir = Path(tempfile.mkdtemp(prefix="vmx-adrf-"))
-    settings = run.Settings(args.duration, 1, 1, args.warmup, 0, 10, (args.concurrency,), workdir)
+    settings = Settings(args.duration, 1, 1, args.warmup, 0, 10, (args.concurrency,), workdir)
     configs = view_configs(not args.no_c, args.with_async_auth)
     result: dict[str, Any] = {
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "load_before": " ".join(Path("/proc/loadavg").read_text().split()[:3]),
+        "load_before": load_average(),
         "nofile": list(nofile),
         "workers": WORKERS,
         "concurrency": args.concurrency,
@@ -127,69 +126,61 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
         "configs": {c.key: {"label": c.label, "points": []} for c in configs},
         "order": [],
     }
-    procs = run.Processes()
-    running: dict[str, tuple[subprocess.Popen[bytes], run.Scenario]] = {}
+    procs = Processes()
     try:
-        nginx, upstream_port = run.start_nginx(procs, workdir, 10)
-        run.log(f"upstream nginx on 127.0.0.1:{upstream_port}")
-        for config in configs:
-            gunicorn, port, _ = run.start_gateway(
-                procs, workdir, upstream_port, WORKERS, extra_env=config.env, tag=config.key
-            )
-            scenario = run.gateway_target(gunicorn, port, WORKERS).scenarios["chat"]
-            assert isinstance(scenario, run.Scenario)
-            problem = run.probe(scenario) or check_view(config, scenario)
-            if problem:
-                raise SystemExit(f"{config.label}: {problem}")
-            running[config.key] = (gunicorn, scenario)
-            run.log(f"{config.label}: gateway on 127.0.0.1:{port}")
-
-        def bench_cpu_seconds() -> float:
-            pids = [pid for gunicorn, _ in running.values() for pid in run.process_tree(gunicorn.pid)]
-            return run.cpu_seconds(pids + run.process_tree(nginx.pid)) + run.own_children_seconds()
-
-        def wait_quiet() -> tuple[float, float]:
-            started = time.monotonic()
-            while True:
-                ours, busy = bench_cpu_seconds(), run.machine_busy_seconds()
-                time.sleep(1.0)
-                other = max(0.0, (run.machine_busy_seconds() - busy) - (bench_cpu_seconds() - ours))
-                waited = time.monotonic() - started
-                if other < run.QUIET_CORES or waited >= args.quiet_wait:
-                    return waited, other
-
+        nginx, upstream_port = start_nginx(procs, workdir, 10)
+        log(f"upstream nginx on 127.0.0.1:{upstream_port}")
+        running = start_views(procs, workdir, upstream_port, configs)
+        bench = BenchProcesses(nginx.pid, None, [gunicorn for gunicorn, _ in running.values()])
         for _gunicorn, scenario in running.values():
-            run.wrk_point(settings, scenario, 16, settings.warmup)
-        keys = list(running)
-        for round_index in range(args.rounds):
-            shift = round_index % len(keys)
-            order = keys[shift:] + keys[:shift]
-            result["order"].append("".join(order))
-            for key in order:
-                gunicorn, scenario = running[key]
-                waited, other_before = wait_quiet() if args.quiet_wait else (0.0, 0.0)
-                if other_before >= run.QUIET_CORES:
-                    run.log(f"still {other_before:.2f} cores of other load after {waited:.0f} s; measuring")
-                cpu_before = run.cpu_seconds(run.process_tree(gunicorn.pid))
-                ours_before, busy_before = bench_cpu_seconds(), run.machine_busy_seconds()
-                point = run.wrk_point(settings, scenario, args.concurrency, settings.duration)
-                point["cpu_seconds"] = run.cpu_seconds(run.process_tree(gunicorn.pid)) - cpu_before
-                outside = (run.machine_busy_seconds() - busy_before) - (bench_cpu_seconds() - ours_before)
-                point["other_cores"] = max(0.0, outside) / point["seconds"] if point["seconds"] else 0.0
-                point["cpu_per_1k"] = point["cpu_seconds"] / point["requests"] * 1000 if point["requests"] else None
-                point["round"] = round_index + 1
-                point["waited_for_quiet_s"] = waited
-                point.pop("raw", None)
-                result["configs"][key]["points"].append(point)
-                run.log(
-                    f"round {round_index + 1} / {key}: {point['rps']:.0f} req/s p50 {point['p50_ms']:.1f} ms "
-                    f"p99 {point['p99_ms']:.1f} ms, CPU {point['cpu_per_1k'] or 0:.3f} s/1k req, "
-                    f"errors {point['errors']}, other load {point['other_cores']:.2f} cores"
-                )
+            wrk_point(settings, scenario, 16, settings.warmup)
+        measure_rounds(settings, args, bench, running, result)
     finally:
         procs.stop_all()
         shutil.rmtree(workdir, ignore_errors=True)
     return result
+
+
+def start_views(procs: Processes, workdir: Path, upstream_port: int, configs: list[ViewConfig]) -> Running:
+    """A gateway per configuration, each checked to answer through the view layer it should."""
+    running: Running = {}
+    for config in configs:
+        gunicorn, port, _ = start_gateway(procs, workdir, upstream_port, WORKERS, extra_env=config.env, tag=config.key)
+        scenario = gateway_chat(gunicorn, port, WORKERS)
+        problem = probe(scenario) or check_view(config, scenario)
+        if problem:
+            raise SystemExit(f"{config.label}: {problem}")
+        running[config.key] = (gunicorn, scenario)
+        log(f"{config.label}: gateway on 127.0.0.1:{port}")
+    return running
+
+
+def measure_rounds(
+    settings: Settings, args: argparse.Namespace, bench: BenchProcesses, running: Running, result: dict[str, Any]
+) -> None:
+    keys = list(running)
+    for round_index in range(args.rounds):
+        order = rotated(keys, round_index)
+        result["order"].append("".join(order))
+        for key in order:
+            gunicorn, scenario = running[key]
+            point = quiet_point(
+                settings,
+                bench,
+                gunicorn,
+                scenario,
+                args.concurrency,
+                round_number=round_index + 1,
+                quiet_wait=args.quiet_wait,
+                log_prefix="",
+            )
+            point["cpu_per_1k"] = per_1k(point)
+            result["configs"][key]["points"].append(point)
+            log(
+                f"round {round_index + 1} / {key}: {point['rps']:.0f} req/s p50 {point['p50_ms']:.1f} ms "
+                f"p99 {point['p99_ms']:.1f} ms, CPU {point['cpu_per_1k'] or 0:.3f} s/1k req, "
+                f"errors {point['errors']}, other load {point['other_cores']:.2f} cores"
+            )
 
 
 def render(result: dict[str, Any]) -> str:
@@ -211,7 +202,7 @@ def render(result: dict[str, Any]) -> str:
             errors = f" ⚠ {point['errors']:,} failed" if point["errors"] else ""
             lines.append(
                 f"| {config['label']} | {point['round']} | {point['rps']:,.0f}{errors} | "
-                f"{point['p50_ms']:.1f} / {point['p99_ms']:.1f} | {run.fmt(point['cpu_per_1k'], 3)} | "
+                f"{point['p50_ms']:.1f} / {point['p99_ms']:.1f} | {fmt(point['cpu_per_1k'], 3)} | "
                 f"{point['other_cores']:.2f} |"
             )
     lines += [
@@ -230,7 +221,7 @@ def render(result: dict[str, Any]) -> str:
         points = config["points"]
         if not points:
             continue
-        pooled = run.limits_summary(points, result["concurrency"]) or {}
+        pooled = limits_summary(points, result["concurrency"]) or {}
         rps = median([p["rps"] for p in points])
         cpu = median([p["cpu_per_1k"] for p in points])
         if key == "A" or base_cpu is None or base_rps is None:
@@ -243,7 +234,7 @@ def render(result: dict[str, Any]) -> str:
         lines.append(
             f"| {config['label']} | {rps:,.0f} ({pooled.get('rps', 0):,.0f}) | "
             f"{pooled.get('p50_ms', 0):.1f} / {pooled.get('p99_ms', 0):.1f} | "
-            f"{cpu:.3f} ({run.fmt(pooled.get('cpu_per_1k'), 3)}) | {cpu * 1000:.0f} | {change} | {paired} |"
+            f"{cpu:.3f} ({fmt(pooled.get('cpu_per_1k'), 3)}) | {cpu * 1000:.0f} | {change} | {paired} |"
         )
     lines.append("")
     return "\n".join(lines)
@@ -270,14 +261,13 @@ def main() -> None:
         args.rounds, args.duration, args.warmup = min(args.rounds, 2), 2.0, 1.0
     if not (0 < args.rounds <= 20 and 0 < args.duration <= 120 and 0 < args.concurrency <= 2000):
         raise SystemExit("an option is out of bounds (see --help)")
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, run._terminate)
+    stop_on_signals()
     result = compare(args)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=1))
     print()
     print(render(result))
-    run.log(f"raw results: {RESULTS.relative_to(run.REPO)}")
+    log(f"raw results: {RESULTS.relative_to(REPO)}")
 
 
 if __name__ == "__main__":

@@ -35,9 +35,10 @@ from django.http import HttpRequest, HttpResponseBase
 from django.urls import path
 
 from connections.entities import ApiKeyInfo, ConfigSnapshot
-from gateway.auth import authenticate
-from gateway.errors import GatewayError
-from gateway.views import ChatCompletionsView, request_id_new
+from gateway.core.errors import GatewayError
+from gateway.v1.auth import authenticate
+from gateway.v1.renderers import request_id_new
+from gateway.v1.views import ChatCompletionsView
 from vmx_project import urls as project_urls
 
 
@@ -67,7 +68,7 @@ class GatewayKeyAuthentication:
 
 class AsyncGatewayKeyAuthentication(GatewayKeyAuthentication):
     """The same, as an async authenticator: adrf calls it with `async_to_sync` from the thread that
-    runs `initial()`, so it runs on the event loop (a second hop), as gateway.auth.authenticate is async."""
+    runs `initial()`, so it runs on the event loop (a second hop), as gateway.v1.auth.authenticate is async."""
 
     async def authenticate(  # type: ignore[override]
         self, request: Any

@@ -116,7 +116,7 @@ def _resource_name(index: int) -> str:
 
 
 def fill(*, have: int, target: int, days: int, keys: int, resources: int, seed: int) -> None:
-    from gateway.audit import rows_write
+    from gateway.audit.store import rows_write
 
     rng = random.Random(seed + have)
     shape = traffic_shape(keys, resources, random.Random(seed))
@@ -271,7 +271,7 @@ def time_pages(repeat: int) -> None:
     from django.contrib.auth.models import User
     from django.test import Client
 
-    from gateway.dashboard import PERIODS
+    from gateway.observability.dashboard import PERIODS
 
     user = User.objects.filter(username="bench-admin").first() or User.objects.create_superuser("bench-admin", "", "x")
     client = Client(HTTP_HOST="127.0.0.1")

@@ -1,4 +1,5 @@
-"""Config as code (DESIGN.md 2.2): parse, validate, apply and export the YAML/JSON file.
+"""Config as code (DESIGN.md 2.2): read, parse, validate and apply the YAML/JSON file; writing one
+is `config_export`.
 
 Invariants: a file is checked whole before anything is written, and applied in one transaction, so
 an invalid file changes nothing; every complaint names its path in the file
@@ -14,56 +15,43 @@ import difflib
 import os
 import re
 import secrets
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, TypeVar, cast
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any, TypeVar
 
 import yaml
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import QuerySet
 from django.utils.dateparse import parse_datetime
 
-from connections.models import MAX_RETRIES_LIMIT, AIResource, APIKey, CapacityEntry, Connection, PricingEntry
+from connections.models import (
+    DEFAULT_TIMEOUT_MS,
+    MAX_RETRIES_LIMIT,
+    MIN_TIMEOUT_MS,
+    AIResource,
+    APIKey,
+    Connection,
+    PricingEntry,
+)
 from connections.services import (
     CapacitySpec,
     ModelEntrySpec,
     api_key_save,
     capacity_entries_replace,
+    config_object_delete,
     connection_save,
     pricing_entry_save,
     resource_save,
 )
-from gateway.capacity.policy import PERIODS
+from gateway.core.jsonchecks import MAX_JSON_DEPTH, depth_exceeds, has_unstorable_characters
+from gateway.core.limits import DIMENSIONS, PERIODS
 from gateway.providers.registry import UnknownProviderError, provider_class_get
 
 _T = TypeVar("_T")
-MAX_DEPTH = 200
-"""How deeply a document may nest: as deep as a /v1/ request body (defaultArgs become part of one)."""
-
-
-def depth_exceeds(value: Any, limit: int) -> bool:
-    """Whether lists and mappings nest more than `limit` levels (iterative: no recursion limit)."""
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict):
-            children: Iterable[Any] = item.values()
-        elif isinstance(item, list):
-            children = item
-        else:
-            continue
-        if depth > limit:
-            return True
-        stack.extend((child, depth + 1) for child in children)
-    return False
-
-
 SECRET_MASK = "********"  # noqa: S105 - the placeholder, not a secret
 _REFERENCE_SPAN = re.compile(r"(?<!\$)\$\{[^}\n]*\}")
 _ENV_REFERENCE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -117,7 +105,7 @@ def config_text_parse(text: str, *, source: str, allow_aliases: bool = True) -> 
         loader = yaml.SafeLoader if allow_aliases else _NoAliasLoader
         data = yaml.load(_REFERENCE_SPAN.sub(protect, text), Loader=loader)  # noqa: S506 - both are safe loaders
     except RecursionError:
-        raise ConfigFileError([f"{source}: nested too deeply (at most {MAX_DEPTH} levels)"]) from None
+        raise ConfigFileError([f"{source}: nested too deeply (at most {MAX_JSON_DEPTH} levels)"]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -169,22 +157,6 @@ def env_expand(value: Any, *, path: str, problems: list[str], environ: Mapping[s
             k: env_expand(v, path=_join(path, str(k)), problems=problems, environ=environ) for k, v in value.items()
         }
     return value
-
-
-_EXPANDED_DOLLAR = re.compile(r"\$(?=[${])")
-
-
-def dollars_escaped(value: _T) -> _T:
-    """The inverse of `env_expand` for stored text: each `$` that it would read as the start of
-    `$$` or `${` is doubled, so an exported `${HOME}` that someone typed literally stays literal."""
-    escaped: Any = value
-    if isinstance(value, str):
-        escaped = _EXPANDED_DOLLAR.sub("$$", value)
-    elif isinstance(value, list):
-        escaped = [dollars_escaped(v) for v in value]
-    elif isinstance(value, dict):
-        escaped = {k: dollars_escaped(v) for k, v in value.items()}
-    return cast(_T, escaped)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -311,8 +283,8 @@ def _model_entry(value: Any, path: str, problems: list[str]) -> ModelEntrySpec |
     max_retries = r.get("maxRetries", int, default=0)
     if not 0 <= max_retries <= MAX_RETRIES_LIMIT:
         r.problem("maxRetries", f"must be between 0 and {MAX_RETRIES_LIMIT}")
-    timeout_ms = r.get("timeoutMs", int, default=600_000)
-    if timeout_ms < 1:
+    timeout_ms = r.get("timeoutMs", int, default=DEFAULT_TIMEOUT_MS)
+    if timeout_ms < MIN_TIMEOUT_MS:
         r.problem("timeoutMs", "must be a positive number of milliseconds")
     return ModelEntrySpec(
         connection=r.text("connection", required=True),
@@ -342,7 +314,7 @@ def _capacity(r: _Reader) -> list[CapacitySpec]:
         if all(value.get(key) is None for key in _CAPACITY_AMOUNTS):
             r.problems.append(f"{path}: give at least one of {', '.join(_CAPACITY_AMOUNTS)}")
         dimension = entry.text("dimension")
-        if dimension not in ("", "source-ip", "metadata"):
+        if dimension not in DIMENSIONS:
             entry.problem("dimension", "must be source-ip or metadata (or left out for the whole scope)")
         dimension_field = entry.text("dimensionField")
         if dimension == "metadata" and not dimension_field.strip():
@@ -384,19 +356,32 @@ def config_parse(data: Any, *, environ: Mapping[str, str] | None = None, expand_
         data = {}
     if not isinstance(data, dict):
         raise ConfigFileError(["(top level): must be a mapping with connections, resources, apiKeys and pricing"])
-    if depth_exceeds(data, MAX_DEPTH):
-        raise ConfigFileError([f"(top level): nested deeper than {MAX_DEPTH} levels"])
+    if depth_exceeds(data, MAX_JSON_DEPTH):
+        raise ConfigFileError([f"(top level): nested deeper than {MAX_JSON_DEPTH} levels"])
     _Reader(data, "", problems, ("connections", "resources", "apiKeys", "pricing"))
     if expand_env:
         data = env_expand(data, path="", problems=problems, environ=os.environ if environ is None else environ)
     else:
         data = env_expand(data, path="", problems=problems, environ=None)
     _nul_problems(data, "", problems)
-    doc = ConfigDoc()
+    doc = ConfigDoc(
+        connections=_connections_read(data, problems),
+        resources=_resources_read(data, problems),
+        api_keys=_api_keys_read(data, problems),
+        pricing=_pricing_read(data, problems),
+    )
 
+    problems.extend(_duplicate_names(doc))
+    if problems:
+        raise ConfigFileError(problems)
+    return doc
+
+
+def _connections_read(data: Mapping[str, Any], problems: list[str]) -> list[ConnectionDoc]:
+    items: list[ConnectionDoc] = []
     for path, item in _items(data, "connections", problems):
         r = _Reader(item, path, problems, ("name", "provider", "description", "config", "enabled", "capacity"))
-        doc.connections.append(
+        items.append(
             ConnectionDoc(
                 path=path,
                 name=r.text("name", required=True),
@@ -407,7 +392,11 @@ def config_parse(data: Any, *, environ: Mapping[str, str] | None = None, expand_
                 capacity=_capacity(r),
             )
         )
+    return items
 
+
+def _resources_read(data: Mapping[str, Any], problems: list[str]) -> list[ResourceDoc]:
+    items: list[ResourceDoc] = []
     for path, item in _items(data, "resources", problems):
         allowed = ("name", "description", "model", "fallbackModels", "defaultArgs", "enabled", "capacity")
         r = _Reader(item, path, problems, allowed)
@@ -418,7 +407,7 @@ def config_parse(data: Any, *, environ: Mapping[str, str] | None = None, expand_
             _model_entry(entry, f"{path}.fallbackModels[{i}]", problems)
             for i, entry in enumerate(r.get("fallbackModels", list, default=[]))
         ]
-        doc.resources.append(
+        items.append(
             ResourceDoc(
                 path=path,
                 name=r.text("name", required=True),
@@ -429,7 +418,11 @@ def config_parse(data: Any, *, environ: Mapping[str, str] | None = None, expand_
                 capacity=_capacity(r),
             )
         )
+    return items
 
+
+def _api_keys_read(data: Mapping[str, Any], problems: list[str]) -> list[ApiKeyDoc]:
+    items: list[ApiKeyDoc] = []
     for path, item in _items(data, "apiKeys", problems):
         r = _Reader(item, path, problems, ("name", "key", "resources", "enabled", "expiresAt", "capacity"))
         raw_resources = r.get("resources", (list, str), required=True, default=[])
@@ -467,7 +460,7 @@ def config_parse(data: Any, *, environ: Mapping[str, str] | None = None, expand_
                 r.problem("expiresAt", "must be a date-time between the years 1 and 9999 in UTC")
                 expires_at = None
         key = r.get("key", str)
-        doc.api_keys.append(
+        items.append(
             ApiKeyDoc(
                 path=path,
                 name=r.text("name", required=True),
@@ -478,11 +471,15 @@ def config_parse(data: Any, *, environ: Mapping[str, str] | None = None, expand_
                 capacity=_capacity(r),
             )
         )
+    return items
 
+
+def _pricing_read(data: Mapping[str, Any], problems: list[str]) -> list[PricingDoc]:
+    items: list[PricingDoc] = []
     for path, item in _items(data, "pricing", problems):
         r = _Reader(item, path, problems, ("model", "input", "cachedInput", "output"))
         cached = _amount(r, "cachedInput", unit=_PRICE_UNIT)
-        doc.pricing.append(
+        items.append(
             PricingDoc(
                 path=path,
                 name=r.text("model", required=True),
@@ -491,14 +488,7 @@ def config_parse(data: Any, *, environ: Mapping[str, str] | None = None, expand_
                 cached_input=cached,
             )
         )
-
-    problems.extend(_duplicate_names(doc))
-    if problems:
-        raise ConfigFileError(problems)
-    return doc
-
-
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+    return items
 
 
 def _nul_problems(value: Any, path: str, problems: list[str]) -> None:
@@ -506,7 +496,7 @@ def _nul_problems(value: Any, path: str, problems: list[str]) -> None:
     database cannot store them, so they are a problem of the file, named by its path, not an
     error while writing it."""
     if isinstance(value, str):
-        if _UNSTORABLE.search(value):
+        if has_unstorable_characters(value):
             problems.append(f"{path or '(top level)'}: must not contain NUL characters or lone surrogates")
     elif isinstance(value, dict):
         for key, item in value.items():
@@ -770,158 +760,8 @@ def _prune(doc: ConfigDoc, report: ApplyReport) -> None:
     ]
     for label, model, keep in sections:
         for obj in model.objects.exclude(name__in=keep).order_by("name"):
-            obj.delete()
+            config_object_delete(obj=obj)
             report.add(label, obj.name, "deleted")
     for entry in PricingEntry.objects.exclude(model__in={p.name for p in doc.pricing}).order_by("model"):
-        entry.delete()
+        config_object_delete(obj=entry)
         report.add("pricing", entry.model, "deleted")
-
-
-# ---------------------------------------------------------------------------------------------
-# Exporting
-
-
-def _url_password_masked(value: Any) -> Any:
-    """A URL stored before credentials in URLs were refused keeps its password out of exports."""
-    if not isinstance(value, str) or "@" not in value:
-        return value
-    try:
-        parts = urlsplit(value)
-        password = parts.password
-    except ValueError:
-        return value
-    if not password:
-        return value
-    netloc = parts.netloc.replace(f":{password}@", f":{SECRET_MASK}@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
-def connections_for_export() -> QuerySet[Connection]:
-    return Connection.objects.order_by("name").prefetch_related("capacity_entries")
-
-
-def resources_for_export() -> QuerySet[AIResource]:
-    return AIResource.objects.order_by("name").prefetch_related("model_entries__connection", "capacity_entries")
-
-
-def api_keys_for_export() -> QuerySet[APIKey]:
-    return APIKey.objects.order_by("name").prefetch_related("resources", "capacity_entries")
-
-
-def connection_export(conn: Connection, *, include_secrets: bool = False) -> dict[str, Any]:
-    """One connection as the file writes it; secrets are `SECRET_MASK` unless `include_secrets`."""
-    item: dict[str, Any] = {"name": conn.name, "provider": conn.provider}
-    if conn.description:
-        item["description"] = conn.description
-    secrets = conn.secrets_get()
-    plain = conn.config if include_secrets else {k: _url_password_masked(v) for k, v in conn.config.items()}
-    item["config"] = {**{k: (v if include_secrets else SECRET_MASK) for k, v in secrets.items()}, **plain}
-    if not conn.enabled:
-        item["enabled"] = False
-    _capacity_export(item, conn.capacity_entries.all())
-    return dollars_escaped(item)
-
-
-def resource_export(res: AIResource) -> dict[str, Any]:
-    entries = []
-    for entry in res.model_entries.all():
-        spec: dict[str, Any] = {
-            "connection": entry.connection.name,
-            "model": entry.model,
-            "maxRetries": entry.max_retries,
-            "timeoutMs": entry.timeout_ms,
-        }
-        if not entry.reasoning:
-            spec["reasoning"] = False
-        entries.append(spec)
-    item: dict[str, Any] = {"name": res.name}
-    if res.description:
-        item["description"] = res.description
-    if entries:
-        item["model"] = entries[0]
-    if entries[1:]:
-        item["fallbackModels"] = entries[1:]
-    if res.default_args:
-        item["defaultArgs"] = res.default_args
-    if not res.enabled:
-        item["enabled"] = False
-    _capacity_export(item, res.capacity_entries.all())
-    return dollars_escaped(item)
-
-
-def api_key_export(key: APIKey) -> dict[str, Any]:
-    """An API key as the file writes it: never its value (only its digest is stored)."""
-    item: dict[str, Any] = {
-        "name": key.name,
-        "resources": "*" if key.all_resources else sorted(r.name for r in key.resources.all()),
-    }
-    if not key.enabled:
-        item["enabled"] = False
-    if key.expires_at:
-        item["expiresAt"] = key.expires_at.isoformat().replace("+00:00", "Z")
-    _capacity_export(item, key.capacity_entries.all())
-    return dollars_escaped(item)
-
-
-def config_export(*, include_secrets: bool = False) -> dict[str, Any]:
-    """The whole configuration in the file format; applying it back changes nothing."""
-    exported: dict[str, Any] = {
-        "connections": [connection_export(c, include_secrets=include_secrets) for c in connections_for_export()],
-        "resources": [resource_export(r) for r in resources_for_export()],
-        "apiKeys": [api_key_export(k) for k in api_keys_for_export()],
-    }
-    pricing = [price_export(entry) for entry in PricingEntry.objects.order_by("model")]
-    if pricing:
-        exported["pricing"] = pricing
-    return exported
-
-
-def _capacity_export(item: dict[str, Any], entries: Iterable[CapacityEntry]) -> None:
-    """Add `capacity` to an exported object when it has limits."""
-    exported = [capacity_entry_export(entry) for entry in entries]
-    if exported:
-        item["capacity"] = exported
-
-
-def capacity_entry_export(entry: CapacityEntry) -> dict[str, Any]:
-    """One limit as the file writes it: only what is not a default."""
-    limit: dict[str, Any] = {"period": entry.period}
-    if entry.requests is not None:
-        limit["requests"] = entry.requests
-    if entry.tokens is not None:
-        limit["tokens"] = entry.tokens
-    if entry.cost_usd is not None:
-        limit["costUsd"] = _number(entry.cost_usd)
-    if entry.dimension:
-        limit["dimension"] = entry.dimension
-    if entry.dimension_field:
-        limit["dimensionField"] = entry.dimension_field
-    if not entry.enabled:
-        limit["enabled"] = False
-    return limit
-
-
-def price_export(entry: PricingEntry) -> dict[str, Any]:
-    item: dict[str, Any] = {"model": dollars_escaped(entry.model), "input": _number(entry.input)}
-    if entry.cached_input is not None:
-        item["cachedInput"] = _number(entry.cached_input)
-    item["output"] = _number(entry.output)
-    return item
-
-
-def _number(value: Decimal) -> int | float:
-    """2 rather than 2.000000 (the column's scale), exact for the prices people write."""
-    normal = value.normalize()
-    return int(normal) if normal == normal.to_integral_value() else float(normal)
-
-
-def config_export_yaml(*, include_secrets: bool = False) -> str:
-    return config_yaml_dump(config_export(include_secrets=include_secrets), masked=not include_secrets)
-
-
-def config_yaml_dump(exported: Mapping[str, Any], *, masked: bool = True) -> str:
-    """An exported configuration as the YAML file `vmx_export` writes."""
-    header = "# VM-X gateway configuration (python manage.py vmx_export)\n"
-    if masked:
-        header += f"# Secrets are masked as '{SECRET_MASK}': applying this file keeps the stored values.\n"
-    return header + yaml.safe_dump(dict(exported), sort_keys=False, allow_unicode=True)

@@ -17,10 +17,6 @@ class EncryptionKeyError(Exception):
     """The encryption key is missing, malformed or not the one the secrets were written with."""
 
 
-def encryption_key_generate() -> str:
-    return Fernet.generate_key().decode("ascii")
-
-
 @lru_cache(maxsize=4)
 def _fernet_for(key_setting: str) -> MultiFernet:
     keys = [part.strip() for part in key_setting.split(",") if part.strip()]

@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from gateway.capacity.policy import CapacityLimit
-from gateway.pricing import EMPTY_PRICE_LIST, PriceList
+from connections.models import DEFAULT_TIMEOUT_MS
+from gateway.core.limits import CapacityLimit
+from gateway.core.pricing import EMPTY_PRICE_LIST, PriceList
 
 # Defined by the providers, which consume it (the provider registry owns that shape).
 from gateway.providers.base import ConnectionInfo, empty_mapping
@@ -26,7 +27,7 @@ class ModelEntryInfo:
     connection: str
     model: str
     max_retries: int = 0
-    timeout_ms: int = 600_000
+    timeout_ms: int = DEFAULT_TIMEOUT_MS
     reasoning: bool = True
 
 
@@ -52,9 +53,6 @@ class ApiKeyInfo:
     expires_at: datetime | None = None
     capacity: tuple[CapacityLimit, ...] = ()
     """Enabled limits (DESIGN.md 2.10)."""
-
-    def is_usable(self, *, now: datetime) -> bool:
-        return self.enabled and (self.expires_at is None or self.expires_at > now)
 
     def allows(self, resource: str) -> bool:
         return self.all_resources or resource in self.resources

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import re
 from typing import Any
 
 import orjson
@@ -19,11 +18,23 @@ from django.core.validators import MaxValueValidator, MinValueValidator, RegexVa
 from django.db import models
 
 from connections.crypto import EncryptionKeyError, secret_decrypt, secret_encrypt
-from gateway.capacity.policy import PERIODS, CapacityLimit, Metric
+from gateway.core.jsonchecks import has_control_characters
+from gateway.core.limits import DIMENSIONS, PERIODS, CapacityLimit, Metric
 from gateway.providers.registry import UnknownProviderError, provider_choices, provider_class_get
 
+# The configuration's limits, defined once: the fields below, the config file's reader and the
+# management API's schema all use these.
 MAX_RETRIES_LIMIT = 10
+"""A model entry's `maxRetries`: 0 to this, done by the SDK within the leg."""
 DEFAULT_TIMEOUT_MS = 600_000
+MIN_TIMEOUT_MS = 1
+MAX_TIMEOUT_MS = 86_400_000
+"""A model entry's `timeoutMs` (per attempt; for streams the longest wait for the next event)."""
+NAME_LENGTH = 64
+"""Connection and API key names (slugs), and the names the audit keeps of them."""
+RESOURCE_NAME_LENGTH = 128
+MODEL_ID_LENGTH = 200
+"""Upstream model ids, in model entries and prices."""
 API_KEY_PREFIX_LENGTH = 8
 API_KEY_MIN_LENGTH = 20
 
@@ -34,7 +45,7 @@ resource_name_validator = RegexValidator(
 
 
 class Connection(models.Model):
-    name = models.SlugField(max_length=64, unique=True, help_text="Unique slug, e.g. openai-main.")
+    name = models.SlugField(max_length=NAME_LENGTH, unique=True, help_text="Unique slug, e.g. openai-main.")
     description = models.TextField(blank=True)
     provider = models.CharField(max_length=32, choices=provider_choices)
     config = models.JSONField(default=dict, blank=True, help_text="Non-secret provider settings.")
@@ -83,7 +94,7 @@ class Connection(models.Model):
 
 class AIResource(models.Model):
     name = models.CharField(
-        max_length=128,
+        max_length=RESOURCE_NAME_LENGTH,
         unique=True,
         validators=[resource_name_validator],
         help_text="What clients send as `model`.",
@@ -120,7 +131,7 @@ class ModelEntry(models.Model):
     position = models.PositiveSmallIntegerField(default=0, help_text="0 is the primary; fallbacks follow in order.")
     connection = models.ForeignKey(Connection, on_delete=models.PROTECT, related_name="model_entries")
     model = models.CharField(
-        max_length=200,
+        max_length=MODEL_ID_LENGTH,
         blank=True,
         help_text="Upstream model id, forwarded verbatim. Blank: the provider's default (gpt-4.1 for OpenAI).",
     )
@@ -131,7 +142,7 @@ class ModelEntry(models.Model):
     )
     timeout_ms = models.PositiveIntegerField(
         default=DEFAULT_TIMEOUT_MS,
-        validators=[MinValueValidator(1), MaxValueValidator(86_400_000)],
+        validators=[MinValueValidator(MIN_TIMEOUT_MS), MaxValueValidator(MAX_TIMEOUT_MS)],
         help_text="Per-attempt timeout; for streams, the longest wait for the next event.",
     )
     reasoning = models.BooleanField(
@@ -159,7 +170,7 @@ class ModelEntry(models.Model):
 class APIKey(models.Model):
     """A gateway client key. Only its SHA-256 digest is stored; `prefix` identifies it to people."""
 
-    name = models.SlugField(max_length=64, unique=True)
+    name = models.SlugField(max_length=NAME_LENGTH, unique=True)
     prefix = models.CharField(max_length=API_KEY_PREFIX_LENGTH, editable=False)
     digest = models.CharField(max_length=64, unique=True, editable=False)
     all_resources = models.BooleanField(default=False, help_text="Allow every resource, present and future.")
@@ -200,7 +211,7 @@ class PricingEntry(models.Model):
     """The price of an upstream model (USD per 1M tokens), over the bundled table of OpenAI's
     published prices. `model` is an exact id or a `prefix*` pattern (the longest match wins)."""
 
-    model = models.CharField(max_length=200, unique=True, validators=[pricing_model_validator])
+    model = models.CharField(max_length=MODEL_ID_LENGTH, unique=True, validators=[pricing_model_validator])
     input = models.DecimalField(max_digits=12, decimal_places=6, validators=[MinValueValidator(0)])
     cached_input = models.DecimalField(
         max_digits=12,
@@ -230,9 +241,7 @@ CAPACITY_OWNER_FIELDS = ("connection", "resource", "api_key")
 MAX_CAPACITY_REQUESTS = 2_147_483_647
 """PostgreSQL's integer column: SQLite would store more, so the limit is the same everywhere."""
 _PERIOD_LABELS = {"week": "week (from Monday 00:00 UTC)", "lifetime": "lifetime (never resets)"}
-_DIMENSION_CHOICES = [("", "whole scope"), ("source-ip", "per source IP"), ("metadata", "per metadata field")]
-# As the request envelope refuses them in vmx.metadata keys, so such a field could never match.
-_CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f\u2028\u2029]")
+_DIMENSION_LABELS = {"": "whole scope", "source-ip": "per source IP", "metadata": "per metadata field"}
 
 
 class CapacityEntry(models.Model):
@@ -285,7 +294,7 @@ class CapacityEntry(models.Model):
         max_length=16,
         blank=True,
         default="",
-        choices=_DIMENSION_CHOICES,
+        choices=[(dimension, _DIMENSION_LABELS[dimension]) for dimension in DIMENSIONS],
         help_text="Whole scope: one counter. Per source IP: one counter per client address. "
         "Per metadata field: one counter per value of the vmx.metadata key in Dimension field.",
     )
@@ -352,7 +361,8 @@ class CapacityEntry(models.Model):
         if self.dimension == "metadata":
             if not self.dimension_field.strip():
                 raise ValidationError({"dimension_field": "required when dimension is metadata"})
-            if _CONTROL_CHARACTERS.search(self.dimension_field):
+            # As the request envelope refuses them in vmx.metadata keys, so such a field could never match.
+            if has_control_characters(self.dimension_field):
                 raise ValidationError({"dimension_field": "must not contain control characters"})
         elif self.dimension_field:
             raise ValidationError({"dimension_field": "must be empty unless dimension is metadata"})

@@ -32,9 +32,9 @@ from connections.models import (
     ModelEntry,
     PricingEntry,
 )
-from gateway.capacity.policy import CapacityLimit
-from gateway.logs import ThrottledLog
-from gateway.pricing import Price, PriceList
+from gateway.core.limits import CapacityLimit
+from gateway.core.logs import ThrottledLog
+from gateway.core.pricing import Price, PriceList
 
 logger = logging.getLogger("vmx.config")
 _refresh_failures = ThrottledLog(logger, interval=10.0)

@@ -20,7 +20,15 @@ from django.db import transaction
 from django.utils import timezone
 
 from connections.entities import ConnectionInfo
-from connections.models import AIResource, APIKey, CapacityEntry, Connection, ModelEntry, PricingEntry
+from connections.models import (
+    DEFAULT_TIMEOUT_MS,
+    AIResource,
+    APIKey,
+    CapacityEntry,
+    Connection,
+    ModelEntry,
+    PricingEntry,
+)
 from connections.selectors import connection_info_get
 from connections.signals import config_revision_bump
 from gateway.providers import CheckResult, provider_class_get
@@ -33,7 +41,7 @@ class ModelEntrySpec:
     connection: str
     model: str = ""
     max_retries: int = 0
-    timeout_ms: int = 600_000
+    timeout_ms: int = DEFAULT_TIMEOUT_MS
     reasoning: bool = True
 
 
@@ -339,3 +347,27 @@ async def _connection_check(info: ConnectionInfo) -> CheckResult:
         return CheckResult(False, (time.perf_counter() - started) * 1000, f"the check failed: {detail}")
     finally:
         await provider.aclose()
+
+
+ConfigObject = Connection | AIResource | APIKey | PricingEntry
+
+
+def _name_field(obj: ConfigObject) -> str:
+    """The field that names an object in the config file (a price is named by its `model`)."""
+    return "model" if isinstance(obj, PricingEntry) else "name"
+
+
+@transaction.atomic
+def config_object_rename(*, obj: ConfigObject, name: str) -> None:
+    """Give `obj` the name `name` and nothing else; `ValidationError` keyed by the name's field
+    when the name is invalid. Only the name is validated: after a rename nothing else changed."""
+    field = _name_field(obj)
+    setattr(obj, field, name)
+    obj.full_clean(exclude=[f.name for f in obj._meta.fields if f.name != field])
+    obj.save(update_fields=[field, "updated_at"])
+
+
+def config_object_delete(*, obj: ConfigObject) -> None:
+    """Delete `obj` (with its model entries and limits); `ProtectedError` while a resource still
+    uses a connection."""
+    obj.delete()

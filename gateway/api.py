@@ -23,13 +23,10 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 from rest_framework.viewsets import ReadOnlyModelViewSet
 
-from connections.config_file import capacity_entry_export
+from connections.api.base import VIEW, ServiceUnavailableError, model_permissions
+from connections.config_export import capacity_entry_export
 from connections.models import CapacityEntry
-from gateway.capacity.policy import NANOS_PER_USD, Used
-from gateway.capacity.stores import StoreUnavailableError
-from gateway.capacity.usage import capacity_window_usage
-from gateway.models import AuditRecord, UpstreamRateLimit
-from gateway.selectors import (
+from gateway.audit.selectors import (
     USAGE_FIELDS,
     USAGE_GROUPS,
     audit_record_as_dict,
@@ -37,7 +34,11 @@ from gateway.selectors import (
     since_parse,
     usage_totals,
 )
-from vmx_project.api import VIEW, ServiceUnavailableError, model_permissions
+from gateway.capacity.policy import Used
+from gateway.capacity.stores import StoreUnavailableError
+from gateway.capacity.usage import capacity_window_usage
+from gateway.core.limits import NANOS_PER_USD
+from gateway.models import AuditRecord, UpstreamRateLimit
 
 logger = logging.getLogger("vmx.api")
 

@@ -111,7 +111,7 @@ class UpstreamRateLimit(models.Model):
 
 
 class RollupSums(models.Model):
-    """The dimensions and sums a rollup row keeps (gateway/rollups.py): per endpoint, resource, API
+    """The dimensions and sums a rollup row keeps (gateway/audit/rollups.py): per endpoint, resource, API
     key, connection, model and status class, written by the audit writer in the same transaction
     as the records they count. Histogram columns `latency_NN` / `ttft_NN` count requests per
     duration bucket. The concrete tables add their period's start."""
@@ -190,7 +190,7 @@ class DailyUsageRollup(RollupSums):
 
 
 def _histogram_columns(model: type[models.Model]) -> None:
-    from gateway.rollups import BUCKETS
+    from gateway.audit.rollups import BUCKETS
 
     for index in range(BUCKETS):
         models.BigIntegerField(default=0).contribute_to_class(model, f"latency_{index:02d}")

@@ -1,6 +1,6 @@
 """The management API's interactive docs (`/api/docs/`).
 
-Apart from vmx_project.api, which DRF imports while it loads, so this module may import DRF's views.
+Apart from connections.api.base, which DRF imports while it loads, so this module may import DRF's views.
 """
 
 from __future__ import annotations

@@ -13,9 +13,12 @@ from asgiref.sync import iscoroutinefunction
 from axes.helpers import get_cool_off
 from django.conf import settings
 from django.contrib import admin
-from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, HttpResponseBase, JsonResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.shortcuts import render
 from django.utils.decorators import sync_and_async_middleware
+
+from gateway.core.errors import InvalidRequestError
+from gateway.v1.renderers import error_response
 
 CSP_HEADER = "Content-Security-Policy"
 
@@ -61,16 +64,15 @@ def query_nul_refused(get_response: Any) -> Any:
 
     PostgreSQL refuses NUL in any text, so an admin list or API filter on such a value was a 500;
     no stored value holds one (the audit writer and the services clean them out), so it could
-    never match anything. The API answers in DRF's error shape, the admin in plain text.
+    never match anything. The answer takes the path's shape (gateway.v1.renderers): DRF's under
+    the API, plain text in the admin.
     """
 
     def refused(request: HttpRequest) -> HttpResponseBase | None:
         if not any("\x00" in key or "\x00" in value for key, values in request.GET.lists() for value in values):
             return None
-        detail = "Query parameters cannot contain NUL characters."
-        if request.path.startswith("/api/"):
-            return JsonResponse({"detail": detail}, status=400)
-        return HttpResponseBadRequest(detail, content_type="text/plain")
+        error = InvalidRequestError("Query parameters cannot contain NUL characters.")
+        return error_response(error, path=request.path)
 
     if iscoroutinefunction(get_response):
         async_get_response: AsyncGetResponse = get_response

@@ -173,10 +173,10 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["vmx_project.api.StaffModelPermissions"],
+    "DEFAULT_PERMISSION_CLASSES": ["connections.api.base.StaffModelPermissions"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["vmx_project.api.JSONDocumentParser"],
-    "EXCEPTION_HANDLER": "vmx_project.api.api_exception_handler",
+    "DEFAULT_PARSER_CLASSES": ["connections.api.base.JSONDocumentParser"],
+    "EXCEPTION_HANDLER": "connections.api.base.api_exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
 SPECTACULAR_SETTINGS = {

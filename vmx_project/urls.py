@@ -6,11 +6,11 @@ from drf_spectacular.views import SpectacularAPIView
 from rest_framework.permissions import AllowAny
 from rest_framework.routers import DefaultRouter
 
-from connections.api import APIKeyViewSet, ConfigView, ConnectionViewSet, PricingViewSet, ResourceViewSet
-from gateway.admin import dashboard_view
+from connections.api.views import APIKeyViewSet, ConfigView, ConnectionViewSet, PricingViewSet, ResourceViewSet
 from gateway.api import AuditViewSet, CapacityView, UsageView
-from gateway.views import landing_page
+from gateway.observability.views import dashboard_view
 from vmx_project.api_docs import APIDocsView
+from vmx_project.views import landing_page
 
 admin.site.site_header = "VM-X gateway"
 admin.site.site_title = "VM-X gateway"
@@ -18,12 +18,12 @@ admin.site.index_title = "Configuration"
 admin.site.index_template = "admin/vmx_index.html"  # the dashboard's link on top of the index
 
 # Unknown paths answer JSON (an API client may have mistyped /v1/); the admin keeps its own page.
-handler404 = "gateway.views.page_not_found"
-handler500 = "gateway.views.server_error"
+handler404 = "vmx_project.views.page_not_found"
+handler500 = "vmx_project.views.server_error"
 
 
 # The management API (DESIGN.md 2.11). The /v1/ client endpoints are not part of it: they live in
-# gateway.urls, on the lean path (docs/architecture.md).
+# gateway.v1.urls, on the lean path (docs/architecture.md).
 class APIRouter(DefaultRouter):
     """DRF's router, whose root page also lists the API's views that are not viewsets."""
 
@@ -58,5 +58,6 @@ urlpatterns = [
     path("api/v1/", include(api_v1.urls)),
     path("api/schema/", schema_view, name="api-schema"),
     path("api/docs/", docs_view, name="api-docs"),
-    path("", include("gateway.urls")),
+    path("", include("gateway.observability.urls")),
+    path("", include("gateway.v1.urls")),
 ]

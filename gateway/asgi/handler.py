@@ -26,16 +26,16 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import RequestAborted
 from django.core.handlers.asgi import ASGIHandler
-from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
+from django.http import HttpRequest, HttpResponseBase
 from django.http.request import split_domain_port, validate_host
 from django.urls import get_resolver
 
-from gateway.addresses import client_address
-from gateway.audit import AuditEntry
-from gateway.auth import authenticate, authentication_failed
-from gateway.errors import AuthenticationError, GatewayError, InvalidRequestError, RequestTooLargeError
+from gateway.audit.entry import AuditEntry
+from gateway.core.errors import AuthenticationError, GatewayError, InvalidRequestError, RequestTooLargeError
 from gateway.services.shutdown import shutdown_force
-from gateway.views import MANAGEMENT_API_PREFIX, GatewayAPIView, openai_exception_handler, request_id_new
+from gateway.v1.auth import authenticate, authentication_failed, client_address
+from gateway.v1.renderers import error_response, openai_error_response, request_id_new
+from gateway.v1.views import GatewayAPIView
 
 API_PREFIX = "/v1/"
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
@@ -122,11 +122,7 @@ class GatewayASGIHandler(ASGIHandler):
         try:
             await super().handle(scope, receive, send)
         except BodyTooLargeError as exc:  # raised by read_body, before Django did anything else
-            response: HttpResponse
-            if scope["path"].startswith(MANAGEMENT_API_PREFIX):  # DRF's shape, as the rest of /api/
-                response = JsonResponse({"detail": exc.error().message}, status=413)
-            else:
-                response = HttpResponse(exc.error().message, status=413, content_type="text/plain; charset=utf-8")
+            response = error_response(exc.error(), path=scope["path"])
             response["connection"] = "close"
             response["content-length"] = str(len(response.content))
             await self.send_response(response, send)
@@ -177,7 +173,7 @@ class GatewayASGIHandler(ASGIHandler):
         except RequestAborted:
             return
         except GatewayError as error:
-            handler = view_class.exception_handler if view_class is not None else openai_exception_handler
+            handler = view_class.exception_handler if view_class is not None else openai_error_response
             response = handler(error, request_id=error.headers.get("x-vmx-request-id") or request_id_new())
             # The body may be unread: it must not be taken for the next request on this connection.
             response["connection"] = "close"

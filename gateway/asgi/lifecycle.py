@@ -20,9 +20,9 @@ from django.db import DatabaseError
 
 from connections.crypto import EncryptionKeyError
 from connections.selectors import config_snapshot, config_snapshot_keep_fresh
-from gateway.capacity.gate import capacity_settled
+from gateway.audit.retention import purge_keep_scheduled
 from gateway.capacity.learned import upstream_limits_keep_saved, upstream_limits_listen
-from gateway.retention import purge_keep_scheduled
+from gateway.capacity.stores import settlements_finished
 
 logger = logging.getLogger("vmx.lifecycle")
 
@@ -71,7 +71,7 @@ async def _configuration_load() -> None:
 
 
 async def _audit_spool_replay() -> None:
-    from gateway.audit import audit_spool_replay
+    from gateway.audit.spool import audit_spool_replay
 
     try:
         await sync_to_async(audit_spool_replay, thread_sensitive=False)()
@@ -85,7 +85,7 @@ DRAIN_SECONDS = 1.5
 
 async def gateway_shutdown() -> None:
     from gateway.asgi.handler import requests_drained
-    from gateway.audit import audit_shutdown
+    from gateway.audit.writer import audit_shutdown
     from gateway.providers.registry import providers_close
 
     stopping = list(_background)
@@ -95,7 +95,7 @@ async def gateway_shutdown() -> None:
     # The server starts this right after cancelling what was still open: let those requests end
     # (error event, audit entry) before the audit's last flush, and before their clients close.
     await requests_drained(DRAIN_SECONDS)
-    await capacity_settled(1.0)  # their usage replaces their reservations
+    await settlements_finished(1.0)  # their usage replaces their reservations
     if stopping:  # the upstream limits' last save
         await asyncio.wait(stopping, timeout=2.5)
     await providers_close()

@@ -23,7 +23,6 @@ response takes; idleness after it is uvicorn's keep-alive timeout.
 from __future__ import annotations
 
 import asyncio
-import secrets
 from asyncio import TimerHandle
 from typing import Any
 
@@ -33,7 +32,8 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
 from uvicorn.server import ServerState
 
-from gateway.errors import InvalidRequestError
+from gateway.core.errors import InvalidRequestError
+from gateway.v1.renderers import error_response
 
 
 class GatewayHttpToolsProtocol(HttpToolsProtocol):
@@ -130,10 +130,11 @@ class GatewayHttpToolsProtocol(HttpToolsProtocol):
         error = InvalidRequestError(
             f"The request body did not arrive in full within {self.client_timeout:g} s.", code="request_timeout"
         )
-        request_id = "req_" + secrets.token_hex(12)
-        anthropic = scope["path"].startswith("/v1/messages")
-        body = error.anthropic_body(request_id) if anthropic else error.openai_body()
-        self._write_408(b"application/json", body, [(b"x-vmx-request-id", request_id.encode())])
+        # In the shape the path calls for; any other status or header the renderer sets is not ours:
+        # this answer is a 408 that closes the connection.
+        response = error_response(error, path=scope["path"])
+        extra = [(b"x-vmx-request-id", response["x-vmx-request-id"].encode())] if "x-vmx-request-id" in response else []
+        self._write_408(response["content-type"].encode(), response.content, extra)
         if self.access_log:
             self.access_logger.info(
                 '%s - "%s %s HTTP/%s" %d',

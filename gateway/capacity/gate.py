@@ -22,24 +22,19 @@ import itertools
 import logging
 import math
 import secrets
-import threading
 import time
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from gateway import metrics
 from gateway.capacity.policy import (
-    CapacityLimit,
     Counter,
     Estimate,
-    Metric,
     Scope,
     counters_for,
     estimated_tokens,
     exceeded_message,
     retry_after_seconds,
-    usd_to_nanos,
 )
 from gateway.capacity.stores import (
     Admission,
@@ -50,14 +45,15 @@ from gateway.capacity.stores import (
     capacity_store,
     reservation_of,
     settle_in_background,
-    settlements_finished,
 )
-from gateway.errors import BudgetExceededError, CapacityExceededError, ServiceUnavailableError
-from gateway.logs import ThrottledLog
-from gateway.pricing import PriceList
+from gateway.core.errors import BudgetExceededError, CapacityExceededError, ServiceUnavailableError
+from gateway.core.limits import CapacityLimit, Metric, usd_to_nanos
+from gateway.core.logs import ThrottledLog
+from gateway.core.pricing import PriceList
+from gateway.observability import metrics
 
 if TYPE_CHECKING:
-    from gateway.audit import AuditEntry
+    from gateway.audit.entry import AuditEntry
 
 logger = logging.getLogger("vmx.capacity")
 _store_failures = ThrottledLog(logger, interval=10.0)
@@ -66,19 +62,9 @@ STREAM_ALLOWANCE_SECONDS = 900.0
 """A stream's timeout bounds its silences, not its length: its reservation is held this much
 longer. One still running after that keeps being counted when it ends, but no longer holds room."""
 
-_failures_lock = threading.Lock()
-_failures_total = 0
-
-
-def capacity_store_failures() -> int:
-    """Store calls that failed since start (each one served open or answered 503)."""
-    return _failures_total
-
 
 def _count_failure() -> None:
-    global _failures_total
-    with _failures_lock:
-        _failures_total += 1
+    """A store call failed (the request was served open, or answered 503)."""
     metrics.capacity_store_failures_total.inc()
 
 
@@ -250,8 +236,6 @@ def capacity_error(crossed: list[tuple[Counter, Metric]], *, now: float) -> Capa
 # ------------------------------------------------------------------------------------------------
 # Settling off the request path (the tasks live in `stores`, which also releases what a cancelled
 # admission counted).
-
-capacity_settled = settlements_finished
 
 
 def _spawn_settle(store: CapacityStore, settlements: list[Settlement]) -> None:

@@ -25,7 +25,8 @@ from typing import Any
 
 import orjson
 
-from gateway.logs import ThrottledLog
+from gateway.capacity.stores.factory import redis_async_client, redis_url
+from gateway.core.logs import ThrottledLog
 
 logger = logging.getLogger("vmx.capacity")
 _failures = ThrottledLog(logger, interval=10.0)
@@ -152,18 +153,7 @@ def _spawn(work: Any) -> None:
 
 
 def _redis(*, listening: bool = False) -> Any:
-    import redis.asyncio
-    from django.conf import settings
-
-    # A subscriber waits for messages as long as there are none: no read timeout, but a ping
-    # now and then so a connection Redis dropped is noticed and made again.
-    return redis.asyncio.Redis.from_url(
-        settings.REDIS_URL,
-        socket_timeout=None if listening else 3.0,
-        socket_connect_timeout=3.0,
-        health_check_interval=30 if listening else 0,
-        driver_info=None,
-    )
+    return redis_async_client(redis_url(), listening=listening)
 
 
 _publishers: dict[int, Any] = {}

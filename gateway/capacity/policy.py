@@ -22,60 +22,14 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from enum import IntFlag
 from typing import Any
 
-PERIODS = ("minute", "hour", "day", "week", "month", "lifetime")
-DIMENSIONS = ("", "source-ip", "metadata")
+from gateway.core.limits import CapacityLimit, Metric
+
 UNKNOWN_DIMENSION_VALUE = "unknown"
 """The counter of requests that lack the metadata field a limit is keyed by."""
-NANOS_PER_USD = 1_000_000_000
 MAX_KEY_LENGTH = 250
 """Counter keys are stored in a 255-character column by the database store."""
-
-
-class Metric(IntFlag):
-    REQUESTS = 1
-    TOKENS = 2
-    COST = 4
-
-
-@dataclass(frozen=True, slots=True)
-class CapacityLimit:
-    """One configured limit entry (disabled entries never reach the request path)."""
-
-    period: str
-    requests: int | None = None
-    tokens: int | None = None
-    cost_usd: float | None = None
-    dimension: str = ""
-    """`""` (the scope as a whole), `source-ip` or `metadata`."""
-    dimension_field: str = ""
-    """The `vmx.metadata` key when `dimension` is `metadata`."""
-
-    @property
-    def cost_nanos(self) -> int | None:
-        return None if self.cost_usd is None else usd_to_nanos(self.cost_usd)
-
-    @property
-    def counts_tokens(self) -> bool:
-        return self.tokens is not None or self.cost_usd is not None
-
-    def describe(self, metric: Metric) -> str:
-        """`60 requests per minute`, `$200.00 per month`, `1000000 tokens in total`, per dimension."""
-        if metric is Metric.COST:
-            amount = f"${self.cost_usd:,.2f}" if self.cost_usd and self.cost_usd >= 0.01 else f"${self.cost_usd:g}"
-        elif metric is Metric.TOKENS:
-            amount = f"{self.tokens:,} tokens"
-        else:
-            amount = f"{self.requests:,} requests"
-        period = "in total" if self.period == "lifetime" else f"per {self.period}"
-        per = ""
-        if self.dimension == "source-ip":
-            per = " per source IP"
-        elif self.dimension == "metadata":
-            per = f" per metadata '{self.dimension_field}'"
-        return f"{amount} {period}{per}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,14 +86,6 @@ class Used:
 class Estimate:
     tokens: int = 0
     cost_nanos: int = 0
-
-
-MAX_COST_NANOS = 2**53
-"""Exact in a Lua number (a double) and in Redis's 64-bit counters: 9 million dollars."""
-
-
-def usd_to_nanos(usd: float) -> int:
-    return min(MAX_COST_NANOS, max(0, round(usd * NANOS_PER_USD)))
 
 
 _FIXED_SECONDS = {"minute": 60, "hour": 3600, "day": 86400}

@@ -10,8 +10,9 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from gateway.capacity.policy import NANOS_PER_USD, CapacityLimit, Scope, Used, counter_key_prefix, window
+from gateway.capacity.policy import Scope, Used, counter_key_prefix, window
 from gateway.capacity.stores import StoreUnavailableError, capacity_store
+from gateway.core.limits import NANOS_PER_USD, CapacityLimit
 
 BUSIEST_SHOWN = 3
 

@@ -148,6 +148,21 @@ def anthropic_to_responses(body: dict[str, Any], *, options: ConvertOptions) -> 
         if dropped:
             logger.debug("anthropic_to_responses: dropping %s because reasoning is sent", dropped)
 
+    _tools_into(out, tools, tool_choice=tool_choice, parallel=parallel, max_tool_calls=max_tool_calls)
+    _include_into(out, reasoning=reasoning, web_search=result.web_search)
+    _options_into(out, body)
+    result.body = out
+    return result
+
+
+def _tools_into(
+    out: dict[str, Any],
+    tools: list[dict[str, Any]],
+    *,
+    tool_choice: Any,
+    parallel: bool | None,
+    max_tool_calls: int | None,
+) -> None:
     if tools:
         out["tools"] = tools
         if tool_choice is not None:
@@ -160,16 +175,21 @@ def anthropic_to_responses(body: dict[str, Any], *, options: ConvertOptions) -> 
         # spec 1.4: OpenAI errors on a tool_choice without tools.
         logger.debug("anthropic_to_responses: dropping tool_choice without tools")
 
+
+def _include_into(out: dict[str, Any], *, reasoning: dict[str, Any] | None, web_search: bool) -> None:
     include: list[str] = []
     if reasoning is not None:
         if reasoning:
             out["reasoning"] = reasoning
         include.append(ENCRYPTED_CONTENT_INCLUDE)
-    if result.web_search:
+    if web_search:
         include.append(WEB_SEARCH_SOURCES_INCLUDE)
     if include:
         out["include"] = include
 
+
+def _options_into(out: dict[str, Any], body: dict[str, Any]) -> None:
+    """Structured output, the safety identifier and the service tier."""
     text_format = _text_format(body)
     if text_format is not None:
         out["text"] = {"format": text_format}
@@ -183,9 +203,6 @@ def anthropic_to_responses(body: dict[str, Any], *, options: ConvertOptions) -> 
         if service_tier not in SERVICE_TIERS:
             raise ConversionError(f"service_tier: unknown value {_shown(service_tier)}")
         out["service_tier"] = SERVICE_TIERS[service_tier]
-
-    result.body = out
-    return result
 
 
 def reasoning_params_removed(body: dict[str, Any]) -> dict[str, Any]:

@@ -6,74 +6,29 @@ Spec: docs/anthropic-mapping.md §2 (non-stream), §3 (stream), §4.2 (errors),
 Pure code over plain data: no Django, no I/O, no SSE byte framing. The caller frames each
 `(event_name, payload)` pair as `event: name\\ndata: json\\n\\n` and owns the upstream connection.
 
-Invariants of `AnthropicStreamTranslator` (the anthropic SDK accumulator relies on them, §3.2):
-
-- `message_start` is the first event, followed by exactly one `ping`.
-- Content block indexes are `0..n-1` in start order; at most one block is open at a time (upstream
-  items that interleave are buffered and replayed, §3.3); every `content_block_start` gets exactly
-  one `content_block_stop`, and all deltas for a block come between the two.
-- A thinking block whose reasoning item completed gets one `signature_delta` (envelope §1.5 with
-  `nx` = the item that followed) immediately before its stop.
-- The stream ends with exactly one of `message_delta` + `message_stop`, or `error`; after that
-  `feed`/`end` emit nothing and `finished` is True (the caller then closes upstream — this is also
-  how a matched stop sequence aborts generation early, §1.7).
-- Text never shows a partial stop sequence: the longest suffix that could still grow into one is
-  held back until it either completes (stop) or cannot (flushed) (§1.7).
-- Text is handled as `str` (code points) end to end: no byte offsets, so emoji and other
-  multi-byte characters are never split (§6.34).
-- Linear in the size of the stream: text, arguments and thinking received so far are kept as
-  pieces (`_Text`), never re-copied per delta, so one huge delta or a million small ones cost
-  time proportional to their total size.
+The stream translator (§3) is `responses_to_anthropic_stream`; what both share (usage, stop
+reasons, citations, refusals, stop-sequence search) is here.
 """
 
 from __future__ import annotations
 
-import bisect
-import json
 import logging
-import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic_core import from_json
 
 from gateway.converters.common import ConvertedRequest, next_item_descriptor, signature_encode
+from gateway.core.errors import POLICY_CODES, anthropic_error_type
+
+if TYPE_CHECKING:  # the stream's text accumulates in pieces; citations read it like a str
+    from gateway.converters.responses_to_anthropic_stream import TextPieces
 
 logger = logging.getLogger(__name__)
 
 Event = tuple[str, dict[str, Any]]
 
-#: Upstream failure codes that mean "the model refused", not "the service failed" (§3.3, §4.2).
-POLICY_CODES = frozenset({"bio_policy", "misalignment_policy_violation"})
 _POLICY_CATEGORY = {"bio_policy": "bio"}
-
-# §4.2 table: upstream HTTP status → (Anthropic status, Anthropic error type).
-_STATUS_MAP: dict[int, tuple[int, str]] = {
-    400: (400, "invalid_request_error"),
-    # 401/403 mean the operator's connection credentials were refused; the caller normally
-    # handles them (docs/reference.md 2.6) — this is the fallback if it asks anyway.
-    401: (502, "api_error"),
-    403: (502, "api_error"),
-    404: (404, "not_found_error"),
-    409: (409, "invalid_request_error"),
-    413: (413, "request_too_large"),
-    422: (400, "invalid_request_error"),
-    429: (429, "rate_limit_error"),
-    500: (500, "api_error"),
-    502: (500, "api_error"),
-    503: (529, "overloaded_error"),
-    504: (504, "timeout_error"),
-}
-_INVALID_INPUT_CODES = frozenset(
-    {
-        "invalid_prompt",
-        "failed_to_download_image",
-        "empty_image_file",
-        "unsupported_image_media_type",
-        "data_residency_mismatch",
-        "context_length_exceeded",
-    }
-)
 
 CUT_MESSAGE = "upstream stream terminated unexpectedly"
 TIMEOUT_MESSAGE = "upstream stream timed out"
@@ -96,88 +51,59 @@ class UpstreamFailure(Exception):
         return anthropic_error_type(code=self.code)[1]
 
 
-def anthropic_error_type(*, code: str | None, status: int | None = None) -> tuple[int, str]:
-    """HTTP status and Anthropic error type for an upstream failure (§4.2).
-
-    An upstream HTTP error status wins over the body's code (a 503 with `server_error` is still
-    "overloaded"); without a status, the code of a `response.failed` / `error` event decides.
-    """
-    if status is not None and status >= 400:
-        if status in _STATUS_MAP:
-            return _STATUS_MAP[status]
-        if status < 500:
-            return status, "invalid_request_error"
-        return 500, "api_error"
-    c = (code or "").lower()
-    if c in ("rate_limit_exceeded", "insufficient_quota"):
-        return 429, "rate_limit_error"
-    if c in ("server_is_overloaded", "slow_down"):
-        return 529, "overloaded_error"
-    if c in ("server_error", "vector_store_timeout"):
-        return 500, "api_error"
-    if (
-        c in _INVALID_INPUT_CODES
-        or c in POLICY_CODES  # only reached if the caller did not turn it into a refusal
-        or c.startswith(("invalid_", "image_"))
-        or c.endswith("_base64_image")
-    ):
-        return 400, "invalid_request_error"
-    return 500, "api_error"
-
-
 # ---------------------------------------------------------------------------------------------
 # Small helpers over untyped JSON
 # ---------------------------------------------------------------------------------------------
 
 
-def _int(value: Any) -> int:
+def as_int(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
-def _str(value: Any) -> str:
+def as_str(value: Any) -> str:
     return value if isinstance(value, str) else ""
 
 
-def _dict(value: Any) -> dict[str, Any]:
+def as_dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _list(value: Any) -> list[Any]:
+def as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
-def _error_fields(obj: Any) -> tuple[str | None, str]:
+def error_fields(obj: Any) -> tuple[str | None, str]:
     """(code, message) of an error, flat `{code,message}` or nested `{"error":{…}}` (§3.1)."""
-    err = _dict(obj)
+    err = as_dict(obj)
     if isinstance(err.get("error"), dict):
         err = err["error"]
     code = err.get("code")
     code = code if isinstance(code, str) and code else None
-    message = _str(err.get("message")) or code or "upstream error"
+    message = as_str(err.get("message")) or code or "upstream error"
     return code, message
 
 
-def _refusal_details(code: str | None, explanation: str | None) -> dict[str, Any]:
+def refusal_details(code: str | None, explanation: str | None) -> dict[str, Any]:
     # anthropic RefusalStopDetails: category is a closed literal set, so only map what fits.
     return {"type": "refusal", "category": _POLICY_CATEGORY.get(code or ""), "explanation": explanation}
 
 
-def _message_id(response: dict[str, Any]) -> str:
-    return "msg_" + _str(response.get("id")).removeprefix("resp_")
+def message_id_of(response: dict[str, Any]) -> str:
+    return "msg_" + as_str(response.get("id")).removeprefix("resp_")
 
 
-def _service_tier(response: dict[str, Any]) -> str:
+def service_tier_of(response: dict[str, Any]) -> str:
     return "priority" if response.get("service_tier") == "priority" else "standard"
 
 
-def _zero_usage() -> dict[str, Any]:
+def usage_zero() -> dict[str, Any]:
     return {"input_tokens": 0, "output_tokens": 0, "cache_read_input_tokens": 0, "cache_creation_input_tokens": 0}
 
 
-def _is_search(item: dict[str, Any]) -> bool:
+def is_search(item: dict[str, Any]) -> bool:
     # Only `search` actions are Anthropic web searches; `open_page` / `find_in_page` are sub-steps
     # with no Anthropic counterpart (§2.2 "anything else: drop").
-    action = _dict(item.get("action"))
+    action = as_dict(item.get("action"))
     return bool(action.get("type", "search") == "search")
 
 
@@ -191,23 +117,23 @@ def anthropic_usage(
 
     OpenAI `input_tokens` include cached tokens; Anthropic's exclude cache reads and writes.
     """
-    u = _dict(usage)
-    in_details = _dict(u.get("input_tokens_details"))
-    cached = _int(in_details.get("cached_tokens"))
-    written = _int(in_details.get("cache_write_tokens"))
+    u = as_dict(usage)
+    in_details = as_dict(u.get("input_tokens_details"))
+    cached = as_int(in_details.get("cached_tokens"))
+    written = as_int(in_details.get("cache_write_tokens"))
     result: dict[str, Any] = {
-        "input_tokens": max(0, _int(u.get("input_tokens")) - cached - written),
+        "input_tokens": max(0, as_int(u.get("input_tokens")) - cached - written),
         "cache_read_input_tokens": cached,
         "cache_creation_input_tokens": written,
-        "output_tokens": _int(u.get("output_tokens")),
+        "output_tokens": as_int(u.get("output_tokens")),
         "output_tokens_details": {
-            "thinking_tokens": _int(_dict(u.get("output_tokens_details")).get("reasoning_tokens"))
+            "thinking_tokens": as_int(as_dict(u.get("output_tokens_details")).get("reasoning_tokens"))
         },
     }
-    searches = _dict(_dict(tool_usage).get("web_search")).get("num_requests")
+    searches = as_dict(as_dict(tool_usage).get("web_search")).get("num_requests")
     if not isinstance(searches, int) or isinstance(searches, bool):
         searches = sum(
-            1 for item in _list(output) if _dict(item).get("type") == "web_search_call" and _is_search(_dict(item))
+            1 for item in as_list(output) if as_dict(item).get("type") == "web_search_call" and is_search(as_dict(item))
         )
     if searches:
         result["server_tool_use"] = {"web_search_requests": searches, "web_fetch_requests": 0}
@@ -229,30 +155,34 @@ def _parse_arguments(arguments: str) -> dict[str, Any]:
     return value
 
 
-def _reasoning_text(item: dict[str, Any]) -> str:
+def reasoning_text_of(item: dict[str, Any]) -> str:
     """Thinking text: summaries joined by a blank line, else the reasoning_text content (§1.5)."""
-    summary = [_str(_dict(s).get("text")) for s in _list(item.get("summary")) if _dict(s).get("type") == "summary_text"]
+    summary = [
+        as_str(as_dict(s).get("text")) for s in as_list(item.get("summary")) if as_dict(s).get("type") == "summary_text"
+    ]
     if summary:
         return "\n\n".join(summary)
     content = [
-        _str(_dict(c).get("text")) for c in _list(item.get("content")) if _dict(c).get("type") == "reasoning_text"
+        as_str(as_dict(c).get("text"))
+        for c in as_list(item.get("content"))
+        if as_dict(c).get("type") == "reasoning_text"
     ]
     return "\n\n".join(content)
 
 
-def _citation(annotation: dict[str, Any], text: str | _Text) -> tuple[dict[str, Any], int] | None:
+def citation_of(annotation: dict[str, Any], text: str | TextPieces) -> tuple[dict[str, Any], int] | None:
     """(web_search_result_location citation, end index) for a `url_citation`; else None (§2.2).
 
     Indices are Python str (code point) indices, clamped to the text (spec §7 open item).
     """
     if annotation.get("type") != "url_citation":
         return None
-    start = min(max(_int(annotation.get("start_index")), 0), len(text))
-    end = min(max(_int(annotation.get("end_index")), start), len(text))
+    start = min(max(as_int(annotation.get("start_index")), 0), len(text))
+    end = min(max(as_int(annotation.get("end_index")), start), len(text))
     title = annotation.get("title")
     citation = {
         "type": "web_search_result_location",
-        "url": _str(annotation.get("url")),
+        "url": as_str(annotation.get("url")),
         "title": title if isinstance(title, str) else None,
         "cited_text": text[start:end],
         "encrypted_index": "",
@@ -260,13 +190,13 @@ def _citation(annotation: dict[str, Any], text: str | _Text) -> tuple[dict[str, 
     return citation, end
 
 
-def _web_search_blocks(item: dict[str, Any]) -> tuple[str, dict[str, Any], dict[str, Any]]:
+def web_search_blocks(item: dict[str, Any]) -> tuple[str, dict[str, Any], dict[str, Any]]:
     """(server tool id, server_tool_use input, web_search_tool_result content) (§2.2)."""
-    tool_id = "srvtoolu_" + _str(item.get("id"))
-    action = _dict(item.get("action"))
+    tool_id = "srvtoolu_" + as_str(item.get("id"))
+    action = as_dict(item.get("action"))
     query = action.get("query")
     if not isinstance(query, str) or not query:
-        queries = [q for q in _list(action.get("queries")) if isinstance(q, str)]
+        queries = [q for q in as_list(action.get("queries")) if isinstance(q, str)]
         query = queries[0] if queries else None
     tool_input: dict[str, Any] = {"query": query} if query is not None else {}
     content: Any
@@ -276,18 +206,18 @@ def _web_search_blocks(item: dict[str, Any]) -> tuple[str, dict[str, Any], dict[
         content = [
             {
                 "type": "web_search_result",
-                "url": _str(_dict(src).get("url")),
-                "title": _str(_dict(src).get("title")) or _str(_dict(src).get("url")),
+                "url": as_str(as_dict(src).get("url")),
+                "title": as_str(as_dict(src).get("title")) or as_str(as_dict(src).get("url")),
                 "encrypted_content": "",
                 "page_age": None,
             }
-            for src in _list(action.get("sources"))
-            if _str(_dict(src).get("url"))
+            for src in as_list(action.get("sources"))
+            if as_str(as_dict(src).get("url"))
         ]
     return tool_id, tool_input, {"type": "web_search_tool_result", "tool_use_id": tool_id, "content": content}
 
 
-def _find_stop(text: str, sequences: list[str]) -> tuple[int, str] | None:
+def stop_find(text: str, sequences: list[str]) -> tuple[int, str] | None:
     """The first stop sequence to *complete* in `text`: (start, sequence), or None (§1.7).
 
     "First to complete" (earliest end, then longest) is what incremental generation would stop
@@ -304,7 +234,7 @@ def _find_stop(text: str, sequences: list[str]) -> tuple[int, str] | None:
     return (best[1], best[2]) if best else None
 
 
-def _holdback(text: str, sequences: list[str]) -> int:
+def stop_holdback(text: str, sequences: list[str]) -> int:
     """Length of the longest suffix of `text` that is a proper prefix of some stop sequence."""
     longest = max((len(s) for s in sequences), default=0)
     for k in range(min(len(text), longest - 1), 0, -1):
@@ -329,18 +259,47 @@ def anthropic_message(
     """
     policy: tuple[str | None, str] | None = None
     if response.get("status") == "failed":
-        code, message = _error_fields(response.get("error"))
+        code, message = error_fields(response.get("error"))
         if code not in POLICY_CODES:
             raise UpstreamFailure(code, message)
         policy = (code, message)
 
-    output = [item for item in _list(response.get("output")) if isinstance(item, dict)]
-    stops = [s for s in request.stop_sequences if s]
-    prefill = request.prefill
-    content: list[dict[str, Any]] = []
-    had_tool = had_refusal = False
-    matched: str | None = None
+    output = [item for item in as_list(response.get("output")) if isinstance(item, dict)]
+    answer = _blocks_of(output, request=request, upstream_model=upstream_model)
+    stop_reason, stop_details = stop_reason_of(
+        response, matched=answer.matched, had_tool=answer.had_tool, had_refusal=answer.had_refusal, policy=policy
+    )
+    usage = anthropic_usage(response.get("usage"), output=output, tool_usage=response.get("tool_usage"))
+    usage["service_tier"] = service_tier_of(response)
+    return {
+        "id": message_id_of(response),
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": answer.content,
+        "stop_reason": stop_reason,
+        "stop_sequence": answer.matched,
+        "stop_details": stop_details,
+        "usage": usage,
+    }
 
+
+@dataclass(slots=True)
+class _Answer:
+    """The content blocks of a non-stream answer as they are collected, and what decides its stop."""
+
+    prefill: str
+    """The assistant prefill still to strip from the first non-empty answer text (§6.5)."""
+    stops: list[str]
+    content: list[dict[str, Any]] = field(default_factory=list)
+    had_tool: bool = False
+    had_refusal: bool = False
+    matched: str | None = None
+    """The stop sequence found (§1.7): nothing after it is kept."""
+
+
+def _blocks_of(output: list[dict[str, Any]], *, request: ConvertedRequest, upstream_model: str) -> _Answer:
+    answer = _Answer(prefill=request.prefill, stops=[s for s in request.stop_sequences if s])
     for position, item in enumerate(output):
         kind = item.get("type")
         if kind == "reasoning":
@@ -348,86 +307,75 @@ def anthropic_message(
                 continue  # §1.5: thinking not requested → reasoning is not surfaced
             following = output[position + 1] if position + 1 < len(output) else None
             signature = signature_encode(
-                reasoning_id=_str(item.get("id")),
+                reasoning_id=as_str(item.get("id")),
                 encrypted_content=item.get("encrypted_content"),
                 model=upstream_model,
                 next_item=next_item_descriptor(following) if following else None,
             )
-            thinking = "" if request.display_omitted else _reasoning_text(item)
-            content.append({"type": "thinking", "thinking": thinking, "signature": signature})
+            thinking = "" if request.display_omitted else reasoning_text_of(item)
+            answer.content.append({"type": "thinking", "thinking": thinking, "signature": signature})
         elif kind == "message":
-            for part in _list(item.get("content")):
-                part = _dict(part)
-                if part.get("type") == "output_text":
-                    text = _str(part.get("text"))
-                    cites = [c for a in _list(part.get("annotations")) if (c := _citation(_dict(a), text))]
-                    offset = 0
-                    # §6.5: strip the prefill from the first non-empty answer text.
-                    if prefill and text:
-                        if text.startswith(prefill):
-                            offset = len(prefill)
-                        prefill = ""
-                    visible = text[offset:]
-                elif part.get("type") == "refusal":
-                    had_refusal = True
-                    text = visible = _str(part.get("refusal"))
-                    cites, offset = [], 0
-                else:
-                    continue
-                found = _find_stop(visible, stops) if stops else None
-                if found:
-                    # §1.7: truncate before the match; citations past the cut go with the text.
-                    visible = visible[: found[0]]
-                    cites = [c for c in cites if c[1] <= offset + found[0]]
-                    matched = found[1]
-                if visible or cites:
-                    block: dict[str, Any] = {"type": "text", "text": visible}
-                    if cites:
-                        block["citations"] = [c[0] for c in cites]
-                    content.append(block)
-                if matched is not None:
-                    break
+            _message_blocks(item, answer)
         elif kind == "function_call":
-            had_tool = True
-            name = _str(item.get("name"))
-            content.append(
+            answer.had_tool = True
+            name = as_str(item.get("name"))
+            answer.content.append(
                 {
                     "type": "tool_use",
-                    "id": _str(item.get("call_id")),
+                    "id": as_str(item.get("call_id")),
                     "name": request.tool_names.get(name, name),
-                    "input": _parse_arguments(_str(item.get("arguments"))),
+                    "input": _parse_arguments(as_str(item.get("arguments"))),
                 }
             )
         elif kind == "web_search_call":
-            if not _is_search(item):
+            if not is_search(item):
                 continue
-            tool_id, tool_input, result = _web_search_blocks(item)
-            content.append({"type": "server_tool_use", "id": tool_id, "name": "web_search", "input": tool_input})
-            content.append(result)
+            tool_id, tool_input, result = web_search_blocks(item)
+            answer.content.append({"type": "server_tool_use", "id": tool_id, "name": "web_search", "input": tool_input})
+            answer.content.append(result)
         else:
             logger.debug("dropping Responses output item of type %r", kind)
-        if matched is not None:
+        if answer.matched is not None:
             break  # §1.7: everything after the stop sequence is dropped
-
-    stop_reason, stop_details = _stop_reason(
-        response, matched=matched, had_tool=had_tool, had_refusal=had_refusal, policy=policy
-    )
-    usage = anthropic_usage(response.get("usage"), output=output, tool_usage=response.get("tool_usage"))
-    usage["service_tier"] = _service_tier(response)
-    return {
-        "id": _message_id(response),
-        "type": "message",
-        "role": "assistant",
-        "model": model,
-        "content": content,
-        "stop_reason": stop_reason,
-        "stop_sequence": matched,
-        "stop_details": stop_details,
-        "usage": usage,
-    }
+    return answer
 
 
-def _stop_reason(
+def _message_blocks(item: dict[str, Any], answer: _Answer) -> None:
+    """The text blocks of one `message` output item, up to a stop sequence."""
+    for part in as_list(item.get("content")):
+        part = as_dict(part)
+        if part.get("type") == "output_text":
+            text = as_str(part.get("text"))
+            cites = [c for a in as_list(part.get("annotations")) if (c := citation_of(as_dict(a), text))]
+            offset = 0
+            # §6.5: strip the prefill from the first non-empty answer text.
+            if answer.prefill and text:
+                if text.startswith(answer.prefill):
+                    offset = len(answer.prefill)
+                answer.prefill = ""
+            visible = text[offset:]
+        elif part.get("type") == "refusal":
+            answer.had_refusal = True
+            text = visible = as_str(part.get("refusal"))
+            cites, offset = [], 0
+        else:
+            continue
+        found = stop_find(visible, answer.stops) if answer.stops else None
+        if found:
+            # §1.7: truncate before the match; citations past the cut go with the text.
+            visible = visible[: found[0]]
+            cites = [c for c in cites if c[1] <= offset + found[0]]
+            answer.matched = found[1]
+        if visible or cites:
+            block: dict[str, Any] = {"type": "text", "text": visible}
+            if cites:
+                block["citations"] = [c[0] for c in cites]
+            answer.content.append(block)
+        if answer.matched is not None:
+            break
+
+
+def stop_reason_of(
     response: dict[str, Any],
     *,
     matched: str | None,
@@ -441,567 +389,17 @@ def _stop_reason(
     aborts at the match and never sees the terminal status — must agree with the non-stream form.
     """
     if policy is not None:
-        return "refusal", _refusal_details(policy[0], policy[1])
+        return "refusal", refusal_details(policy[0], policy[1])
     if matched is not None:
         return "stop_sequence", None
     if response.get("status") == "incomplete":
-        reason = _dict(response.get("incomplete_details")).get("reason")
+        reason = as_dict(response.get("incomplete_details")).get("reason")
         if reason == "max_output_tokens":
             return "max_tokens", None
         if reason == "content_filter":
-            return "refusal", _refusal_details(None, None)
+            return "refusal", refusal_details(None, None)
     if had_tool:
         return "tool_use", None
     if had_refusal:
-        return "refusal", _refusal_details(None, None)
+        return "refusal", refusal_details(None, None)
     return "end_turn", None
-
-
-# ---------------------------------------------------------------------------------------------
-# Stream (§3)
-# ---------------------------------------------------------------------------------------------
-
-
-class _Text:
-    """Text received in pieces. `text += piece` on an attribute copies everything so far (CPython
-    only extends a string in place when it is held by a local variable), which made a long
-    stream of deltas quadratic; here appending is O(piece) and reading is O(what is read)."""
-
-    __slots__ = ("_ends", "_pieces")
-
-    def __init__(self) -> None:
-        self._pieces: list[str] = []
-        self._ends: list[int] = []
-        """`_ends[i]`: the length of the text up to and including `_pieces[i]` (for bisect)."""
-
-    def __len__(self) -> int:
-        return self._ends[-1] if self._ends else 0
-
-    def __iadd__(self, piece: str) -> _Text:
-        if piece:
-            self._pieces.append(piece)
-            self._ends.append(len(self) + len(piece))
-        return self
-
-    def __getitem__(self, span: slice) -> str:
-        """`text[start:end]` (non-negative bounds, step 1), reading only the pieces it covers."""
-        start, end, _ = span.indices(len(self))
-        if start >= end:
-            return ""
-        first = bisect.bisect_right(self._ends, start)
-        offset = self._ends[first - 1] if first else 0
-        out: list[str] = []
-        for index in range(first, len(self._pieces)):
-            piece = self._pieces[index]
-            out.append(piece[max(start - offset, 0) : end - offset])
-            offset += len(piece)
-            if offset >= end:
-                break
-        return "".join(out)
-
-    def rest_of(self, final: str) -> str:
-        """What `final` adds after this text when it starts with all of it; else "" (O(len(final)))."""
-        if len(final) <= len(self):
-            return ""
-        position = 0
-        for piece in self._pieces:
-            if not final.startswith(piece, position):
-                return ""
-            position += len(piece)
-        return final[position:]
-
-
-@dataclass(eq=False)
-class _Part:
-    """One message content part (`output_text` or `refusal`) → one Anthropic text block."""
-
-    refusal: bool = False
-    raw: _Text = field(default_factory=_Text)
-    """Upstream text so far (citations slice it, §2.2)."""
-    index: int | None = None
-    """Anthropic block index once opened (blocks open lazily, at the first visible text)."""
-    held: str = ""
-    """Stop-sequence hold-back: a suffix that could still become a stop sequence (§1.7)."""
-    prefill: int | None = None
-    """How much of the prefill the text repeated so far, while it may still be the prefill (§6.5);
-    None when not (or no longer) matching. A count, not the text: no copy grows per delta."""
-    closed: bool = False
-
-
-@dataclass(eq=False)
-class _Item:
-    """One upstream output item."""
-
-    kind: str
-    data: dict[str, Any] = field(default_factory=dict)
-    index: int | None = None
-    sent: _Text = field(default_factory=_Text)
-    """Arguments / thinking text already emitted (to emit only a missing remainder at `done`)."""
-    parts: dict[int, _Part] = field(default_factory=dict)
-    separators: set[int] = field(default_factory=set)
-    source: str | None = None
-    """Reasoning: "summary" or "content" — whichever streamed first is the thinking text."""
-    done: bool = False
-
-
-class AnthropicStreamTranslator:
-    """Responses stream events → Anthropic Messages stream events (§3.3). See module docstring."""
-
-    def __init__(self, *, request: ConvertedRequest, model: str, upstream_model: str) -> None:
-        self._request = request
-        self._model = model
-        self._upstream_model = upstream_model
-        self._stops = [s for s in request.stop_sequences if s]
-        self._prefill_armed = bool(request.prefill)
-        self._out: list[Event] = []
-        self._started = False
-        self._finished = False
-        self._next_index = 0
-        self._open: _Part | _Item | None = None
-        self._items: dict[int, _Item] = {}
-        self._active: int | None = None
-        self._queued: dict[int, list[dict[str, Any]]] = {}
-        self._done_items: list[dict[str, Any]] = []
-        self._had_tool = False
-        self._had_refusal = False
-        self._chars = 0
-        self._response_usage: dict[str, Any] | None = None
-        self._error: tuple[str, str] | None = None
-
-    # -- public API ----------------------------------------------------------------------------
-
-    @property
-    def finished(self) -> bool:
-        """A terminal `message_stop` or `error` was emitted: stop reading, close upstream."""
-        return self._finished
-
-    @property
-    def response_usage(self) -> dict[str, Any] | None:
-        """The raw Responses `usage` of the terminal event (for the audit record)."""
-        return self._response_usage
-
-    @property
-    def error(self) -> tuple[str, str] | None:
-        """(Anthropic error type, message) when the stream ended in an `error` event."""
-        return self._error
-
-    def feed(self, event: dict[str, Any]) -> list[Event]:
-        """Translate one upstream event (the JSON of one SSE `data:`)."""
-        if self._finished or not isinstance(event, dict):
-            return []
-        kind = _str(event.get("type"))
-        if kind in ("response.completed", "response.incomplete", "response.failed"):
-            self._terminal(event)
-        elif kind == "error":
-            self._fail(*_error_fields(event), usage=None)
-        elif kind == "response.created":
-            self._ensure_started(_dict(event.get("response")))
-        elif isinstance(event.get("output_index"), int):
-            self._route(event["output_index"], event)
-        return self._take()
-
-    def end(self, *, reason: str = "cut") -> list[Event]:
-        """The upstream ended without a terminal event (EOF, connection error, read timeout).
-
-        A cut stream must never look complete (§3.3, §6.23): emit an `error` event.
-        """
-        if self._finished:
-            return []
-        if reason == "timeout":
-            self._emit_error("timeout_error", TIMEOUT_MESSAGE)
-        else:
-            self._emit_error("api_error", CUT_MESSAGE)
-        return self._take()
-
-    # -- plumbing ------------------------------------------------------------------------------
-
-    def _take(self) -> list[Event]:
-        out, self._out = self._out, []
-        return out
-
-    def _emit(self, name: str, payload: dict[str, Any]) -> None:
-        # Nested handlers may still try to emit after a stop-sequence finish; nothing may follow
-        # the terminal event.
-        if not self._finished:
-            self._out.append((name, payload))
-
-    def _ensure_started(self, response: dict[str, Any]) -> None:
-        if self._started:
-            return
-        self._started = True
-        usage = _zero_usage()
-        if response.get("service_tier") is not None:
-            usage["service_tier"] = _service_tier(response)
-        message: dict[str, Any] = {
-            "id": _message_id(response),
-            "type": "message",
-            "role": "assistant",
-            "model": self._model,
-            "content": [],
-            "stop_reason": None,
-            "stop_sequence": None,
-            "stop_details": None,
-            "usage": usage,
-        }
-        self._emit("message_start", {"type": "message_start", "message": message})
-        self._emit("ping", {"type": "ping"})
-
-    def _route(self, output_index: int, event: dict[str, Any]) -> None:
-        """Process events of one item at a time; buffer interleaved items and replay them (§3.3)."""
-        self._ensure_started({})
-        item = self._items.get(output_index)
-        if item is not None and item.done:
-            self._process(output_index, event)  # late event of a finished item: never reactivate it
-        elif self._active is None or self._active == output_index:
-            self._active = output_index
-            self._process(output_index, event)
-        else:
-            self._queued.setdefault(output_index, []).append(event)
-        while self._active is None and self._queued and not self._finished:
-            output_index = min(self._queued)
-            self._active = output_index
-            for queued in self._queued.pop(output_index):
-                self._process(output_index, queued)
-
-    def _delta(self, index: int, delta: dict[str, Any]) -> None:
-        self._emit("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})
-
-    def _start_block(self, block: dict[str, Any], owner: _Part | _Item) -> int:
-        self._close_open()
-        index = self._next_index
-        self._next_index += 1
-        self._emit("content_block_start", {"type": "content_block_start", "index": index, "content_block": block})
-        self._open = owner
-        owner.index = index
-        return index
-
-    def _close_open(self, *, nx: dict[str, Any] | None = None, flush: bool = True) -> None:
-        """Close the open block. Text: flush the hold-back first. Thinking: signature first."""
-        owner = self._open
-        if owner is None:
-            return
-        if isinstance(owner, _Part) and flush:
-            self._flush(owner)
-            if self._open is not owner:
-                return  # the flush completed a stop sequence, which closed everything
-        if isinstance(owner, _Item) and owner.kind == "reasoning" and owner.done:
-            # §1.5 / §3.3: the signature carries `nx`, known only once the next item started.
-            signature = signature_encode(
-                reasoning_id=_str(owner.data.get("id")),
-                encrypted_content=owner.data.get("encrypted_content"),
-                model=self._upstream_model,
-                next_item=nx,
-            )
-            assert owner.index is not None
-            self._delta(owner.index, {"type": "signature_delta", "signature": signature})
-        self._open = None
-        assert owner.index is not None
-        self._emit("content_block_stop", {"type": "content_block_stop", "index": owner.index})
-
-    # -- per-item processing -------------------------------------------------------------------
-
-    def _item(self, output_index: int, kind: str) -> _Item:
-        item = self._items.get(output_index)
-        if item is None:
-            item = self._items[output_index] = _Item(kind=kind)
-        return item
-
-    def _process(self, output_index: int, event: dict[str, Any]) -> None:
-        if self._finished:
-            return
-        kind = _str(event.get("type"))
-        if kind == "response.output_item.added":
-            self._item_added(output_index, _dict(event.get("item")))
-        elif kind == "response.output_item.done":
-            self._item_done(output_index, _dict(event.get("item")))
-        elif kind in ("response.output_text.delta", "response.refusal.delta"):
-            part = self._part(output_index, event, refusal=kind == "response.refusal.delta")
-            self._text_in(part, _str(event.get("delta")))
-        elif kind == "response.output_text.done":
-            self._text_final(self._part(output_index, event, refusal=False), _str(event.get("text")))
-        elif kind == "response.refusal.done":
-            self._text_final(self._part(output_index, event, refusal=True), _str(event.get("refusal")))
-        elif kind == "response.content_part.added":
-            ptype = _dict(event.get("part")).get("type")
-            if ptype in ("output_text", "refusal"):
-                self._part(output_index, event, refusal=ptype == "refusal")
-        elif kind == "response.content_part.done":
-            part_data = _dict(event.get("part"))
-            if part_data.get("type") in ("output_text", "refusal"):
-                refusal = part_data.get("type") == "refusal"
-                part = self._part(output_index, event, refusal=refusal)
-                self._text_final(part, _str(part_data.get("refusal" if refusal else "text")))
-                self._end_part(part)
-        elif kind == "response.output_text.annotation.added":
-            self._annotation(self._part(output_index, event, refusal=False), _dict(event.get("annotation")))
-        elif kind == "response.function_call_arguments.delta":
-            self._arguments(self._function_item(output_index, event), _str(event.get("delta")), final=False)
-        elif kind == "response.function_call_arguments.done":
-            self._arguments(self._function_item(output_index, event), _str(event.get("arguments")), final=True)
-        elif kind in ("response.reasoning_summary_part.added", "response.reasoning_summary_text.delta"):
-            self._thinking(output_index, "summary", _int(event.get("summary_index")), _str(event.get("delta")))
-        elif kind == "response.reasoning_text.delta":
-            self._thinking(output_index, "content", _int(event.get("content_index")), _str(event.get("delta")))
-        # Everything else (web_search_call.*, *.done echoes, other tools' events) carries nothing
-        # the Anthropic stream needs (§3.1 "ignore").
-
-    def _item_added(self, output_index: int, data: dict[str, Any]) -> None:
-        kind = _str(data.get("type"))
-        if isinstance(self._open, _Item) and self._open.kind == "reasoning" and self._open.done:
-            # §3.3: the item after a reasoning item fixes its `nx`; close the thinking block now.
-            self._close_open(nx=next_item_descriptor(data))
-        item = self._item(output_index, kind)
-        item.kind = kind
-        item.data = data
-        if kind == "reasoning" and self._request.thinking:
-            self._start_block({"type": "thinking", "thinking": "", "signature": ""}, item)
-        elif kind == "function_call":
-            self._open_tool(item)
-
-    def _item_done(self, output_index: int, data: dict[str, Any]) -> None:
-        kind = _str(data.get("type"))
-        item = self._item(output_index, kind)
-        if data:
-            item.data = data
-            self._done_items.append(data)
-        if kind == "message":
-            # Parts that never streamed (or streamed short) still reach the client (§3.3 part.done).
-            for content_index, part_data in enumerate(_list(data.get("content"))):
-                part_data = _dict(part_data)
-                if part_data.get("type") not in ("output_text", "refusal"):
-                    continue
-                refusal = part_data.get("type") == "refusal"
-                part = self._part_at(item, content_index, refusal=refusal)
-                self._text_final(part, _str(part_data.get("refusal" if refusal else "text")))
-            for _, part in sorted(item.parts.items()):
-                self._end_part(part)
-        elif kind == "function_call":
-            self._arguments(self._function_item(output_index, {}), _str(data.get("arguments")), final=True)
-            if self._open is item:
-                self._close_open()
-        elif kind == "reasoning":
-            if self._open is item and not self._request.display_omitted:
-                self._thinking_delta(item, item.sent.rest_of(_reasoning_text(data)))
-            # Keep the thinking block open: its signature needs the next item (§3.3 pending_thinking).
-        elif kind == "web_search_call" and _is_search(data):
-            tool_id, tool_input, result = _web_search_blocks(data)
-            start = {"type": "server_tool_use", "id": tool_id, "name": "web_search", "input": {}}
-            index = self._start_block(start, item)
-            if tool_input:
-                partial = json.dumps(tool_input, ensure_ascii=False, separators=(",", ":"))
-                self._delta(index, {"type": "input_json_delta", "partial_json": partial})
-            self._close_open()
-            self._start_block(result, _Item(kind="web_search_tool_result"))
-            self._close_open()
-        item.done = True
-        if self._active == output_index:
-            self._active = None
-
-    # -- text ----------------------------------------------------------------------------------
-
-    def _part_at(self, item: _Item, content_index: int, *, refusal: bool) -> _Part:
-        part = item.parts.get(content_index)
-        if part is None:
-            part = item.parts[content_index] = _Part(refusal=refusal)
-        if refusal:
-            part.refusal = True
-            self._had_refusal = True
-        return part
-
-    def _part(self, output_index: int, event: dict[str, Any], *, refusal: bool) -> _Part:
-        return self._part_at(self._item(output_index, "message"), _int(event.get("content_index")), refusal=refusal)
-
-    def _text_in(self, part: _Part, delta: str) -> None:
-        """New upstream text for a part: prefill strip → stop-sequence hold-back → emit."""
-        if not delta or part.closed:
-            return
-        part.raw += delta
-        self._chars += len(delta)
-        text = delta
-        if not part.refusal and self._prefill_armed:
-            self._prefill_armed = False
-            part.prefill = 0  # this is the first answer text: it may repeat the prefill
-        if part.prefill is not None:
-            prefill, matched = self._request.prefill, part.prefill
-            if matched + len(text) < len(prefill) and prefill.startswith(text, matched):
-                part.prefill = matched + len(text)  # undecided yet: show nothing
-                return
-            part.prefill = None
-            rest = prefill[matched:]
-            text = text[len(rest) :] if text.startswith(rest) else prefill[:matched] + text
-        self._hold(part, text)
-
-    def _hold(self, part: _Part, text: str) -> None:
-        """Emit text, keeping back any suffix that may still become a stop sequence (§1.7)."""
-        if not self._stops:
-            self._emit_text(part, text)
-            return
-        buffer = part.held + text
-        found = _find_stop(buffer, self._stops)
-        if found:
-            part.held = ""
-            self._emit_text(part, buffer[: found[0]])
-            self._stop_sequence(found[1])
-            return
-        keep = _holdback(buffer, self._stops)
-        part.held = buffer[len(buffer) - keep :] if keep else ""
-        self._emit_text(part, buffer[: len(buffer) - keep])
-
-    def _emit_text(self, part: _Part, text: str) -> None:
-        if not text:
-            return
-        if self._open is not part:
-            self._start_block({"type": "text", "text": ""}, part)
-        assert part.index is not None
-        self._delta(part.index, {"type": "text_delta", "text": text})
-
-    def _text_final(self, part: _Part, final: str) -> None:
-        # Upstream `*.done` carries the whole text; send only what the deltas did not.
-        self._text_in(part, part.raw.rest_of(final))
-
-    def _flush(self, part: _Part) -> None:
-        """End of a part: undecided prefill text was not the prefill; held text was no stop."""
-        if part.prefill is not None:
-            text, part.prefill = self._request.prefill[: part.prefill], None
-            self._hold(part, text)
-        if part.held and not self._finished:
-            text, part.held = part.held, ""
-            self._emit_text(part, text)
-
-    def _end_part(self, part: _Part) -> None:
-        if part.closed:
-            return
-        self._flush(part)
-        if self._open is part:
-            self._close_open()
-        part.closed = True
-
-    def _annotation(self, part: _Part, annotation: dict[str, Any]) -> None:
-        cited = _citation(annotation, part.raw)
-        if cited is None or part.closed:
-            return
-        if self._open is not part:
-            self._start_block({"type": "text", "text": ""}, part)
-        assert part.index is not None
-        self._delta(part.index, {"type": "citations_delta", "citation": cited[0]})
-
-    def _stop_sequence(self, sequence: str) -> None:
-        """§1.7: a stop sequence completed — close, report it and end (caller closes upstream)."""
-        self._close_open()
-        # No upstream usage yet: output_tokens is an estimate (ceil(chars / 4)), documented as
-        # approximate; input counts stay as message_start's zeros.
-        usage = {"output_tokens": math.ceil(self._chars / 4)}
-        self._finish_message("stop_sequence", None, usage, stop_sequence=sequence)
-
-    # -- tools and thinking --------------------------------------------------------------------
-
-    def _open_tool(self, item: _Item) -> None:
-        self._had_tool = True
-        name = _str(item.data.get("name"))
-        call_id = _str(item.data.get("call_id")) or _str(item.data.get("id"))
-        block = {"type": "tool_use", "id": call_id, "name": self._request.tool_names.get(name, name), "input": {}}
-        self._start_block(block, item)
-
-    def _function_item(self, output_index: int, event: dict[str, Any]) -> _Item:
-        item = self._item(output_index, "function_call")
-        if item.index is None:
-            # Arguments without `output_item.added`: open with what we know.
-            item.kind = "function_call"
-            item.data = item.data or {"type": "function_call", "id": _str(event.get("item_id"))}
-            self._open_tool(item)
-        return item
-
-    def _arguments(self, item: _Item, text: str, *, final: bool) -> None:
-        """§6.15: upstream argument deltas pass verbatim, so their concatenation == arguments."""
-        if self._open is not item:
-            return
-        if final:
-            text = item.sent.rest_of(text)
-        if not text:
-            return
-        item.sent += text
-        self._chars += len(text)
-        assert item.index is not None
-        self._delta(item.index, {"type": "input_json_delta", "partial_json": text})
-
-    def _thinking(self, output_index: int, source: str, position: int, delta: str) -> None:
-        item = self._items.get(output_index)
-        if item is None or self._open is not item or item.kind != "reasoning":
-            return  # thinking not requested (no block), or a stray event
-        if item.source is None:
-            item.source = source
-        elif item.source != source:
-            return  # summary and raw reasoning text are alternatives, never mixed (§1.5)
-        if position > 0 and position not in item.separators:
-            item.separators.add(position)
-            self._thinking_delta(item, "\n\n")  # §6.18: parts joined by a blank line
-        self._chars += len(delta)
-        self._thinking_delta(item, delta)
-
-    def _thinking_delta(self, item: _Item, text: str) -> None:
-        if not text or self._request.display_omitted:
-            return  # display "omitted": the block carries only its signature (§6.18)
-        item.sent += text
-        assert item.index is not None
-        self._delta(item.index, {"type": "thinking_delta", "thinking": text})
-
-    # -- endings -------------------------------------------------------------------------------
-
-    def _terminal(self, event: dict[str, Any]) -> None:
-        response = _dict(event.get("response"))
-        self._ensure_started(response)
-        # Replay anything still buffered from interleaved items before closing (§3.3).
-        for output_index in sorted(self._queued):
-            self._active = output_index
-            for queued in self._queued.pop(output_index):
-                self._process(output_index, queued)
-        if self._finished:
-            return
-        usage = response.get("usage")
-        self._response_usage = usage if isinstance(usage, dict) else None
-        if event.get("type") == "response.failed":
-            self._fail(*_error_fields(response.get("error")), usage=self._response_usage)
-            return
-        self._close_open()
-        if self._finished:
-            return
-        output = _list(response.get("output")) or self._done_items
-        stop_reason, stop_details = _stop_reason(
-            response, matched=None, had_tool=self._had_tool, had_refusal=self._had_refusal, policy=None
-        )
-        full = anthropic_usage(self._response_usage, output=output, tool_usage=response.get("tool_usage"))
-        self._finish_message(stop_reason, stop_details, full)
-
-    def _fail(self, code: str | None, message: str, *, usage: dict[str, Any] | None) -> None:
-        """`response.failed` / `error` — whichever comes first; later ones are ignored (§6.24)."""
-        if code in POLICY_CODES:
-            # A policy failure is the model refusing: end the message normally as a refusal.
-            self._ensure_started({})
-            self._close_open()
-            if usage is None:
-                full: dict[str, Any] = {"output_tokens": math.ceil(self._chars / 4)}
-            else:
-                full = anthropic_usage(usage, output=self._done_items)
-            self._finish_message("refusal", _refusal_details(code, message), full)
-            return
-        self._emit_error(anthropic_error_type(code=code)[1], message)
-
-    def _finish_message(
-        self,
-        stop_reason: str,
-        stop_details: dict[str, Any] | None,
-        usage: dict[str, Any],
-        *,
-        stop_sequence: str | None = None,
-    ) -> None:
-        delta = {"stop_reason": stop_reason, "stop_sequence": stop_sequence, "stop_details": stop_details}
-        self._emit("message_delta", {"type": "message_delta", "delta": delta, "usage": usage})
-        self._emit("message_stop", {"type": "message_stop"})
-        self._finished = True
-
-    def _emit_error(self, error_type: str, message: str) -> None:
-        # Close the open block so every start still has its stop; no flush — the message is void.
-        self._close_open(flush=False)
-        self._emit("error", {"type": "error", "error": {"type": error_type, "message": message}})
-        self._error = (error_type, message)
-        self._finished = True

@@ -29,8 +29,8 @@ FIELDS = (
 
 
 def backfill(apps, schema_editor):
-    from gateway.audit import rollups_upsert
-    from gateway.rollups import rollups_from_rows
+    from gateway.audit.store import rollups_upsert
+    from gateway.audit.rollups import rollups_from_rows
 
     audit = apps.get_model("gateway", "AuditRecord")
     rollup = apps.get_model("gateway", "UsageRollup")

@@ -17,7 +17,7 @@ from types import MappingProxyType
 from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
-from gateway.redaction import Redactor
+from gateway.core.redaction import Redactor
 
 
 def empty_mapping() -> Mapping[str, Any]:
@@ -178,7 +178,7 @@ class Provider:
     async def send(self, request: UpstreamRequest) -> UpstreamResponse:
         """Make one call, retried by the provider up to `request.max_retries` times.
 
-        Returns only 2xx answers; raises an `UpstreamError` subclass (gateway.errors) for anything
+        Returns only 2xx answers; raises an `UpstreamError` subclass (gateway.core.errors) for anything
         else, so routing can move to the next leg without knowing the provider.
         """
         raise NotImplementedError

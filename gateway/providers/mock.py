@@ -13,14 +13,12 @@ from typing import Any
 
 import orjson
 
-from gateway.errors import UpstreamStatusError
+from gateway.core.errors import UpstreamStatusError
 from gateway.providers.base import CheckResult, Provider, UpstreamRequest, UpstreamResponse
-from gateway.providers.registry import provider_register
 
 CREATED = 1_760_000_000  # fixed, so replies are identical for identical requests
 
 
-@provider_register
 class MockProvider(Provider):
     slug = "mock"
     label = "Mock (offline demo)"

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import httpx2
 import openai
 
-from gateway.errors import (
+from gateway.core.errors import (
     UpstreamAuthFailedError,
     UpstreamStatusError,
     UpstreamTimeoutError,
@@ -24,7 +24,6 @@ from gateway.providers.base import (
     UpstreamResponse,
     passthrough_headers,
 )
-from gateway.providers.registry import provider_register
 
 # Every concurrent stream holds one upstream connection: the SDK's default cap (1,000) would queue
 # streams beyond it. Keep-alive connections are what makes the next call cheap.
@@ -35,7 +34,6 @@ JSON_HEADERS = {"Content-Type": "application/json"}
 _KEY_LIKE = re.compile(r"\b(sk|sess|org|proj)-[A-Za-z0-9_*.\-]{4,}")
 
 
-@provider_register
 class OpenAIProvider(Provider):
     slug = "openai"
     label = "OpenAI"

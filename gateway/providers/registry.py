@@ -1,12 +1,24 @@
 """Provider registry: slug → `Provider` class, and one live instance per connection version.
 
+The built-in providers are listed here (`BUILTIN_PROVIDERS`) and imported on first use (the
+OpenAI SDK is not loaded by commands that never call a model); another provider registers its
+class with `provider_register`. Providers never import the registry.
+
 Instances are keyed by connection name and rebuilt when the connection's fingerprint changes, so
 a pooled client is reused across requests but never outlives a credential change.
 """
 
 from __future__ import annotations
 
+from importlib import import_module
+
 from gateway.providers.base import ConnectionInfo, Provider
+
+BUILTIN_PROVIDERS = {
+    "mock": "gateway.providers.mock.MockProvider",
+    "openai": "gateway.providers.openai.OpenAIProvider",
+}
+"""Slug → the dotted path of its class."""
 
 _classes: dict[str, type[Provider]] = {}
 _instances: dict[str, Provider] = {}
@@ -17,7 +29,7 @@ class UnknownProviderError(LookupError):
 
 
 def provider_register(cls: type[Provider]) -> type[Provider]:
-    """Class decorator: make `cls` available under `cls.slug`."""
+    """Make `cls` available under `cls.slug` (a class decorator for providers outside this package)."""
     _classes[cls.slug] = cls
     return cls
 
@@ -49,8 +61,10 @@ def provider_get(connection: ConnectionInfo) -> Provider:
 
 
 def _ensure_builtin_loaded() -> None:
-    if not _classes:
-        from gateway.providers import mock, openai  # noqa: F401  (modules register themselves)
+    for slug, path in BUILTIN_PROVIDERS.items():
+        if slug not in _classes:
+            module, _, name = path.rpartition(".")
+            provider_register(getattr(import_module(module), name))
 
 
 async def providers_close() -> None:

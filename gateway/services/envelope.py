@@ -12,28 +12,21 @@ any upstream call.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
-from gateway.errors import InvalidRequestError
+from gateway.core.errors import InvalidRequestError
+from gateway.core.jsonchecks import MAX_JSON_DEPTH, has_control_characters, json_depth_exceeds
 
 METADATA_HEADER_PREFIX = "x-vmx-metadata-"
 MAX_CORRELATION_ID = 256
 MAX_METADATA_KEYS = 32
 MAX_METADATA_KEY = 64
 MAX_METADATA_VALUE = 512
-MAX_JSON_DEPTH = 200
 RESERVED_FIELDS = ("vmx", "__vmx_passthrough")
-
-# C0 controls, DEL and the Unicode line/paragraph separators: they break response headers, log
-# lines and PostgreSQL text (NUL), so identifiers that are echoed or stored may not carry them.
-_CONTROL = re.compile("[\x00-\x1f\x7f\u2028\u2029]")
-ORJSON_MAX_DEPTH = 254
-"""The most levels orjson.dumps writes (tests/gateway/test_hardening_units.py holds it to that)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,10 +35,6 @@ class Envelope:
     metadata: dict[str, str] = field(default_factory=dict)
     provider_args: dict[str, Any] = field(default_factory=dict)
     timeout_ms: int | None = None
-
-
-def has_control_characters(text: str) -> bool:
-    return _CONTROL.search(text) is not None
 
 
 def request_body_parse(raw: bytes, *, required: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -65,25 +54,6 @@ def request_body_parse(raw: bytes, *, required: tuple[str, ...] = ()) -> dict[st
         if name not in body:
             raise InvalidRequestError(f"{name}: Field required", param=name)
     return body
-
-
-def json_depth_exceeds(raw: bytes, body: Any, limit: int) -> bool:
-    """Whether `body` (parsed from `raw`) nests objects/arrays more than `limit` levels.
-
-    Walking the tree in Python costs milliseconds on an agent's request (thousands of
-    containers). orjson's writer refuses more than `ORJSON_MAX_DEPTH` levels at C speed, so the
-    body is written once inside enough extra levels that only a body deeper than `limit` fails.
-    """
-    if raw.count(b"[") + raw.count(b"{") <= limit:  # most requests: too few brackets to be deep
-        return False
-    wrapped = body
-    for _ in range(ORJSON_MAX_DEPTH - limit):
-        wrapped = [wrapped]
-    try:
-        orjson.dumps(wrapped)
-    except orjson.JSONEncodeError as exc:
-        return "recursion" in str(exc).lower()
-    return False
 
 
 def envelope_extract(body: dict[str, Any], headers: Mapping[str, str]) -> Envelope:

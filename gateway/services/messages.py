@@ -11,28 +11,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import math
 import re
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 from django.conf import settings
 
-from gateway.audit import AuditEntry
+from gateway.audit.entry import AuditEntry
 from gateway.converters.anthropic_to_responses import (
     anthropic_to_responses,
     reasoning_items_removed,
     reasoning_params_removed,
 )
 from gateway.converters.common import ConversionError, ConvertedRequest, ConvertOptions
-from gateway.converters.responses_to_anthropic import (
-    AnthropicStreamTranslator,
-    UpstreamFailure,
-    anthropic_message,
-)
-from gateway.errors import (
+from gateway.converters.responses_to_anthropic import UpstreamFailure, anthropic_message
+from gateway.converters.responses_to_anthropic_stream import AnthropicStreamTranslator
+from gateway.core.errors import (
+    POLICY_CODES,
     CapacityExceededError,
     InvalidRequestError,
     UpstreamError,
@@ -40,21 +39,24 @@ from gateway.errors import (
     UpstreamStreamError,
     UpstreamTimeoutError,
     UpstreamUnavailableError,
+    anthropic_error_frame,
 )
+from gateway.core.sse import SSEEvent, sse_event
+from gateway.core.usage import Usage, usage_from_responses
 from gateway.providers.base import UpstreamRequest, UpstreamResponse
-from gateway.services.envelope import Envelope, body_merge
-from gateway.services.passthrough import (
-    RESPONSES,
+from gateway.services.admission import EndpointRequest, request_admit
+from gateway.services.envelope import Envelope
+from gateway.services.routing import Leg, Route, leg_request, route_call, upstream_body
+from gateway.services.shutdown import CLIENT_GONE, CLIENT_GONE_MESSAGE, cancellation_outcome
+from gateway.services.upstream import (
     GatewayResult,
     Primed,
     json_object,
+    leg_headers,
     parse_json_body,
     prime_event_stream,
+    responses_event_error,
 )
-from gateway.services.routing import Leg, Route, leg_timeout, route_call
-from gateway.services.shutdown import CLIENT_GONE, CLIENT_GONE_MESSAGE, cancellation_outcome
-from gateway.sse import SSEEvent, sse_event
-from gateway.usage import Usage, usage_from_responses
 
 logger = logging.getLogger("vmx.messages")
 # Upstream 400s that name a reasoning parameter, or a replayed reasoning item (spec 1.5).
@@ -97,9 +99,7 @@ def _upstream_body(route: Route, converted: ConvertedRequest, envelope: Envelope
         # The converter dropped sampling parameters that reasoning models reject (spec 1.5); a
         # resource default must not bring them back.
         defaults = {k: v for k, v in defaults.items() if k not in SAMPLING_WITH_REASONING}
-    merged = body_merge(defaults, converted.body, envelope.provider_args)
-    merged["model"] = leg.entry.model
-    return merged
+    return upstream_body(route=route, leg=leg, body=converted.body, envelope=envelope, default_args=defaults)
 
 
 def _revise(leg: Leg, request: UpstreamRequest, error: UpstreamError) -> tuple[UpstreamRequest, str] | None:
@@ -126,17 +126,7 @@ def _revise(leg: Leg, request: UpstreamRequest, error: UpstreamError) -> tuple[U
         revised, note = reasoning_params_removed(body), "retried without reasoning parameters"
     else:
         return None
-    revised_request = UpstreamRequest(
-        path=request.path,
-        body=orjson.dumps(revised),
-        stream=request.stream,
-        timeout=request.timeout,
-        max_retries=request.max_retries,
-    )
-    return revised_request, note
-
-
-POLICY_CODES = frozenset({"bio_policy", "misalignment_policy_violation"})
+    return dataclasses.replace(request, body=orjson.dumps(revised)), note
 
 
 async def _prime_response(leg: Leg, response: UpstreamResponse) -> dict[str, Any]:
@@ -157,19 +147,35 @@ async def _prime_response(leg: Leg, response: UpstreamResponse) -> dict[str, Any
     return parsed
 
 
-class MessagesService:
-    name = "messages"
+def _message(
+    parsed: dict[str, Any],
+    *,
+    leg: Leg,
+    response: UpstreamResponse,
+    audit: AuditEntry,
+    request: ConvertedRequest,
+    model: str,
+) -> dict[str, Any]:
+    """The Anthropic message for a whole Responses result, audited as answered."""
+    audit.usage = usage_from_responses(parsed.get("usage"))
+    try:
+        message = anthropic_message(parsed, request=request, model=model, upstream_model=leg.entry.model)
+    except UpstreamFailure as failure:  # a failed response that _prime_response let through
+        error = UpstreamStreamError(failure.message, connection=leg.connection.name, code=failure.code)
+        error.headers.update(leg_headers(leg, response, audit, relay_all=False))
+        raise error from None
+    audit.response_body = message
+    audit.first_byte()
+    audit.finish(status_code=200)
+    return message
 
-    async def serve(
-        self,
-        *,
-        route: Route,
-        body: dict[str, Any],
-        envelope: Envelope,
-        audit: AuditEntry,
-        headers: dict[str, str],
-        request_id: str,
-    ) -> GatewayResult:
+
+class MessagesService:
+    name: ClassVar[str] = "messages"
+
+    async def serve(self, request: EndpointRequest) -> GatewayResult:
+        body, envelope, audit = request.body, request.envelope, request.audit
+        route = request_admit(request)
         stream = body.get("stream") is True
         audit.stream = stream
         model = str(body["model"])
@@ -177,43 +183,29 @@ class MessagesService:
 
         first = _convert(body, route.legs[0])  # validates the request before any upstream call
         if first.empty:
-            return self._empty(model=model, stream=stream, audit=audit, headers=headers, request_id=request_id)
+            return self._empty(
+                model=model, stream=stream, audit=audit, headers=request.headers, request_id=request.request_id
+            )
 
         def build(leg: Leg) -> UpstreamRequest:
             converted = first if leg is route.legs[0] else _convert(body, leg)
             converted_by_leg[id(leg)] = converted
             merged = _upstream_body(route, converted, envelope, leg)
-            return UpstreamRequest(
-                path="/responses",
-                body=orjson.dumps(merged),
-                stream=stream,
-                timeout=leg_timeout(leg=leg, envelope=envelope),
-                max_retries=leg.entry.max_retries,
-            )
+            return leg_request(leg=leg, envelope=envelope, path="/responses", body=merged, stream=stream)
 
-        answer_headers = {**headers, "request-id": request_id}
+        answer_headers = {**request.headers, "request-id": request.request_id}
         if not stream:
             leg, response, parsed = await route_call(
                 route=route, audit=audit, build=build, prime=_prime_response, revise=_revise
             )
-            audit.usage = usage_from_responses(parsed.get("usage"))
-            try:
-                message = anthropic_message(
-                    parsed, request=converted_by_leg[id(leg)], model=model, upstream_model=leg.entry.model
-                )
-            except UpstreamFailure as failure:  # a failed response that _prime_response let through
-                error = UpstreamStreamError(failure.message, connection=leg.connection.name, code=failure.code)
-                error.headers.update(_leg_headers(leg, response, audit))
-                raise error from None
-            audit.response_body = message
-            audit.first_byte()
-            audit.finish(status_code=200)
-            return GatewayResult(
-                status=200, headers={**answer_headers, **_leg_headers(leg, response, audit)}, body=orjson.dumps(message)
+            message = _message(
+                parsed, leg=leg, response=response, audit=audit, request=converted_by_leg[id(leg)], model=model
             )
+            headers = {**answer_headers, **leg_headers(leg, response, audit, relay_all=False)}
+            return GatewayResult(status=200, headers=headers, body=orjson.dumps(message))
 
         async def prime(leg: Leg, response: UpstreamResponse) -> Primed:
-            return await prime_event_stream(leg, response, RESPONSES.event_error)
+            return await prime_event_stream(leg, response, responses_event_error)
 
         leg, response, primed = await route_call(route=route, audit=audit, build=build, prime=prime, revise=_revise)
         translator = AnthropicStreamTranslator(
@@ -221,8 +213,8 @@ class MessagesService:
         )
         return GatewayResult(
             status=200,
-            headers={**answer_headers, **_leg_headers(leg, response, audit)},
-            stream=_relay(response, primed, translator, audit),
+            headers={**answer_headers, **leg_headers(leg, response, audit, relay_all=False)},
+            stream=_TranslatedStream(response, primed, translator, audit).relay(),
         )
 
     def _empty(
@@ -268,116 +260,112 @@ class MessagesService:
         return GatewayResult(status=200, headers=answer_headers, stream=events())
 
 
-def _leg_headers(leg: Leg, response: UpstreamResponse, audit: AuditEntry) -> dict[str, str]:
-    upstream_id = response.headers.get("x-request-id")
-    headers = {
-        "x-vmx-model": leg.entry.model,
-        "x-vmx-connection": leg.connection.name,
-        "x-vmx-attempts": str(len(audit.attempts)),
-        **{k: v for k, v in response.headers.items() if k.startswith("x-ratelimit-")},
-    }
-    if upstream_id:
-        headers["x-upstream-request-id"] = upstream_id
-    return headers
+TRANSLATION_FAILED = "the gateway could not translate the upstream stream"
+PING = sse_event("ping", b'{"type": "ping"}')
 
 
-async def _relay(
-    response: UpstreamResponse,
-    primed: Primed,
-    translator: AnthropicStreamTranslator,
-    audit: AuditEntry,
-) -> AsyncIterator[bytes]:
-    """Translate the upstream stream; `ping` after every `VMX_STREAM_PING_SECONDS` of upstream
-    silence (spec 3.3). Always ends with `message_stop` or `event: error`."""
-    assert primed.iterator is not None
-    iterator = primed.iterator
-    queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(maxsize=64)
-    ping_seconds = float(settings.VMX_STREAM_PING_SECONDS)
-    emitted_usage: dict[str, Any] = {}
+class _TranslatedStream:
+    """One upstream Responses stream relayed as Anthropic events: `ping` after every
+    `VMX_STREAM_PING_SECONDS` of upstream silence (spec 3.3); always ends with `message_stop` or
+    `event: error`; the upstream is closed and the request audited however it ends."""
 
-    async def read() -> None:
+    def __init__(
+        self, response: UpstreamResponse, primed: Primed, translator: AnthropicStreamTranslator, audit: AuditEntry
+    ) -> None:
+        assert primed.iterator is not None
+        self.response, self.primed, self.translator, self.audit = response, primed, translator, audit
+        self.iterator = primed.iterator
+        self.queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(maxsize=64)
+        self.ping_seconds = float(settings.VMX_STREAM_PING_SECONDS)
+        self.emitted_usage: dict[str, Any] = {}
+
+    async def relay(self) -> AsyncIterator[bytes]:
+        translator, audit = self.translator, self.audit
+        reader = asyncio.create_task(self._read())
+        status, error_type, error_message = 200, "", ""
+        try:
+            try:
+                first = self._translate(self.primed.events)
+                audit.first_byte()
+                yield first
+                while not translator.finished:
+                    out = await self._next()
+                    if out:
+                        yield out
+            except Exception:
+                # A bug or an upstream event we cannot read: still end the stream as Anthropic would.
+                logger.exception("stream translation failed (request %s)", audit.request_id)
+                if not translator.finished:
+                    yield anthropic_error_frame("api_error", TRANSLATION_FAILED)
+                error_type, error_message = "translation_error", TRANSLATION_FAILED
+            if translator.error is not None:
+                error_type, error_message = translator.error
+        except asyncio.CancelledError:
+            status, error_type, error_message, error = cancellation_outcome()
+            if error is None:
+                raise
+            if not translator.finished:
+                yield anthropic_error_frame(error.anthropic_type, error.message)
+        except GeneratorExit:
+            status, error_type, error_message = 499, CLIENT_GONE, CLIENT_GONE_MESSAGE
+            raise
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader
+            await self.response.aclose()
+            self._audit_usage()
+            audit.finish(status_code=status, error_type=error_type, error_message=error_message)
+
+    async def _read(self) -> None:
         # A separate reader, so that waiting for the next upstream bytes can time out into a ping
         # without cancelling (and so breaking) the upstream read itself.
         try:
-            async for chunk in iterator:
-                await queue.put(chunk)
-            await queue.put(None)
+            async for chunk in self.iterator:
+                await self.queue.put(chunk)
+            await self.queue.put(None)
         except Exception as exc:  # handed to the consumer, which ends the stream with an error event
-            await queue.put(exc)
+            await self.queue.put(exc)
 
-    def frames(events: list[tuple[str, dict[str, Any]]]) -> bytes:
+    async def _next(self) -> bytes:
+        """What to send next: the translation of the next upstream bytes, the end, or a ping."""
+        try:
+            item = await asyncio.wait_for(self.queue.get(), timeout=self.ping_seconds)
+        except TimeoutError:
+            return PING
+        if item is None:
+            return self._frames(self.translator.end(reason="cut"))
+        if isinstance(item, BaseException):
+            return self._frames(
+                self.translator.end(reason="timeout" if isinstance(item, UpstreamTimeoutError) else "cut")
+            )
+        return self._translate(self.primed.decoder.feed(item))
+
+    def _frames(self, events: list[tuple[str, dict[str, Any]]]) -> bytes:
         for name, payload in events:
             if name == "message_delta" and isinstance(payload.get("usage"), dict):
-                emitted_usage.update(payload["usage"])
+                self.emitted_usage.update(payload["usage"])
         return b"".join(sse_event(name, orjson.dumps(payload)) for name, payload in events)
 
-    def translate(batch: list[SSEEvent]) -> bytes:
+    def _translate(self, batch: list[SSEEvent]) -> bytes:
         out: list[tuple[str, dict[str, Any]]] = []
         for event in batch:
-            if translator.finished or not event.data:
+            if self.translator.finished or not event.data:
                 continue
             parsed = json_object(event.data)
             if parsed is None:
                 continue
             if "type" not in parsed and event.event:
                 parsed["type"] = event.event
-            out.extend(translator.feed(parsed))
-        return frames(out)
+            out.extend(self.translator.feed(parsed))
+        return self._frames(out)
 
-    reader = asyncio.create_task(read())
-    status, error_type, error_message = 200, "", ""
-    try:
-        try:
-            first = translate(primed.events)
-            audit.first_byte()
-            yield first
-            while not translator.finished:
-                try:
-                    item = await asyncio.wait_for(queue.get(), timeout=ping_seconds)
-                except TimeoutError:
-                    yield sse_event("ping", b'{"type": "ping"}')
-                    continue
-                if item is None:
-                    yield frames(translator.end(reason="cut"))
-                elif isinstance(item, BaseException):
-                    yield frames(translator.end(reason="timeout" if isinstance(item, UpstreamTimeoutError) else "cut"))
-                else:
-                    out = translate(primed.decoder.feed(item))
-                    if out:
-                        yield out
-        except Exception:
-            # A bug or an upstream event we cannot read: still end the stream as Anthropic would.
-            logger.exception("stream translation failed (request %s)", audit.request_id)
-            if not translator.finished:
-                payload = {
-                    "type": "error",
-                    "error": {"type": "api_error", "message": "the gateway could not translate the upstream stream"},
-                }
-                yield sse_event("error", orjson.dumps(payload))
-            error_type, error_message = "translation_error", "the gateway could not translate the upstream stream"
-        if translator.error is not None:
-            error_type, error_message = translator.error
-    except asyncio.CancelledError:
-        status, error_type, error_message, error = cancellation_outcome()
-        if error is None:
-            raise
-        if not translator.finished:
-            payload = {"type": "error", "error": {"type": error.anthropic_type, "message": error.message}}
-            yield sse_event("error", orjson.dumps(payload))
-    except GeneratorExit:
-        status, error_type, error_message = 499, CLIENT_GONE, CLIENT_GONE_MESSAGE
-        raise
-    finally:
-        reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await reader
-        await response.aclose()
-        if translator.response_usage is not None:
-            audit.usage = usage_from_responses(translator.response_usage)
-        elif emitted_usage:  # ended early (stop sequence): what the client was told, approximate
-            output = int(emitted_usage.get("output_tokens") or 0)
-            audit.usage = Usage(output_tokens=output, total_tokens=output)
-        audit.finish(status_code=status, error_type=error_type, error_message=error_message)
+    def _audit_usage(self) -> None:
+        if self.translator.response_usage is not None:
+            self.audit.usage = usage_from_responses(self.translator.response_usage)
+        elif self.emitted_usage:  # ended early (stop sequence): what the client was told, approximate
+            output = int(self.emitted_usage.get("output_tokens") or 0)
+            self.audit.usage = Usage(output_tokens=output, total_tokens=output)
 
 
 def estimate_input_tokens(body: dict[str, Any]) -> int:
@@ -386,10 +374,10 @@ def estimate_input_tokens(body: dict[str, Any]) -> int:
     return max(1, math.ceil(len(text) / 4))
 
 
-async def count_tokens(
-    *, route: Route, body: dict[str, Any], envelope: Envelope, audit: AuditEntry
-) -> tuple[int, bool]:
-    """(input tokens, estimated): the upstream's Responses input-token count, else an estimate."""
+async def count_tokens(request: EndpointRequest) -> tuple[int, bool]:
+    """(input tokens, estimated): the upstream's Responses input-token count, else an estimate.
+    Not a model call: no capacity is admitted or counted, and nothing is learned of limits."""
+    route, body, envelope, audit = request.route, request.body, request.envelope, request.audit
     counted = {**body, "max_tokens": body.get("max_tokens", 1)}
     first = _convert(counted, route.legs[0])
 
@@ -397,12 +385,8 @@ async def count_tokens(
         converted = first if leg is route.legs[0] else _convert(counted, leg)
         merged = _upstream_body(route, converted, envelope, leg)
         payload = {k: merged[k] for k in COUNT_TOKENS_FIELDS if k in merged}
-        return UpstreamRequest(
-            path="/responses/input_tokens",
-            body=orjson.dumps(payload),
-            stream=False,
-            timeout=leg_timeout(leg=leg, envelope=envelope),
-            max_retries=0,
+        return leg_request(
+            leg=leg, envelope=envelope, path="/responses/input_tokens", body=payload, stream=False, max_retries=0
         )
 
     try:

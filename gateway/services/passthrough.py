@@ -11,32 +11,30 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import orjson
-
-from gateway.audit import AuditEntry
-from gateway.errors import GatewayError, UpstreamStreamError, UpstreamUnavailableError
+from gateway.audit.entry import AuditEntry
+from gateway.core.errors import GatewayError, UpstreamUnavailableError, chat_error_frame, responses_error_frame
+from gateway.core.sse import SSEEvent
+from gateway.core.usage import Usage, usage_from_chat, usage_from_responses
 from gateway.providers.base import UpstreamRequest, UpstreamResponse
-from gateway.services.envelope import Envelope
-from gateway.services.routing import Leg, Route, leg_request, route_call, upstream_body
+from gateway.services.admission import EndpointRequest, request_admit
+from gateway.services.routing import Leg, leg_request, route_call, upstream_body
 from gateway.services.shutdown import CLIENT_GONE, CLIENT_GONE_MESSAGE, cancellation_outcome
-from gateway.sse import SSEDecoder, SSEEvent, sse_data, sse_event
-from gateway.usage import Usage, usage_from_chat, usage_from_responses
+from gateway.services.upstream import (
+    GatewayResult,
+    Primed,
+    json_object,
+    leg_headers,
+    parse_json_body,
+    prime_event_stream,
+    responses_event_error,
+    responses_event_type,
+)
 
 logger = logging.getLogger("vmx.passthrough")
-
-
-@dataclass(slots=True)
-class GatewayResult:
-    """What the view sends: a complete body, or an async iterator of bytes for a stream."""
-
-    status: int
-    headers: dict[str, str]
-    body: bytes = b""
-    stream: AsyncIterator[bytes] | None = None
 
 
 @dataclass(slots=True)
@@ -48,13 +46,6 @@ class StreamState:
     """An error the upstream reported in-stream (relayed as is)."""
     drop_usage_chunk: bool = False
     last_data: bytes = b""
-
-
-@dataclass(slots=True)
-class Primed:
-    events: list[SSEEvent] = field(default_factory=list)
-    decoder: SSEDecoder = field(default_factory=SSEDecoder)
-    iterator: AsyncIterator[bytes] | None = None
 
 
 class PassthroughEndpoint:
@@ -80,9 +71,9 @@ class PassthroughEndpoint:
 
     # --------------------------------------------------------------------------------------------
 
-    async def serve(
-        self, *, route: Route, body: dict[str, Any], envelope: Envelope, audit: AuditEntry, headers: dict[str, str]
-    ) -> GatewayResult:
+    async def serve(self, request: EndpointRequest) -> GatewayResult:
+        body, envelope, audit = request.body, request.envelope, request.audit
+        route = request_admit(request)
         stream = body.get("stream") is True
         audit.stream = stream
         state = StreamState()
@@ -99,9 +90,8 @@ class PassthroughEndpoint:
             audit.response_body = parsed
             audit.first_byte()
             audit.finish(status_code=response.status)
-            return GatewayResult(
-                status=response.status, headers={**headers, **_answer_headers(leg, response, audit)}, body=response.body
-            )
+            headers = {**request.headers, **leg_headers(leg, response, audit, relay_all=True)}
+            return GatewayResult(status=response.status, headers=headers, body=response.body)
 
         async def prime(leg: Leg, response: UpstreamResponse) -> Primed:
             return await prime_event_stream(leg, response, self.event_error)
@@ -109,7 +99,7 @@ class PassthroughEndpoint:
         leg, response, primed = await route_call(route=route, audit=audit, build=build, prime=prime)
         return GatewayResult(
             status=response.status,
-            headers={**headers, **_answer_headers(leg, response, audit)},
+            headers={**request.headers, **leg_headers(leg, response, audit, relay_all=True)},
             stream=self._relay(response, primed, state, audit),
         )
 
@@ -160,64 +150,6 @@ class PassthroughEndpoint:
             audit.finish(status_code=status, error_type=error_type, error_message=error_message)
 
 
-async def prime_event_stream(
-    leg: Leg, response: UpstreamResponse, event_error: Callable[[SSEEvent], tuple[str, str | None] | None]
-) -> Primed:
-    """Read up to the first event that carries data; reject the leg if that event is an error.
-
-    Every event decoded so far is kept (an upstream often sends several in one chunk): the relay
-    starts from all of them.
-    """
-    assert response.chunks is not None
-    iterator = aiter(response.chunks)
-    primed = Primed(iterator=iterator)
-    while True:
-        try:
-            chunk = await anext(iterator)
-        except StopAsyncIteration:
-            raise UpstreamUnavailableError(
-                f"the upstream of connection '{leg.connection.name}' ended its stream before the first event",
-                connection=leg.connection.name,
-            ) from None
-        events = primed.decoder.feed(chunk)
-        primed.events.extend(events)
-        first = next((event for event in events if event.data), None)
-        if first is not None:
-            reported = event_error(first)
-            if reported is not None:
-                raise UpstreamStreamError(reported[0], connection=leg.connection.name, code=reported[1])
-            return primed
-
-
-async def parse_json_body(leg: Leg, response: UpstreamResponse) -> Any:
-    """`prime` for non-stream calls: a body that is not JSON rejects the leg (502)."""
-    try:
-        return orjson.loads(response.body)
-    except orjson.JSONDecodeError:
-        raise UpstreamUnavailableError(
-            f"the upstream of connection '{leg.connection.name}' answered with something that is not JSON",
-            connection=leg.connection.name,
-        ) from None
-
-
-def _answer_headers(leg: Leg, response: UpstreamResponse, audit: AuditEntry) -> dict[str, str]:
-    return {
-        **response.headers,
-        "x-vmx-model": leg.entry.model,
-        "x-vmx-connection": leg.connection.name,
-        "x-vmx-attempts": str(len(audit.attempts)),
-    }
-
-
-def json_object(data: bytes) -> dict[str, Any] | None:
-    """`data` parsed as a JSON object, or None for anything else."""
-    try:
-        parsed = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        return None
-    return parsed if isinstance(parsed, dict) else None
-
-
 class ChatCompletionsEndpoint(PassthroughEndpoint):
     name = "chat.completions"
     path = "/chat/completions"
@@ -266,21 +198,11 @@ class ChatCompletionsEndpoint(PassthroughEndpoint):
         return True
 
     def error_frame(self, error: GatewayError, state: StreamState) -> bytes:
-        # No [DONE] after it: the SDK raises on an `error` object (spec 4.3).
-        payload = {"error": {"message": error.message, "type": "server_error", "param": None, "code": error.code}}
-        return sse_data(orjson.dumps(payload))
+        return chat_error_frame(error)
 
 
-_TERMINAL_RESPONSE_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed", "error"})
-_EVENT_TYPE = re.compile(rb'"type"\s*:\s*"([^"]+)"')
 _SEQUENCE = re.compile(rb'"sequence_number"\s*:\s*(\d+)')
-
-
-def _response_event_type(event: SSEEvent) -> str | None:
-    if event.event:
-        return event.event
-    match = _EVENT_TYPE.search(event.data)
-    return match.group(1).decode() if match else None
+_TERMINAL_RESPONSE_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed", "error"})
 
 
 class ResponsesEndpoint(PassthroughEndpoint):
@@ -291,23 +213,13 @@ class ResponsesEndpoint(PassthroughEndpoint):
         return usage_from_responses(parsed.get("usage") if isinstance(parsed, dict) else None)
 
     def event_error(self, event: SSEEvent) -> tuple[str, str | None] | None:
-        kind = _response_event_type(event)
-        if kind not in ("error", "response.failed"):
-            return None
-        parsed: Any = json_object(event.data) or {}
-        # Flat `{"type":"error","code","message"}`, nested `{"error":{...}}`, or a failed response.
-        if kind == "response.failed":
-            parsed = parsed.get("response")
-            parsed = parsed if isinstance(parsed, dict) else {}
-        error = parsed.get("error") if isinstance(parsed.get("error"), dict) else parsed
-        code = error.get("code")
-        return str(error.get("message") or "upstream stream error"), str(code) if code is not None else None
+        return responses_event_error(event)
 
     def observe(self, event: SSEEvent, state: StreamState) -> bool:
         if not event.data:
             return True
         state.last_data = event.data
-        kind = _response_event_type(event)
+        kind = responses_event_type(event)
         if kind in _TERMINAL_RESPONSE_EVENTS:
             state.terminal = True
             parsed = json_object(event.data) or {}
@@ -321,15 +233,7 @@ class ResponsesEndpoint(PassthroughEndpoint):
 
     def error_frame(self, error: GatewayError, state: StreamState) -> bytes:
         match = _SEQUENCE.search(state.last_data)
-        sequence = int(match.group(1)) + 1 if match else 0
-        payload = {
-            "type": "error",
-            "code": error.code or "server_error",
-            "message": error.message,
-            "param": None,
-            "sequence_number": sequence,
-        }
-        return sse_event("error", orjson.dumps(payload))
+        return responses_error_frame(error, sequence_number=int(match.group(1)) + 1 if match else 0)
 
 
 CHAT_COMPLETIONS = ChatCompletionsEndpoint()

@@ -20,16 +20,16 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import orjson
-from django.conf import settings
 
 from connections.entities import ApiKeyInfo, ConfigSnapshot, ConnectionInfo, ModelEntryInfo
-from gateway.audit import AuditEntry
+from gateway.audit.entry import AuditEntry
 from gateway.capacity.gate import CapacityGate
 from gateway.capacity.learned import duration_ms, upstream_limit_until, upstream_limits_observe
-from gateway.errors import (
+from gateway.capacity.stores.factory import redis_url
+from gateway.core.errors import (
     CapacityExceededError,
     GatewayError,
     InvalidRequestError,
@@ -40,10 +40,11 @@ from gateway.errors import (
     UpstreamStatusError,
     UpstreamUnavailableError,
 )
-from gateway.logs import ThrottledLog
+from gateway.core.jsonchecks import has_control_characters
+from gateway.core.logs import ThrottledLog
 from gateway.providers import provider_get
 from gateway.providers.base import Provider, UpstreamRequest, UpstreamResponse
-from gateway.services.envelope import Envelope, body_merge, has_control_characters
+from gateway.services.envelope import Envelope, body_merge
 
 T = TypeVar("T")
 logger = logging.getLogger("vmx.routing")
@@ -102,13 +103,18 @@ def route_resolve(*, snapshot: ConfigSnapshot, api_key: ApiKeyInfo, model: str) 
     raise ModelNotFoundError(f"The model '{model}' does not exist or you do not have access to it.", param="model")
 
 
-def upstream_body(*, route: Route, leg: Leg, body: Mapping[str, Any], envelope: Envelope) -> dict[str, Any]:
-    """defaultArgs ← client body ← providerArgs, shallow, with `model` set to the leg's upstream id."""
-    merged = (
-        body_merge(route.default_args, body, envelope.provider_args)
-        if route.default_args or envelope.provider_args
-        else dict(body)
-    )
+def upstream_body(
+    *,
+    route: Route,
+    leg: Leg,
+    body: Mapping[str, Any],
+    envelope: Envelope,
+    default_args: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """defaultArgs ← client body ← providerArgs, shallow, with `model` set to the leg's upstream id
+    (DESIGN.md 2.6). `default_args` replaces the resource's (an endpoint that must leave some out)."""
+    defaults = route.default_args if default_args is None else default_args
+    merged = body_merge(defaults, body, envelope.provider_args) if defaults or envelope.provider_args else dict(body)
     merged["model"] = leg.entry.model
     return merged
 
@@ -118,13 +124,22 @@ def leg_timeout(*, leg: Leg, envelope: Envelope) -> float:
     return timeout_ms / 1000
 
 
-def leg_request(*, leg: Leg, envelope: Envelope, path: str, body: Mapping[str, Any], stream: bool) -> UpstreamRequest:
+def leg_request(
+    *,
+    leg: Leg,
+    envelope: Envelope,
+    path: str,
+    body: Mapping[str, Any],
+    stream: bool,
+    max_retries: int | None = None,
+) -> UpstreamRequest:
+    """The leg's call: `body` serialised once, the leg's timeout and retries (or `max_retries`)."""
     return UpstreamRequest(
         path=path,
         body=orjson.dumps(body),
         stream=stream,
         timeout=leg_timeout(leg=leg, envelope=envelope),
-        max_retries=leg.entry.max_retries,
+        max_retries=leg.entry.max_retries if max_retries is None else max_retries,
     )
 
 
@@ -150,18 +165,61 @@ async def route_call(
     times; the leg's attempt entry notes it. `learn`: whether the upstream's rate-limit headers
     teach which connection x model to skip (not for side calls such as token counting).
     """
-    last_error: UpstreamError | None = None
-    skips: list[CapacityExceededError] = []
-    publish = bool(settings.REDIS_URL)
-    gate = route.capacity
-    start = 0
-    while start < len(route.legs):
-        index, skipped = await _next_leg(route, start)
-        for skip in range(start, len(route.legs) if index is None else index):
-            error = skipped[skip]
-            audit.attempt(
-                connection=route.legs[skip].connection.name,
-                model=route.legs[skip].entry.model,
+    return await _RouteCall(route, audit, build, prime, revise, learn).run()
+
+
+class _RouteCall(Generic[T]):
+    """One `route_call`: the legs in order, each skipped, failed or answered, all audited."""
+
+    def __init__(
+        self,
+        route: Route,
+        audit: AuditEntry,
+        build: Callable[[Leg], UpstreamRequest],
+        prime: Callable[[Leg, UpstreamResponse], Awaitable[T]],
+        revise: Revise | None,
+        learn: bool,
+    ) -> None:
+        self.route, self.audit, self.build, self.prime, self.revise, self.learn = (
+            route,
+            audit,
+            build,
+            prime,
+            revise,
+            learn,
+        )
+        self.publish = bool(redis_url())
+        self.gate = route.capacity
+
+    async def run(self) -> tuple[Leg, UpstreamResponse, T]:
+        route = self.route
+        last_error: UpstreamError | None = None
+        skips: list[CapacityExceededError] = []
+        start = 0
+        while start < len(route.legs):
+            index, skipped = await _next_leg(route, start)
+            skips += self._skipped(range(start, len(route.legs) if index is None else index), skipped)
+            if index is None:
+                break
+            start = index + 1
+            try:
+                response, primed = await self._leg(index)
+            except UpstreamError as exc:
+                last_error = exc
+                continue
+            return route.legs[index], response, primed
+        if last_error is not None:  # the last leg called failed: its error, whatever was skipped after it
+            raise with_retry_after(last_error)
+        # Every leg was skipped: the one whose room comes back first (a route has at least one leg).
+        raise min(skips, key=lambda error: math.inf if error.retry_after is None else error.retry_after)
+
+    def _skipped(self, indexes: range, reasons: Mapping[int, CapacityExceededError]) -> list[CapacityExceededError]:
+        """Audit the legs skipped without a call (`tries` 0); their reasons."""
+        for index in indexes:
+            leg, error = self.route.legs[index], reasons[index]
+            self.audit.attempt(
+                connection=leg.connection.name,
+                model=leg.entry.model,
                 started=time.monotonic(),
                 # DESIGN.md 2.10: a connection's own limits read `capacity_exceeded` (dollars too).
                 error=GatewayError(
@@ -170,46 +228,26 @@ async def route_call(
                 notes=[error.message],
                 tries=0,
             )
-            skips.append(error)
-        if index is None:
-            break
-        start = index + 1
-        leg = route.legs[index]
+        return [reasons[index] for index in indexes]
+
+    async def _leg(self, index: int) -> tuple[UpstreamResponse, T]:
+        """Call leg `index` (revised at most `MAX_REVISIONS` times); its attempt is audited and the
+        gate told how it went. Raises the leg's `UpstreamError` when it failed."""
+        leg, audit, gate = self.route.legs[index], self.audit, self.gate
         if gate is not None:
             gate.calling(index)
         started = time.monotonic()
         provider = provider_get(leg.connection)
-        request = build(leg)
+        request = self.build(leg)
         notes: list[str] = []
         tries = 0
         for revision in range(MAX_REVISIONS + 1):
             response: UpstreamResponse | None = None
             try:
-                try:
-                    response = _redacted(provider, await provider.send(request))
-                    if learn:
-                        upstream_limits_observe(
-                            connection=leg.connection.name,
-                            model=leg.entry.model,
-                            headers=response.headers,
-                            publish=publish,
-                        )
-                    primed = await prime(leg, response)
-                except UpstreamError:
-                    raise
-                except Exception as exc:  # a provider bug or an unforeseen client error: this leg failed
-                    raise _unexpected(leg, provider, exc) from exc
+                response, primed = await self._send(leg, provider, request)
             except UpstreamError as exc:
-                if response is not None:
-                    exc.tries = response.tries
-                    await response.aclose()
-                elif learn and isinstance(exc, UpstreamStatusError):
-                    upstream_limits_observe(
-                        connection=leg.connection.name, model=leg.entry.model, headers=exc.headers, publish=publish
-                    )
                 tries += exc.tries
-                exc.redact(provider.redactor.text, provider.redactor.data)
-                revised = _revision(revise, leg, request, exc) if revision < MAX_REVISIONS else None
+                revised = _revision(self.revise, leg, request, exc) if revision < MAX_REVISIONS else None
                 if revised is not None:
                     request, note = revised
                     notes.append(note)
@@ -224,20 +262,16 @@ async def route_call(
                 )
                 if gate is not None:
                     gate.failed(index)
-                last_error = exc
-                break
-            except BaseException as exc:
-                if response is not None:
-                    await response.aclose()
-                if isinstance(exc, asyncio.CancelledError):  # the client left: the leg is cut, not failed
-                    audit.attempt(
-                        connection=leg.connection.name,
-                        model=leg.entry.model,
-                        started=started,
-                        error=GatewayError("the client closed the connection before the upstream answered"),
-                        notes=notes,
-                        tries=tries + 1,
-                    )
+                raise
+            except asyncio.CancelledError:  # the client left: the leg is cut, not failed
+                audit.attempt(
+                    connection=leg.connection.name,
+                    model=leg.entry.model,
+                    started=started,
+                    error=GatewayError("the client closed the connection before the upstream answered"),
+                    notes=notes,
+                    tries=tries + 1,
+                )
                 raise
             audit.attempt(
                 connection=leg.connection.name,
@@ -251,11 +285,41 @@ async def route_call(
             audit.connection, audit.model = leg.connection.name, leg.entry.model
             if gate is not None:
                 gate.answered(index)
-            return leg, response, primed
-    if last_error is not None:  # the last leg called failed: its error, whatever was skipped after it
-        raise with_retry_after(last_error)
-    # Every leg was skipped: the one whose room comes back first (a route has at least one leg).
-    raise min(skips, key=lambda error: math.inf if error.retry_after is None else error.retry_after)
+            return response, primed
+        raise AssertionError("unreachable: the last revision either answers or raises")
+
+    async def _send(self, leg: Leg, provider: Provider, request: UpstreamRequest) -> tuple[UpstreamResponse, T]:
+        """One call and its priming. Whatever fails is an `UpstreamError` with its tries, masked
+        of the connection's secrets, and the response is closed; what the upstream said of its
+        limits is learned either way."""
+        response: UpstreamResponse | None = None
+        try:
+            try:
+                response = _redacted(provider, await provider.send(request))
+                self._observe(leg, response.headers)
+                return response, await self.prime(leg, response)
+            except UpstreamError:
+                raise
+            except Exception as exc:  # a provider bug or an unforeseen client error: this leg failed
+                raise _unexpected(leg, provider, exc) from exc
+        except UpstreamError as exc:
+            if response is not None:
+                exc.tries = response.tries
+                await response.aclose()
+            elif isinstance(exc, UpstreamStatusError):
+                self._observe(leg, exc.headers)
+            exc.redact(provider.redactor.text, provider.redactor.data)
+            raise
+        except BaseException:
+            if response is not None:
+                await response.aclose()
+            raise
+
+    def _observe(self, leg: Leg, headers: Mapping[str, str]) -> None:
+        if self.learn:
+            upstream_limits_observe(
+                connection=leg.connection.name, model=leg.entry.model, headers=headers, publish=self.publish
+            )
 
 
 async def _next_leg(route: Route, start: int) -> tuple[int | None, dict[int, CapacityExceededError]]:

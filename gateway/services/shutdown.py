@@ -8,7 +8,7 @@ the endpoint's error event and every such request is audited as 503 `server_shut
 
 from __future__ import annotations
 
-from gateway.errors import ServiceUnavailableError
+from gateway.core.errors import ServiceUnavailableError
 
 CLIENT_GONE = "client_disconnected"
 CLIENT_GONE_MESSAGE = "the client closed the connection mid-stream"

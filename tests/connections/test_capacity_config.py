@@ -25,7 +25,7 @@ from connections.selectors import (
     config_snapshot_invalidate,
 )
 from connections.services import CapacitySpec, api_key_save, capacity_entries_replace, connection_save
-from gateway.capacity.policy import CapacityLimit
+from gateway.core.limits import CapacityLimit
 from tests.connections.test_config_file import apply, write
 from tests.forms import form_defaults
 

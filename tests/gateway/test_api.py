@@ -23,9 +23,9 @@ from connections.services import (
     connection_save,
     resource_save,
 )
-from gateway.audit import rows_write
+from gateway.audit.selectors import audit_record_as_dict
+from gateway.audit.store import rows_write
 from gateway.models import AuditRecord, UpstreamRateLimit
-from gateway.selectors import audit_record_as_dict
 
 pytestmark = pytest.mark.django_db
 

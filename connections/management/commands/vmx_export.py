@@ -5,7 +5,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from connections.config_file import config_export_yaml
+from connections.config_export import config_export_yaml
 from connections.crypto import EncryptionKeyError
 
 

@@ -5,7 +5,7 @@ from typing import Any
 import orjson
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from gateway.selectors import audit_record_as_dict, audit_records_list, since_parse
+from gateway.audit.selectors import audit_record_as_dict, audit_records_list, since_parse
 
 
 class Command(BaseCommand):

@@ -4,7 +4,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from gateway.retention import PURGE_PAUSE_SECONDS, audit_purge
+from gateway.audit.retention import PURGE_PAUSE_SECONDS, audit_purge
 
 
 class Command(BaseCommand):

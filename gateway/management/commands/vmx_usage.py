@@ -4,7 +4,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from gateway.selectors import USAGE_GROUPS, since_parse, usage_totals
+from gateway.audit.selectors import USAGE_GROUPS, since_parse, usage_totals
 
 COLUMNS = [
     ("requests", "requests"),

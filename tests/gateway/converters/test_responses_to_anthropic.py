@@ -22,13 +22,9 @@ from anthropic.types.shared import ErrorResponse
 from openai.types.responses import Response, ResponseStreamEvent
 
 from gateway.converters.common import ConvertedRequest, signature_decode, signature_encode
-from gateway.converters.responses_to_anthropic import (
-    AnthropicStreamTranslator,
-    UpstreamFailure,
-    anthropic_error_type,
-    anthropic_message,
-    anthropic_usage,
-)
+from gateway.converters.responses_to_anthropic import UpstreamFailure, anthropic_message, anthropic_usage
+from gateway.converters.responses_to_anthropic_stream import AnthropicStreamTranslator
+from gateway.core.errors import anthropic_error_type
 
 FIXTURES = Path(__file__).parent / "fixtures" / "responses"
 MODEL = "claude-sonnet-4-5"

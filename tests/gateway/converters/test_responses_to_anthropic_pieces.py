@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from gateway.converters.common import ConvertedRequest
-from gateway.converters.responses_to_anthropic import AnthropicStreamTranslator
+from gateway.converters.responses_to_anthropic_stream import AnthropicStreamTranslator
 from tests.gateway.converters.test_responses_to_anthropic import (
     CASES,
     MODEL,

@@ -1,0 +1,185 @@
+"""Config as code, the other way (DESIGN.md 2.2): the configuration written as the file
+`vmx_apply` reads, for `vmx_export` and the management API.
+
+Invariants: applying an export changes nothing; secrets are `SECRET_MASK` unless asked for (a
+masked value applied back keeps the stored secret); an API key's value is never written (only its
+digest is stored); each `$` that the reader would expand is doubled (`dollars_escaped`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from decimal import Decimal
+from typing import Any, TypeVar, cast
+from urllib.parse import urlsplit, urlunsplit
+
+import yaml
+from django.db.models import QuerySet
+
+from connections.config_file import SECRET_MASK
+from connections.models import AIResource, APIKey, CapacityEntry, Connection, PricingEntry
+
+_T = TypeVar("_T")
+
+
+_EXPANDED_DOLLAR = re.compile(r"\$(?=[${])")
+
+
+def dollars_escaped(value: _T) -> _T:
+    """The inverse of `env_expand` for stored text: each `$` that it would read as the start of
+    `$$` or `${` is doubled, so an exported `${HOME}` that someone typed literally stays literal."""
+    escaped: Any = value
+    if isinstance(value, str):
+        escaped = _EXPANDED_DOLLAR.sub("$$", value)
+    elif isinstance(value, list):
+        escaped = [dollars_escaped(v) for v in value]
+    elif isinstance(value, dict):
+        escaped = {k: dollars_escaped(v) for k, v in value.items()}
+    return cast(_T, escaped)
+
+
+def _url_password_masked(value: Any) -> Any:
+    """A URL stored before credentials in URLs were refused keeps its password out of exports."""
+    if not isinstance(value, str) or "@" not in value:
+        return value
+    try:
+        parts = urlsplit(value)
+        password = parts.password
+    except ValueError:
+        return value
+    if not password:
+        return value
+    netloc = parts.netloc.replace(f":{password}@", f":{SECRET_MASK}@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def connections_for_export() -> QuerySet[Connection]:
+    return Connection.objects.order_by("name").prefetch_related("capacity_entries")
+
+
+def resources_for_export() -> QuerySet[AIResource]:
+    return AIResource.objects.order_by("name").prefetch_related("model_entries__connection", "capacity_entries")
+
+
+def api_keys_for_export() -> QuerySet[APIKey]:
+    return APIKey.objects.order_by("name").prefetch_related("resources", "capacity_entries")
+
+
+def connection_export(conn: Connection, *, include_secrets: bool = False) -> dict[str, Any]:
+    """One connection as the file writes it; secrets are `SECRET_MASK` unless `include_secrets`."""
+    item: dict[str, Any] = {"name": conn.name, "provider": conn.provider}
+    if conn.description:
+        item["description"] = conn.description
+    secrets = conn.secrets_get()
+    plain = conn.config if include_secrets else {k: _url_password_masked(v) for k, v in conn.config.items()}
+    item["config"] = {**{k: (v if include_secrets else SECRET_MASK) for k, v in secrets.items()}, **plain}
+    if not conn.enabled:
+        item["enabled"] = False
+    _capacity_export(item, conn.capacity_entries.all())
+    return dollars_escaped(item)
+
+
+def resource_export(res: AIResource) -> dict[str, Any]:
+    entries = []
+    for entry in res.model_entries.all():
+        spec: dict[str, Any] = {
+            "connection": entry.connection.name,
+            "model": entry.model,
+            "maxRetries": entry.max_retries,
+            "timeoutMs": entry.timeout_ms,
+        }
+        if not entry.reasoning:
+            spec["reasoning"] = False
+        entries.append(spec)
+    item: dict[str, Any] = {"name": res.name}
+    if res.description:
+        item["description"] = res.description
+    if entries:
+        item["model"] = entries[0]
+    if entries[1:]:
+        item["fallbackModels"] = entries[1:]
+    if res.default_args:
+        item["defaultArgs"] = res.default_args
+    if not res.enabled:
+        item["enabled"] = False
+    _capacity_export(item, res.capacity_entries.all())
+    return dollars_escaped(item)
+
+
+def api_key_export(key: APIKey) -> dict[str, Any]:
+    """An API key as the file writes it: never its value (only its digest is stored)."""
+    item: dict[str, Any] = {
+        "name": key.name,
+        "resources": "*" if key.all_resources else sorted(r.name for r in key.resources.all()),
+    }
+    if not key.enabled:
+        item["enabled"] = False
+    if key.expires_at:
+        item["expiresAt"] = key.expires_at.isoformat().replace("+00:00", "Z")
+    _capacity_export(item, key.capacity_entries.all())
+    return dollars_escaped(item)
+
+
+def config_export(*, include_secrets: bool = False) -> dict[str, Any]:
+    """The whole configuration in the file format; applying it back changes nothing."""
+    exported: dict[str, Any] = {
+        "connections": [connection_export(c, include_secrets=include_secrets) for c in connections_for_export()],
+        "resources": [resource_export(r) for r in resources_for_export()],
+        "apiKeys": [api_key_export(k) for k in api_keys_for_export()],
+    }
+    pricing = [price_export(entry) for entry in PricingEntry.objects.order_by("model")]
+    if pricing:
+        exported["pricing"] = pricing
+    return exported
+
+
+def _capacity_export(item: dict[str, Any], entries: Iterable[CapacityEntry]) -> None:
+    """Add `capacity` to an exported object when it has limits."""
+    exported = [capacity_entry_export(entry) for entry in entries]
+    if exported:
+        item["capacity"] = exported
+
+
+def capacity_entry_export(entry: CapacityEntry) -> dict[str, Any]:
+    """One limit as the file writes it: only what is not a default."""
+    limit: dict[str, Any] = {"period": entry.period}
+    if entry.requests is not None:
+        limit["requests"] = entry.requests
+    if entry.tokens is not None:
+        limit["tokens"] = entry.tokens
+    if entry.cost_usd is not None:
+        limit["costUsd"] = _number(entry.cost_usd)
+    if entry.dimension:
+        limit["dimension"] = entry.dimension
+    if entry.dimension_field:
+        limit["dimensionField"] = entry.dimension_field
+    if not entry.enabled:
+        limit["enabled"] = False
+    return limit
+
+
+def price_export(entry: PricingEntry) -> dict[str, Any]:
+    item: dict[str, Any] = {"model": dollars_escaped(entry.model), "input": _number(entry.input)}
+    if entry.cached_input is not None:
+        item["cachedInput"] = _number(entry.cached_input)
+    item["output"] = _number(entry.output)
+    return item
+
+
+def _number(value: Decimal) -> int | float:
+    """2 rather than 2.000000 (the column's scale), exact for the prices people write."""
+    normal = value.normalize()
+    return int(normal) if normal == normal.to_integral_value() else float(normal)
+
+
+def config_export_yaml(*, include_secrets: bool = False) -> str:
+    return config_yaml_dump(config_export(include_secrets=include_secrets), masked=not include_secrets)
+
+
+def config_yaml_dump(exported: Mapping[str, Any], *, masked: bool = True) -> str:
+    """An exported configuration as the YAML file `vmx_export` writes."""
+    header = "# VM-X gateway configuration (python manage.py vmx_export)\n"
+    if masked:
+        header += f"# Secrets are masked as '{SECRET_MASK}': applying this file keeps the stored values.\n"
+    return header + yaml.safe_dump(dict(exported), sort_keys=False, allow_unicode=True)

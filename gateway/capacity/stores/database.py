@@ -1,0 +1,188 @@
+"""Counters in the database (used when `REDIS_URL` is not set): exact across the workers of one
+host and, on PostgreSQL, across instances sharing it. Each call is one transaction in a worker
+thread that locks the counters' rows in key order (on SQLite the IMMEDIATE transaction
+serialises writers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.db import DatabaseError, transaction
+from django.db.models import F, Q, Sum
+
+from gateway.capacity.policy import Used, exceeded
+from gateway.capacity.stores.base import (
+    Admission,
+    Charge,
+    Settlement,
+    StoreUnavailableError,
+    admission_releases,
+    charge_reserves,
+    counter_expiry,
+    reservation_of,
+    settle_in_background,
+)
+from gateway.models import CapacityCounter, CapacityReservation
+
+
+class DatabaseCapacityStore:
+    """Counters in the database: exact across the workers of one host (and, on PostgreSQL, across
+    instances sharing it). Each call is one transaction in a worker thread."""
+
+    name = "database"
+    SWEEP_SECONDS = 60.0
+
+    def __init__(self) -> None:
+        self._swept_at = 0.0
+
+    async def admit(
+        self, *, groups: Sequence[Sequence[Charge]], reservation: str, reservation_expires: float
+    ) -> Admission:
+        work = asyncio.ensure_future(
+            self._call(sync_to_async(self._admit, thread_sensitive=False)(groups, reservation, reservation_expires))
+        )
+        try:
+            admission: Admission = await asyncio.shield(work)
+        except asyncio.CancelledError:
+            # The client left; the transaction goes on in its thread. Once it has committed,
+            # give back what it reserved.
+            def release(done: asyncio.Future[Admission]) -> None:
+                if not done.cancelled() and done.exception() is None and done.result().chosen is not None:
+                    settle_in_background(self, admission_releases(groups, reservation, done.result().chosen))
+
+            work.add_done_callback(release)
+            raise
+        return admission
+
+    async def settle(self, *, settlements: Sequence[Settlement]) -> None:
+        await self._call(sync_to_async(self._settle, thread_sensitive=False)(settlements))
+
+    async def _call(self, work: Any) -> Any:
+        try:
+            return await work
+        except DatabaseError as exc:
+            raise StoreUnavailableError(f"database: {type(exc).__name__}: {exc}") from exc
+
+    def _admit(self, groups: Sequence[Sequence[Charge]], reservation: str, reservation_expires: float) -> Admission:
+        self._sweep()
+        now = time.time()
+        moment = datetime.fromtimestamp(now, UTC)
+        charges = {charge.counter.key: charge for group in groups for charge in group}
+        with transaction.atomic():
+            # In key order, like the locks below: two requests creating the same new counters at a
+            # window's start must not each wait for the other's insert (a deadlock on PostgreSQL).
+            CapacityCounter.objects.bulk_create(
+                [
+                    CapacityCounter(key=key, expires_at=_moment(counter_expiry(charges[key].counter)))
+                    for key in sorted(charges)
+                ],
+                ignore_conflicts=True,
+            )
+            # Locked in key order, so two requests sharing counters never deadlock.
+            rows = {
+                row.key: row
+                for row in CapacityCounter.objects.select_for_update().filter(key__in=charges).order_by("key")
+            }
+            expired = CapacityReservation.objects.filter(counter_key__in=charges, expires_at__lte=moment)
+            for item in expired.values("counter_key").annotate(tokens_sum=Sum("tokens"), cost_sum=Sum("cost_nanos")):
+                row = rows[item["counter_key"]]
+                row.reserved_tokens -= item["tokens_sum"] or 0
+                row.reserved_cost_nanos -= item["cost_sum"] or 0
+            expired.delete()
+            fits = [True] * len(groups)
+            admission = Admission(chosen=None)
+            for group, group_charges in enumerate(groups):
+                for charge in group_charges:
+                    row = rows[charge.counter.key]
+                    used = Used(
+                        requests=row.requests,
+                        tokens=row.tokens + row.reserved_tokens,
+                        cost_nanos=row.cost_nanos + row.reserved_cost_nanos,
+                    )
+                    crossed = exceeded(charge.counter, used, charge.estimate)
+                    if crossed:
+                        fits[group] = False
+                        admission.crossed.setdefault(group, []).append((charge.counter, crossed))
+            if fits[0]:
+                admission.chosen = next((g for g in range(1, len(groups)) if fits[g]), None)
+            if admission.chosen is None:  # nothing counted; the expired reservations stay released
+                CapacityCounter.objects.bulk_update(list(rows.values()), ["reserved_tokens", "reserved_cost_nanos"])
+                return admission
+            counted = [(0, charge) for charge in groups[0]]
+            counted += [(admission.chosen, charge) for charge in groups[admission.chosen]]
+            reservations = []
+            for group, charge in counted:
+                row = rows[charge.counter.key]
+                row.requests += 1
+                if charge_reserves(charge):
+                    row.reserved_tokens += charge.estimate.tokens
+                    row.reserved_cost_nanos += charge.estimate.cost_nanos
+                    reservations.append(
+                        CapacityReservation(
+                            counter_key=row.key,
+                            reservation=reservation_of(reservation, group),
+                            tokens=charge.estimate.tokens,
+                            cost_nanos=charge.estimate.cost_nanos,
+                            expires_at=datetime.fromtimestamp(reservation_expires, UTC),
+                        )
+                    )
+            CapacityCounter.objects.bulk_update(
+                list(rows.values()), ["requests", "reserved_tokens", "reserved_cost_nanos"]
+            )
+            CapacityReservation.objects.bulk_create(reservations)
+        return admission
+
+    def _settle(self, settlements: Sequence[Settlement]) -> None:
+        keys = {item.counter.key for item in settlements}
+        with transaction.atomic():
+            rows = {
+                row.key: row for row in CapacityCounter.objects.select_for_update().filter(key__in=keys).order_by("key")
+            }
+            wanted = Q()
+            for item in settlements:
+                wanted |= Q(counter_key=item.counter.key, reservation=item.reservation)
+            held = {(res.counter_key, res.reservation): res for res in CapacityReservation.objects.filter(wanted)}
+            for item in settlements:
+                row = rows.get(item.counter.key)
+                if row is None:  # its window ended and was swept
+                    continue
+                res = held.get((item.counter.key, item.reservation))
+                if res is not None:  # still held (not expired and dropped): release it
+                    row.reserved_tokens -= res.tokens
+                    row.reserved_cost_nanos -= res.cost_nanos
+                row.tokens += item.actual.tokens
+                row.cost_nanos += item.actual.cost_nanos
+            CapacityCounter.objects.bulk_update(
+                list(rows.values()), ["tokens", "cost_nanos", "reserved_tokens", "reserved_cost_nanos"]
+            )
+            CapacityReservation.objects.filter(pk__in=[res.pk for res in held.values()]).delete()
+
+    def _sweep(self) -> None:
+        """Delete counters whose window ended (with their reservations), at most once a minute."""
+        if time.monotonic() - self._swept_at < self.SWEEP_SECONDS:
+            return
+        self._swept_at = time.monotonic()
+        moment = datetime.now(UTC)
+        ended = CapacityCounter.objects.filter(expires_at__lt=moment)
+        CapacityReservation.objects.filter(counter_key__in=ended.values("key")).delete()
+        ended.delete()
+
+    def used(self, *, key_prefix: str, limit: int) -> list[tuple[str, Used]]:
+        rows = (
+            CapacityCounter.objects.filter(key__startswith=key_prefix)
+            .annotate(
+                all_cost=F("cost_nanos") + F("reserved_cost_nanos"), all_tokens=F("tokens") + F("reserved_tokens")
+            )
+            .order_by("-all_cost", "-all_tokens", "-requests")[:limit]
+        )
+        return [(row.key, Used(requests=row.requests, tokens=row.all_tokens, cost_nanos=row.all_cost)) for row in rows]
+
+
+def _moment(seconds: float | None) -> datetime | None:
+    return None if seconds is None else datetime.fromtimestamp(seconds, UTC)
