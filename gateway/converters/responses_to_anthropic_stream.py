@@ -56,7 +56,7 @@ from gateway.converters.responses_to_anthropic import (
     usage_zero,
     web_search_blocks,
 )
-from gateway.core.errors import POLICY_CODES, anthropic_error_type
+from gateway.core.errors import POLICY_CODES, anthropic_error_object, anthropic_error_type
 
 logger = logging.getLogger(__name__)
 
@@ -601,6 +601,6 @@ class AnthropicStreamTranslator:
     def _emit_error(self, error_type: str, message: str) -> None:
         # Close the open block so every start still has its stop; no flush — the message is void.
         self._close_open(flush=False)
-        self._emit("error", {"type": "error", "error": {"type": error_type, "message": message}})
+        self._emit("error", anthropic_error_object(error_type, message))
         self._error = (error_type, message)
         self._finished = True

@@ -18,6 +18,18 @@ import orjson
 from gateway.core.sse import sse_data, sse_event
 
 
+def openai_error_object(
+    message: str, *, error_type: str, param: str | None = None, code: str | None = None
+) -> dict[str, Any]:
+    """OpenAI's error object: the body of an error answer, and of a Chat stream's error frame."""
+    return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
+
+
+def anthropic_error_object(error_type: str, message: str) -> dict[str, Any]:
+    """Anthropic's error object: the body of an error answer, and of a stream's `error` event."""
+    return {"type": "error", "error": {"type": error_type, "message": message}}
+
+
 class GatewayError(Exception):
     status: ClassVar[int] = 500
     openai_type: ClassVar[str] = "server_error"
@@ -44,13 +56,13 @@ class GatewayError(Exception):
 
     def openai_body(self) -> bytes:
         return orjson.dumps(
-            {"error": {"message": self.message, "type": self.openai_type, "param": self.param, "code": self.code}}
+            openai_error_object(self.message, error_type=self.openai_type, param=self.param, code=self.code)
         )
 
     def anthropic_body(self, request_id: str | None = None) -> bytes:
         """Anthropic's error object, with the type a `/v1/messages` client gets (spec 4.1, 4.2)."""
         kind = anthropic_status_and_type(self)[1]
-        body: dict[str, Any] = {"type": "error", "error": {"type": kind, "message": self.message}}
+        body = anthropic_error_object(kind, self.message)
         if request_id:
             body["request_id"] = request_id
         return orjson.dumps(body)
@@ -202,7 +214,7 @@ class UpstreamStatusError(UpstreamError):
         snippet = self.body[:200].decode("utf-8", "replace").strip()
         message = f"upstream answered HTTP {self.upstream_status}" + (f": {snippet}" if snippet else "")
         error_type = "server_error" if self.upstream_status >= 500 else "invalid_request_error"
-        return orjson.dumps({"error": {"message": message, "type": error_type, "param": None, "code": None}})
+        return orjson.dumps(openai_error_object(message, error_type=error_type))
 
 
 class UpstreamStreamError(UpstreamError):
@@ -336,8 +348,7 @@ def anthropic_status_and_type(error: GatewayError) -> tuple[int, str]:
 
 def chat_error_frame(error: GatewayError) -> bytes:
     """Chat Completions: an `error` object as the last data line, no `[DONE]` (the SDK raises)."""
-    payload = {"error": {"message": error.message, "type": "server_error", "param": None, "code": error.code}}
-    return sse_data(orjson.dumps(payload))
+    return sse_data(orjson.dumps(openai_error_object(error.message, error_type="server_error", code=error.code)))
 
 
 def responses_error_frame(error: GatewayError, *, sequence_number: int) -> bytes:
@@ -354,4 +365,4 @@ def responses_error_frame(error: GatewayError, *, sequence_number: int) -> bytes
 
 def anthropic_error_frame(error_type: str, message: str) -> bytes:
     """Anthropic Messages: an `error` event, the stream's last."""
-    return sse_event("error", orjson.dumps({"type": "error", "error": {"type": error_type, "message": message}}))
+    return sse_event("error", orjson.dumps(anthropic_error_object(error_type, message)))
