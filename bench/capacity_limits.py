@@ -5,8 +5,8 @@ upstream, differing only in this:
 - A: no REDIS_URL, no limit (today's default);
 - B: REDIS_URL set, no limit (a request without limits must pay nothing for Redis being there);
 - C: a minute limit on the bench key that is never reached (the price of counting);
-- D: as C, with VMX_CAPACITY_REDIS_CLIENT=redis-py and hiredis importable (redis-py's asyncio
-  client with the hiredis parser instead of the hand-written RESP client).
+- D: as C, with hiredis importable (redis-py's asyncio client parses with hiredis: is it worth
+  a dependency?).
 
 Plain chat at c=64 on each in turn, in rounds whose order rotates (interleave.py). Rendered by
 report.render_limits.
@@ -45,17 +45,16 @@ class LimitsConfig:
 
 def limits_configs(first_db: int, keys: tuple[str, ...] = LIMITS_KEYS) -> list[LimitsConfig]:
     """A: today's default; B: Redis configured but nothing limited; C: a minute limit on the key;
-    D: C through redis-py + hiredis. Each Redis configuration has a db of its own."""
+    D: C with hiredis. Each Redis configuration has a db of its own."""
     every = [
         LimitsConfig("A", "A: no limits, no REDIS_URL", None, None),
         LimitsConfig("B", f"B: no limits, REDIS_URL …/{first_db}", first_db, None),
         LimitsConfig("C", f"C: key limit `{LIMIT_ENTRY}`, REDIS_URL …/{first_db + 1}", first_db + 1, LIMIT_ENTRY),
         LimitsConfig(
             "D",
-            "D: as C, redis-py + hiredis instead of the RESP client",
+            "D: as C, with hiredis",
             first_db + 2,
             LIMIT_ENTRY,
-            {"VMX_CAPACITY_REDIS_CLIENT": "redis-py"},
             hiredis=True,
         ),
     ]

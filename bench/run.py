@@ -3,7 +3,7 @@
 Starts nginx + echo as a fake OpenAI upstream with a fixed 20 ms think time, measures it directly,
 then through the gateway (gunicorn -c gunicorn.conf.py, 2 workers then 1, audit and auth on, a
 fresh SQLite database), then the capacity-limits comparison (no limits / REDIS_URL set / a key
-limit on Redis / the same through redis-py + hiredis, interleaved), then optionally through
+limit on Redis / the same with hiredis, interleaved), then optionally through
 Portkey's gateway, with wrk (latency, requests/s), bench/streamclient.py (time to first byte of
 streams, the 2,000-stream hold test) and /proc (CPU seconds, RSS). Writes docs/benchmarks.md and
 prints the tables. Loopback only; every process it starts is stopped on exit, Ctrl-C included.

@@ -218,6 +218,10 @@ VMX_CLIENT_TIMEOUT: float = env.float("VMX_CLIENT_TIMEOUT", default=30.0)
 # database. When the store cannot be reached requests are served uncounted (fail open) unless this
 # is set, which answers 503 instead.
 VMX_CAPACITY_FAIL_CLOSED: bool = env.bool("VMX_CAPACITY_FAIL_CLOSED", default=False)
+# After the limits' Redis fails to answer (refused, lost, timed out), a worker does not ask it again
+# for this many seconds: requests get the rule above at once instead of each waiting for the
+# timeout; then one request probes it. 0 asks every time.
+VMX_CAPACITY_BREAKER_SECONDS: float = env.float("VMX_CAPACITY_BREAKER_SECONDS", default=5.0)
 # Addresses or networks of the proxies in front of the gateway (comma-separated, e.g.
 # 10.0.0.0/8,127.0.0.1). Only when the peer is one of them does the client address (audit,
 # `source-ip` limits) come from X-Forwarded-For's first hop; otherwise it is the peer itself.

@@ -1,6 +1,10 @@
 """Health probes (DESIGN.md 2.13): `/healthz` (the process is alive) and `/readyz` (this worker can
 serve: its configuration is loaded and fresh). Neither fails because the database or the cache
 blinked: a serving instance stays in the load balancer, and the body says how each answers.
+
+`capacity` is checked through the very client and connection the limits use (with Redis, the
+worker's request-path client; else the database), never through another client that may read
+`REDIS_URL` differently. While the limits' circuit breaker is open it is `down` without asking.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from django.db import connection
 from django.http import HttpRequest, JsonResponse
 
 from connections.selectors import aconfig_snapshot, config_snapshot_age
+from gateway.capacity.stores import RedisCapacityStore, capacity_store
+from gateway.capacity.stores.factory import capacity_breaker, redis_url
 
 
 async def healthz(request: HttpRequest) -> JsonResponse:
@@ -54,13 +60,28 @@ async def readyz(request: HttpRequest) -> JsonResponse:
         await aconfig_snapshot()
     age = config_snapshot_age()
     configuration = "ok" if age is not None and age <= READY_MAX_CONFIG_AGE else "down"
-    checks = {
-        "configuration": configuration,
-        "database": await _state(sync_to_async(_database_ping)),
-        "cache": await _state(cache_probe),
-    }
+    url = redis_url()
+    breaker_open = bool(url) and capacity_breaker(url).is_open
+    store = capacity_store()
+
+    async def capacity_probe() -> None:
+        if breaker_open:
+            raise RuntimeError("the limits' Redis failed moments ago")
+        if isinstance(store, RedisCapacityStore):
+            await store.ping()
+
+    database, cache_state, capacity = await asyncio.gather(
+        _state(sync_to_async(_database_ping)), _state(cache_probe), _state(capacity_probe)
+    )
+    if not isinstance(store, RedisCapacityStore):
+        capacity = database  # the counters are in the database
+    checks = {"configuration": configuration, "database": database, "cache": cache_state, "capacity": capacity}
     ready = configuration == "ok"
-    body: dict[str, Any] = {"status": "ok" if ready else "unavailable", "checks": checks}
+    body: dict[str, Any] = {
+        "status": "ok" if ready else "unavailable",
+        "checks": checks,
+        "capacity_breaker": "open" if breaker_open else "closed",
+    }
     if age is not None:
         body["configuration_age_seconds"] = round(age, 1)
     return JsonResponse(body, status=200 if ready else 503)

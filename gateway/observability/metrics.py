@@ -67,6 +67,16 @@ capacity_rejections_total = Counter(
 capacity_store_failures_total = Counter(
     "vmx_capacity_store_failures_total", "Times the capacity store could not be reached (requests served uncounted)."
 )
+capacity_breaker_open = Gauge(
+    "vmx_capacity_breaker_open",
+    "Workers whose limits' Redis failed and has not answered since (its commands are not sent: "
+    "requests get the fail-open / fail-closed rule at once).",
+    multiprocess_mode="livesum",
+)
+capacity_breaker_trips_total = Counter(
+    "vmx_capacity_breaker_trips_total",
+    "Times a worker found the limits' Redis unreachable or silent and stopped asking it.",
+)
 auth_failures_total = Counter("vmx_auth_failures_total", "Requests refused for a missing or unknown API key (401).")
 open_streams = Gauge("vmx_open_streams", "Streams open to clients now.", multiprocess_mode="livesum")
 audit_queue_depth = Gauge("vmx_audit_queue_depth", "Audit records waiting to be written.", multiprocess_mode="livesum")
@@ -115,6 +125,15 @@ def capacity_rejected(*, scope: str, code: str) -> None:
         capacity_rejections_total.labels(scope, code).inc()
     except Exception:
         logger.exception("metrics: could not count a capacity rejection")
+
+
+def capacity_breaker_changed(*, open_now: bool) -> None:
+    try:
+        capacity_breaker_open.set(1 if open_now else 0)
+        if open_now:
+            capacity_breaker_trips_total.inc()
+    except Exception:
+        logger.exception("metrics: could not record the capacity breaker")
 
 
 def metrics_text() -> bytes:

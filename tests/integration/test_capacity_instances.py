@@ -23,6 +23,7 @@ import yaml
 from cryptography.fernet import Fernet
 
 from tests.fakes.openai_upstream import FakeOpenAI, Reply
+from tests.fakes.redis_servers import SilentServer, redis_server, redis_server_available, self_signed_certificate
 from tests.integration.server import GatewayProcess, gateway_env, gateway_start, manage
 
 MESSAGES = [{"role": "user", "content": "Count me"}]
@@ -228,3 +229,65 @@ def test_redis_unreachable(tmp_path, upstream, fail_closed):
     log = gateway.log()
     assert log.count("capacity store unavailable") == 1, log  # one line per 10 s, not one per request
     assert "Traceback" not in log
+
+
+@pytest.mark.parametrize("fail_closed", [False, True], ids=["fails-open", "fails-closed"])
+def test_a_redis_that_never_answers_is_not_waited_for_again_while_it_stays_silent(tmp_path, upstream, fail_closed):
+    """A Redis that accepts connections and never answers costs the first limited request the
+    store's timeout; the requests after it get the fail-open / fail-closed answer at once, and
+    `/readyz` and `/metrics` say the limits' Redis is down."""
+    silent = SilentServer()
+    extra = {"REDIS_URL": silent.url, "VMX_CAPACITY_BREAKER_SECONDS": "30"}
+    if fail_closed:
+        extra["VMX_CAPACITY_FAIL_CLOSED"] = "1"
+    env = gateway_env(
+        database_url=f"sqlite:///{tmp_path / 'gateway.sqlite3'}", encryption_key=Fernet.generate_key().decode(), **extra
+    )
+    path = f"silent-{secrets.token_hex(3)}"
+    _prepare(tmp_path, env, _config(upstream, path, key_capacity=[{"period": "minute", "requests": 1}]))
+    gateway = gateway_start(env, tmp_path / "gateway.log", "--workers", "1")
+    try:
+        assert _post(gateway, key=WARM_KEY) == 200  # a key without limits never asks Redis
+        started = time.monotonic()
+        statuses = [_post(gateway) for _ in range(5)]
+        elapsed = time.monotonic() - started
+        assert statuses == ([503] * 5 if fail_closed else [200] * 5)
+        # Five requests each waiting the 3 s timeout would take 15 s; one waits, the others do not.
+        assert elapsed < 9.0, f"5 limited requests took {elapsed:.1f} s"
+        ready = httpx2.get(f"{gateway.base_url}/readyz", timeout=30)
+        assert ready.status_code == 200  # the instance still serves, by the rule
+        assert ready.json()["checks"]["capacity"] == "down"
+        assert ready.json()["capacity_breaker"] == "open"
+        metrics = httpx2.get(f"{gateway.base_url}/metrics", timeout=30).text
+        assert "vmx_capacity_breaker_open 1.0" in metrics
+        assert "vmx_capacity_breaker_trips_total 1.0" in metrics
+    finally:
+        gateway.stop()
+        silent.close()
+    assert "Traceback" not in gateway.log()
+
+
+def test_limits_apply_over_tls_with_the_options_of_redis_url(tmp_path, upstream):
+    """`rediss://…?ssl_cert_reqs=none` (and the other options redis-py and Django's cache read)
+    reach the limits' connection: the limit applies, and `/readyz` checks that connection."""
+    if not redis_server_available():
+        pytest.skip("no redis-server to start")
+    certificate = self_signed_certificate(tmp_path)
+    with redis_server(tmp_path, certificate=certificate) as url:
+        env = gateway_env(
+            database_url=f"sqlite:///{tmp_path / 'gateway.sqlite3'}",
+            encryption_key=Fernet.generate_key().decode(),
+            REDIS_URL=f"{url}?ssl_cert_reqs=none",
+        )
+        path = f"tls-{secrets.token_hex(3)}"
+        _prepare(tmp_path, env, _config(upstream, path, key_capacity=[{"period": "minute", "requests": 2}]))
+        gateway = gateway_start(env, tmp_path / "gateway.log", "--workers", "2")
+        try:
+            _away_from_a_minute_boundary(5)
+            assert [_post(gateway) for _ in range(4)] == [200, 200, 429, 429]
+            ready = httpx2.get(f"{gateway.base_url}/readyz", timeout=30).json()
+            assert ready["checks"]["capacity"] == "ok"
+            assert ready["checks"]["cache"] == "ok"
+        finally:
+            gateway.stop()
+    assert "capacity store unavailable" not in gateway.log()

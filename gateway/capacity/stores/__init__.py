@@ -1,7 +1,7 @@
 """Where capacity counters live (DESIGN.md 2.10): Redis when `REDIS_URL` is set, else the
 database. The public surface: the shapes (`base`), the two stores, and `capacity_store()`.
 
-Redis clients are made by `factory` only; the RESP client (`resp`) is the request path's.
+Redis clients are made by `factory` only, the request path's behind a circuit breaker (`breaker`).
 """
 
 from __future__ import annotations

@@ -25,11 +25,12 @@ from gateway.capacity.stores.base import (
 )
 from gateway.capacity.stores.factory import (
     REDIS_TIMEOUT_SECONDS,
+    RedisReplyError,
+    RedisUnavailableError,
     ScriptClient,
     redis_script_client,
     redis_sync_client,
 )
-from gateway.capacity.stores.resp import RedisReplyError, RedisUnavailableError
 from gateway.core.limits import Metric
 from gateway.core.logs import ThrottledLog
 
@@ -193,8 +194,9 @@ class RedisCapacityStore:
         try:
             reply = await self._run(_ADMIT, keys, args)
         except asyncio.CancelledError:
-            # The client left with the script sent: it may have counted. A release queued behind
-            # it on the same connection runs after it, so nothing stays reserved either way.
+            # The client left with the script sent: it may have counted. Releasing what it may
+            # have reserved is a no-op if it did not; should the release reach Redis first, the
+            # reservation expires with `reservation_expires`.
             settle_in_background(self, admission_releases(groups, reservation))
             raise
         chosen = int(reply[0])
@@ -218,6 +220,13 @@ class RedisCapacityStore:
                 _ms(counter_expiry(item.counter)),
             ]
         await self._run(_SETTLE, keys, args)
+
+    async def ping(self) -> None:
+        """Whether the connection the limits use answers (`/readyz`); StoreUnavailableError if not."""
+        try:
+            await self._client().ping()
+        except (RedisReplyError, RedisUnavailableError) as exc:
+            raise StoreUnavailableError(f"Redis: {exc}") from exc
 
     def used(self, *, key_prefix: str, limit: int) -> list[tuple[str, Used]]:
         client = redis_sync_client(self.url, timeout=self.timeout)

@@ -40,14 +40,11 @@ def _redis_up() -> bool:
     return True
 
 
-@pytest.fixture(params=["redis", "redis-py", "database"])
-def store(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[CapacityStore]:
-    """Redis through the request path's RESP client, Redis through redis-py's client (the
-    factory's measuring switch, VMX_CAPACITY_REDIS_CLIENT), and the database."""
-    if request.param in ("redis", "redis-py"):
+@pytest.fixture(params=["redis", "database"])
+def store(request: pytest.FixtureRequest) -> Iterator[CapacityStore]:
+    if request.param == "redis":
         if not _redis_up():
             pytest.skip("no Redis on 127.0.0.1:6379")
-        monkeypatch.setenv("VMX_CAPACITY_REDIS_CLIENT", "resp" if request.param == "redis" else "redis-py")
         yield RedisCapacityStore(REDIS_URL)
         return
     yield DatabaseCapacityStore()
@@ -177,9 +174,7 @@ async def test_per_dimension_values_have_counters_of_their_own(store):
     assert (await _admit(store, [Charge(counter("alice"))]))[1] is None
 
 
-@pytest.mark.parametrize("client", ["resp", "redis-py"])
-async def test_redis_unreachable_is_a_store_failure(client, monkeypatch):
-    monkeypatch.setenv("VMX_CAPACITY_REDIS_CLIENT", client)
+async def test_redis_unreachable_is_a_store_failure():
     store = RedisCapacityStore("redis://127.0.0.1:9/0", timeout=0.5)
     counter = _counter(CapacityLimit(period="minute", requests=1))
     with pytest.raises(StoreUnavailableError):
