@@ -99,7 +99,10 @@ class UpstreamRateLimit(models.Model):
     exhausted_until = models.DateTimeField(
         null=True, blank=True, help_text="Requests skip this connection x model until then (nothing left upstream)."
     )
-    seen_at = models.DateTimeField()
+    seen_at = models.DateTimeField(db_index=True)
+    cleared_at = models.DateTimeField(
+        null=True, blank=True, help_text="When an operator last cleared the mark (workers drop older marks)."
+    )
 
     class Meta:
         ordering = ["connection", "model"]

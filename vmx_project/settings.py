@@ -218,6 +218,11 @@ VMX_CLIENT_TIMEOUT: float = env.float("VMX_CLIENT_TIMEOUT", default=30.0)
 # database. When the store cannot be reached requests are served uncounted (fail open) unless this
 # is set, which answers 503 instead.
 VMX_CAPACITY_FAIL_CLOSED: bool = env.bool("VMX_CAPACITY_FAIL_CLOSED", default=False)
+# Learned upstream limits (DESIGN.md 2.10): the longest an upstream's `x-ratelimit-reset-*` may keep a
+# connection x model skipped (a reset of `8760h` would otherwise switch it off for a year), and how
+# long the last limits seen are kept for the admin once nothing more is heard of them.
+VMX_UPSTREAM_LIMIT_MAX_WAIT_SECONDS: float = env.float("VMX_UPSTREAM_LIMIT_MAX_WAIT_SECONDS", default=300.0)
+VMX_UPSTREAM_LIMITS_RETENTION_DAYS: int = env.int("VMX_UPSTREAM_LIMITS_RETENTION_DAYS", default=7)
 # Addresses or networks of the proxies in front of the gateway (comma-separated, e.g.
 # 10.0.0.0/8,127.0.0.1). Only when the peer is one of them does the client address (audit,
 # `source-ip` limits) come from X-Forwarded-For's first hop; otherwise it is the peer itself.
