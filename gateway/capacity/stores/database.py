@@ -9,14 +9,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.db import DatabaseError, transaction
 from django.db.models import F, Q, Sum
 
-from gateway.capacity.policy import Used, exceeded
+from gateway.capacity.policy import KEY_PREFIX, Used, exceeded
 from gateway.capacity.stores.base import (
     Admission,
     Charge,
@@ -27,8 +27,14 @@ from gateway.capacity.stores.base import (
     counter_expiry,
     reservation_of,
     settle_in_background,
+    settlement_id,
 )
 from gateway.models import CapacityCounter, CapacityReservation
+
+
+SETTLED_KEY = KEY_PREFIX + "settled"
+"""The `counter_key` of the markers of settlements applied (a retry of one changes nothing)."""
+SETTLED_KEEP = timedelta(hours=1)
 
 
 class DatabaseCapacityStore:
@@ -140,7 +146,13 @@ class DatabaseCapacityStore:
 
     def _settle(self, settlements: Sequence[Settlement]) -> None:
         keys = {item.counter.key for item in settlements}
+        marker = settlement_id(settlements)
         with transaction.atomic():
+            if CapacityReservation.objects.filter(counter_key=SETTLED_KEY, reservation=marker).exists():
+                return  # a retry of a settlement whose commit went through
+            CapacityReservation.objects.create(
+                counter_key=SETTLED_KEY, reservation=marker, expires_at=datetime.now(UTC) + SETTLED_KEEP
+            )
             rows = {
                 row.key: row for row in CapacityCounter.objects.select_for_update().filter(key__in=keys).order_by("key")
             }
@@ -172,6 +184,7 @@ class DatabaseCapacityStore:
         ended = CapacityCounter.objects.filter(expires_at__lt=moment)
         CapacityReservation.objects.filter(counter_key__in=ended.values("key")).delete()
         ended.delete()
+        CapacityReservation.objects.filter(counter_key=SETTLED_KEY, expires_at__lt=moment).delete()
 
     def used(self, *, key_prefix: str, limit: int) -> list[tuple[str, Used]]:
         rows = (

@@ -13,7 +13,7 @@ from typing import Any
 
 import redis.exceptions
 
-from gateway.capacity.policy import Counter, Used, reservations_key
+from gateway.capacity.policy import KEY_PREFIX, Counter, Used, reservations_key
 from gateway.capacity.stores.base import (
     Admission,
     Charge,
@@ -22,6 +22,7 @@ from gateway.capacity.stores.base import (
     admission_releases,
     counter_expiry,
     settle_in_background,
+    settlement_id,
 )
 from gateway.capacity.stores.factory import (
     REDIS_TIMEOUT_SECONDS,
@@ -110,10 +111,12 @@ table.insert(crossed, 1, chosen)
 return crossed
 """
 
-# KEYS as above; ARGV per counter: its reservation ("id:group"), reserved tokens, reserved cost,
-# actual tokens, actual cost, key expiry ms (0: never).
+# KEYS as above, then the settlement's marker; ARGV per counter: its reservation ("id:group"),
+# reserved tokens, reserved cost, actual tokens, actual cost, key expiry ms (0: never).
+# The marker makes a retried settlement (its first answer lost) a no-op.
 _SETTLE = """
-for i = 1, #KEYS / 2 do
+if not redis.call('SET', KEYS[#KEYS], '1', 'NX', 'PX', 3600000) then return 0 end
+for i = 1, (#KEYS - 1) / 2 do
   local h, z, a = KEYS[2 * i - 1], KEYS[2 * i], (i - 1) * 6
   local rid, rt, rc = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
   if (rt ~= '0' or rc ~= '0') and redis.call('ZREM', z, rid .. ':' .. rt .. ':' .. rc) == 1 then
@@ -130,6 +133,11 @@ for i = 1, #KEYS / 2 do
 end
 return 1
 """
+
+
+def settled_key(settlement: str) -> str:
+    """The marker of a settlement already applied (kept an hour: longer than any retry)."""
+    return f"{KEY_PREFIX}settled:{settlement}"
 
 
 def _limit(value: int | None) -> int:
@@ -217,6 +225,7 @@ class RedisCapacityStore:
                 item.actual.cost_nanos,
                 _ms(counter_expiry(item.counter)),
             ]
+        keys.append(settled_key(settlement_id(settlements)))
         await self._run(_SETTLE, keys, args)
 
     def used(self, *, key_prefix: str, limit: int) -> list[tuple[str, Used]]:

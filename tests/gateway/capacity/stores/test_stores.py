@@ -196,3 +196,55 @@ async def test_no_value_a_client_chooses_reaches_another_counters_keys(store):
         )
         for _ in range(2):
             assert (await _admit(store, [Charge(counter, Estimate(tokens=10))]))[1] == 1
+
+
+@pytest.mark.parametrize("client", ["resp", "redis-py"])
+@pytest.mark.parametrize("answer_lost", [False, True], ids=["never-arrived", "answer-lost"])
+async def test_a_settlement_cut_by_a_redis_blip_is_retried_and_counted_once(client, answer_lost, monkeypatch):
+    """A budget worth 100,000 tokens, a stream that reserved 90,000 and used 15: the connection to
+    Redis is cut exactly while the settlement goes out. Retried, it releases the reservation and
+    adds the 15 once (even when Redis had run it and only its answer was lost), so the next large
+    request fits instead of being refused for the whole allowance."""
+    import hashlib
+
+    from gateway.capacity.stores import settle_in_background, settlements_finished
+    from gateway.capacity.stores.redis import _SETTLE
+    from tests.fakes.tcp_proxy import TcpProxy
+
+    if not _redis_up():
+        pytest.skip("no Redis on 127.0.0.1:6379")
+    monkeypatch.setenv("VMX_CAPACITY_REDIS_CLIENT", client)
+    proxy = TcpProxy("127.0.0.1", 6379).up()
+    try:
+        store = RedisCapacityStore(f"redis://127.0.0.1:{proxy.port}/13", timeout=1.0)
+        counter = _counter(CapacityLimit(period="day", tokens=100_000))
+        charge = Charge(counter, Estimate(tokens=90_000))
+        # Once through, so Redis knows the settlement script and its EVALSHA is what goes out.
+        warm, _ = await _admit(store, [Charge(counter, Estimate(tokens=1))])
+        await store.settle(settlements=[Settlement(counter, reservation_of(warm, 0), Estimate(1), Estimate())])
+        admission, chosen = await _admit(store, [charge], expires_in=912)
+        assert chosen == 1
+        digest = hashlib.sha1(_SETTLE.encode()).hexdigest().encode()  # noqa: S324
+        proxy.cut_on(digest, deliver=answer_lost)
+        settle_in_background(
+            store, [Settlement(counter, reservation_of(admission, 0), charge.estimate, Estimate(tokens=15))]
+        )
+        await settlements_finished(within=10)
+        assert proxy.cuts == 1
+        [(_, used)] = await asyncio.to_thread(RedisCapacityStore(REDIS_URL).used, key_prefix=counter.key, limit=1)
+        assert used.tokens == 15
+        _, chosen = await _admit(store, [charge])
+        assert chosen == 1
+    finally:
+        proxy.down()
+
+
+async def test_a_settlement_applied_again_adds_nothing(store):
+    """A retry of a settlement that went through (its answer lost) is recognised on every store."""
+    counter = _counter(CapacityLimit(period="hour", tokens=1000))
+    admission, _ = await _admit(store, [Charge(counter, Estimate(tokens=600))])
+    settlement = Settlement(counter, reservation_of(admission, 0), Estimate(tokens=600), Estimate(tokens=40))
+    await store.settle(settlements=[settlement])
+    await store.settle(settlements=[settlement])
+    [(_, used)] = await asyncio.to_thread(store.used, key_prefix=counter.key, limit=1)
+    assert used.tokens == 40
