@@ -31,7 +31,6 @@ from gateway.capacity.stores.base import (
 )
 from gateway.models import CapacityCounter, CapacityReservation
 
-
 SETTLED_KEY = KEY_PREFIX + "settled"
 """The `counter_key` of the markers of settlements applied (a retry of one changes nothing)."""
 SETTLED_KEEP = timedelta(hours=1)
