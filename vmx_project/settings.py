@@ -218,6 +218,9 @@ VMX_CLIENT_TIMEOUT: float = env.float("VMX_CLIENT_TIMEOUT", default=30.0)
 # database. When the store cannot be reached requests are served uncounted (fail open) unless this
 # is set, which answers 503 instead.
 VMX_CAPACITY_FAIL_CLOSED: bool = env.bool("VMX_CAPACITY_FAIL_CLOSED", default=False)
+# A limit with a dimension (`source-ip`, `metadata`) keeps a counter per value: at most this many
+# distinct values per limit and window; a request bringing one more is refused (429). 0: no bound.
+VMX_CAPACITY_MAX_VALUES: int = env.int("VMX_CAPACITY_MAX_VALUES", default=10_000)
 # Learned upstream limits (DESIGN.md 2.10): the longest an upstream's `x-ratelimit-reset-*` may keep a
 # connection x model skipped (a reset of `8760h` would otherwise switch it off for a year), and how
 # long the last limits seen are kept for the admin once nothing more is heard of them.

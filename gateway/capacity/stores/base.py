@@ -77,9 +77,13 @@ class CapacityStore(Protocol):
         """Idempotent: the same settlements applied again (a retry) change nothing."""
         ...
 
-    def used(self, *, key_prefix: str, limit: int) -> list[tuple[str, Used]]:
-        """Synchronous read for the admin: the counters whose key starts with `key_prefix`
-        (at most `limit`, the busiest first), as (key, figures in use)."""
+    def used(self, *, key: str = "", values_key: str = "", limit: int) -> list[tuple[str, Used]]:
+        """Synchronous read for the admin: the counter `key`, or the counters listed in the index
+        `values_key` (at most `limit`, the busiest first), as (key, figures in use). Never a scan."""
+        ...
+
+    def values_count(self, *, values_key: str) -> int:
+        """How many values the index `values_key` lists (synchronous, for the admin)."""
         ...
 
 

@@ -38,22 +38,24 @@ _refusals = ThrottledLog(logging.getLogger("vmx.capacity"), interval=10.0)
 MAX_LISTED = 10_000
 """The admin looks at this many counters of one limit at most (one per dimension value)."""
 
-# KEYS: per counter i, its hash (r, t, c: counted; rt, rc: reserved) then its reservations' sorted set
-# (member "id:tokens:cost", score = expiry in ms).
+# KEYS: per counter i, its hash (r, t, c: counted; rt, rc: reserved), its reservations' sorted set
+# (member "id:tokens:cost", score = expiry in ms), then its limit's index of values (a set of
+# counter keys; the counter's own key again when it has no dimension).
 # ARGV: now_ms, reservation id, reservation expiry ms, number of groups, then per counter:
-# group, max requests, max tokens, max cost (-1: no limit), estimate tokens, estimate cost, key expiry ms (0: never).
+# group, max requests, max tokens, max cost (-1: no limit), estimate tokens, estimate cost, key
+# expiry ms (0: never), max values (-1: no bound), has an index (1/0).
 _ADMIT = """
 local now = tonumber(ARGV[1])
 -- Lua numbers print as floats past 1e14 and as "-0": amounts stay strings where they are passed on.
 local rid = ARGV[2]
 local rexp = tonumber(ARGV[3])
 local ngroups = tonumber(ARGV[4])
-local n = #KEYS / 2
+local n = #KEYS / 3
 local ok = {}
 for g = 0, ngroups - 1 do ok[g] = true end
 local crossed = {}
 for i = 1, n do
-  local h, z, a = KEYS[2 * i - 1], KEYS[2 * i], 4 + (i - 1) * 7
+  local h, z, x, a = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i], 4 + (i - 1) * 9
   local expired = redis.call('ZRANGEBYSCORE', z, '-inf', now)
   if #expired > 0 then
     local t, c = 0, 0
@@ -76,6 +78,8 @@ for i = 1, n do
   if maxr >= 0 and r + 1 > maxr then bits = bits + 1 end
   if maxt >= 0 and t + et > maxt then bits = bits + 2 end
   if maxc >= 0 and c + ec > maxc then bits = bits + 4 end
+  local maxv = tonumber(ARGV[a + 8])
+  if maxv >= 0 and redis.call('SISMEMBER', x, h) == 0 and redis.call('SCARD', x) >= maxv then bits = bits + 8 end
   if bits > 0 then
     ok[tonumber(ARGV[a + 1])] = false
     table.insert(crossed, i)
@@ -90,7 +94,7 @@ if ok[0] then
 end
 if chosen > 0 then
   for i = 1, n do
-    local h, z, a = KEYS[2 * i - 1], KEYS[2 * i], 4 + (i - 1) * 7
+    local h, z, x, a = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i], 4 + (i - 1) * 9
     local g = tonumber(ARGV[a + 1])
     if g == 0 or g == chosen then
       local et, ec, kexp = ARGV[a + 5], ARGV[a + 6], tonumber(ARGV[a + 7])
@@ -100,9 +104,11 @@ if chosen > 0 then
         if ec ~= '0' then redis.call('HINCRBY', h, 'rc', ec) end
         redis.call('ZADD', z, rexp, rid .. ':' .. g .. ':' .. et .. ':' .. ec)
       end
+      if ARGV[a + 9] == '1' then redis.call('SADD', x, h) end
       if kexp > 0 then
         redis.call('PEXPIREAT', h, kexp)
         redis.call('PEXPIREAT', z, kexp)
+        if ARGV[a + 9] == '1' then redis.call('PEXPIREAT', x, kexp) end
       end
     end
   end
@@ -187,7 +193,7 @@ class RedisCapacityStore:
         for group, charges in enumerate(groups):
             for charge in charges:
                 counter = charge.counter
-                keys += [counter.key, reservations_key(counter.key)]
+                keys += [counter.key, reservations_key(counter.key), counter.values_key or counter.key]
                 args += [
                     group,
                     _limit(counter.max_requests),
@@ -196,6 +202,8 @@ class RedisCapacityStore:
                     charge.estimate.tokens,
                     charge.estimate.cost_nanos,
                     _ms(counter_expiry(counter)),
+                    _limit(counter.max_values),
+                    1 if counter.values_key else 0,
                 ]
                 index.append((group, counter))
         try:
@@ -228,23 +236,21 @@ class RedisCapacityStore:
         keys.append(settled_key(settlement_id(settlements)))
         await self._run(_SETTLE, keys, args)
 
-    def used(self, *, key_prefix: str, limit: int) -> list[tuple[str, Used]]:
+    def used(self, *, key: str = "", values_key: str = "", limit: int) -> list[tuple[str, Used]]:
         client = redis_sync_client(self.url, timeout=self.timeout)
         try:
-            keys = []
-            for key in client.scan_iter(match=_glob_escape(key_prefix) + "*", count=1000):
-                keys.append(key)
-                if len(keys) >= MAX_LISTED:
-                    break
+            # A limit's values come from its index (bounded by VMX_CAPACITY_MAX_VALUES), never a scan.
+            keys = sorted(member.decode() for member in client.smembers(values_key)) if values_key else [key]
+            keys = keys[:MAX_LISTED]
             pipeline = client.pipeline(transaction=False)
-            for key in keys:
-                pipeline.hmget(key, "r", "t", "c", "rt", "rc")
+            for each in keys:
+                pipeline.hmget(each, "r", "t", "c", "rt", "rc")
             found = []
-            for key, values in zip(keys, pipeline.execute(raise_on_error=False), strict=True):
-                if isinstance(values, Exception):  # not a counter (another program's key): not ours to read
+            for each, values in zip(keys, pipeline.execute(raise_on_error=False), strict=True):
+                if isinstance(values, Exception) or all(v is None for v in values):  # gone, or not a counter
                     continue
                 r, t, c, rt, rc = (int(v or 0) for v in values)
-                found.append((key.decode(), Used(requests=r, tokens=t + rt, cost_nanos=c + rc)))
+                found.append((each, Used(requests=r, tokens=t + rt, cost_nanos=c + rc)))
         except redis.exceptions.RedisError as exc:
             raise StoreUnavailableError(f"Redis: {type(exc).__name__}: {exc}") from exc
         finally:
@@ -252,6 +258,11 @@ class RedisCapacityStore:
         found.sort(key=lambda item: (item[1].cost_nanos, item[1].tokens, item[1].requests), reverse=True)
         return found[:limit]
 
-
-def _glob_escape(text: str) -> str:
-    return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)
+    def values_count(self, *, values_key: str) -> int:
+        client = redis_sync_client(self.url, timeout=self.timeout)
+        try:
+            return int(client.scard(values_key))
+        except redis.exceptions.RedisError as exc:
+            raise StoreUnavailableError(f"Redis: {type(exc).__name__}: {exc}") from exc
+        finally:
+            client.close()

@@ -86,7 +86,7 @@ async def test_requests_are_counted_up_to_the_limit_and_no_further(store):
     counter = _counter(CapacityLimit(period="minute", requests=3))
     results = [(await _admit(store, [Charge(counter)]))[1] for _ in range(5)]
     assert results == [1, 1, 1, None, None]
-    [(key, used)] = await asyncio.to_thread(store.used, key_prefix=counter.key, limit=5)
+    [(key, used)] = await asyncio.to_thread(store.used, key=counter.key, limit=5)
     assert key == counter.key and used.requests == 3  # the rejected ones counted nothing
 
 
@@ -113,7 +113,7 @@ async def test_a_budget_admits_what_its_reservations_leave_room_for(store):
     )
     more = await _all(store, [_admit(store, [charge]) for _ in range(20)])
     assert sum(chosen is not None for _, chosen in more) == 9
-    [(_, used)] = await asyncio.to_thread(store.used, key_prefix=counter.key, limit=1)
+    [(_, used)] = await asyncio.to_thread(store.used, key=counter.key, limit=1)
     assert used.cost_nanos == 10 * 10_000_000 + 9 * 100_000_000
 
 
@@ -127,10 +127,10 @@ async def test_settling_twice_or_after_expiry_never_releases_twice(store):
     assert chosen == 1
     # The dead request's settlement finds nothing to release and still adds what it used.
     await store.settle(settlements=[Settlement(counter, reservation_of(first, 0), charge.estimate, Estimate(50))])
-    [(_, used)] = await asyncio.to_thread(store.used, key_prefix=counter.key, limit=1)
+    [(_, used)] = await asyncio.to_thread(store.used, key=counter.key, limit=1)
     assert used.tokens == 600 + 50
     await store.settle(settlements=[Settlement(counter, reservation_of(second, 0), charge.estimate, Estimate(100))])
-    [(_, used)] = await asyncio.to_thread(store.used, key_prefix=counter.key, limit=1)
+    [(_, used)] = await asyncio.to_thread(store.used, key=counter.key, limit=1)
     assert used.tokens == 150
 
 
@@ -142,7 +142,7 @@ async def test_legs_are_counted_on_the_first_connection_with_room(store):
     assert (await _admit(store, *groups))[1] == 1
     assert (await _admit(store, *groups))[1] == 2  # the first connection is full: the second leg
     for counter, requests in ((mandatory, 2), (first, 1), (second, 1)):
-        [(_, used)] = await asyncio.to_thread(store.used, key_prefix=counter.key, limit=1)
+        [(_, used)] = await asyncio.to_thread(store.used, key=counter.key, limit=1)
         assert used.requests == requests
 
 
@@ -154,7 +154,7 @@ async def test_a_full_key_counts_nothing_anywhere(store):
     )
     assert admission.chosen is None
     assert [(counter.key, metric) for counter, metric in admission.crossed[0]] == [(mandatory.key, Metric.REQUESTS)]
-    assert await asyncio.to_thread(store.used, key_prefix=connection.key, limit=1) in ([], [(connection.key, _zero())])
+    assert await asyncio.to_thread(store.used, key=connection.key, limit=1) in ([], [(connection.key, _zero())])
 
 
 def _zero():
@@ -231,7 +231,7 @@ async def test_a_settlement_cut_by_a_redis_blip_is_retried_and_counted_once(clie
         )
         await settlements_finished(within=10)
         assert proxy.cuts == 1
-        [(_, used)] = await asyncio.to_thread(RedisCapacityStore(REDIS_URL).used, key_prefix=counter.key, limit=1)
+        [(_, used)] = await asyncio.to_thread(RedisCapacityStore(REDIS_URL).used, key=counter.key, limit=1)
         assert used.tokens == 15
         _, chosen = await _admit(store, [charge])
         assert chosen == 1
@@ -246,5 +246,5 @@ async def test_a_settlement_applied_again_adds_nothing(store):
     settlement = Settlement(counter, reservation_of(admission, 0), Estimate(tokens=600), Estimate(tokens=40))
     await store.settle(settlements=[settlement])
     await store.settle(settlements=[settlement])
-    [(_, used)] = await asyncio.to_thread(store.used, key_prefix=counter.key, limit=1)
+    [(_, used)] = await asyncio.to_thread(store.used, key=counter.key, limit=1)
     assert used.tokens == 40
