@@ -138,9 +138,9 @@ class CapacityGate:
         groups += [self._leg_charges[index] for index in considered]
         admission_id = f"{self.request}.{next(self._calls)}"
         # Held until the request can no longer be running: every remaining leg at its longest.
-        expires = time.time() + sum(self._leg_seconds[considered[0] :]) + self._allowance
+        held = sum(self._leg_seconds[considered[0] :]) + self._allowance
         try:
-            admission = await self.store.admit(groups=groups, reservation=admission_id, reservation_expires=expires)
+            admission = await self.store.admit(groups=groups, reservation=admission_id, reservation_seconds=held)
         except StoreUnavailableError as exc:
             _count_failure()
             if self.fail_closed:

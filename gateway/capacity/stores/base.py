@@ -5,7 +5,8 @@ Both stores apply `policy.exceeded` atomically to every counter of a request at 
 - `admit` checks the mandatory group (API key and resource counters) and the leg groups in order
   (one per candidate connection), and counts the mandatory group and the first leg group that
   fits; if the mandatory group or every leg group would cross a limit, nothing is counted.
-- A reservation (tokens and cost held for a running request) is kept per counter with an expiry;
+- A reservation (tokens and cost held for a running request) is kept per counter with an expiry
+  stamped and compared by the store's clock, never an instance's;
   `settle` removes it (if still there) and adds the real figures, so a reservation is released
   or replaced exactly once. Expired reservations are dropped by the next admission of the counter.
 - Counters expire with their window (plus a margin); `lifetime` counters never do.
@@ -70,8 +71,12 @@ class CapacityStore(Protocol):
     name: str
 
     async def admit(
-        self, *, groups: Sequence[Sequence[Charge]], reservation: str, reservation_expires: float
-    ) -> Admission: ...
+        self, *, groups: Sequence[Sequence[Charge]], reservation: str, reservation_seconds: float
+    ) -> Admission:
+        """Check and count; what is reserved is held `reservation_seconds` from the store's own
+        clock (Redis `TIME`, the database's time): instances' clocks do not agree, the store's
+        is one."""
+        ...
 
     async def settle(self, *, settlements: Sequence[Settlement]) -> None:
         """Idempotent: the same settlements applied again (a retry) change nothing."""

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from asgiref.sync import sync_to_async
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import F, Q, Sum
 
 from gateway.capacity.policy import KEY_PREFIX, Used, exceeded, values_exceeded
@@ -47,10 +47,10 @@ class DatabaseCapacityStore:
         self._swept_at = 0.0
 
     async def admit(
-        self, *, groups: Sequence[Sequence[Charge]], reservation: str, reservation_expires: float
+        self, *, groups: Sequence[Sequence[Charge]], reservation: str, reservation_seconds: float
     ) -> Admission:
         work = asyncio.ensure_future(
-            self._call(sync_to_async(self._admit, thread_sensitive=False)(groups, reservation, reservation_expires))
+            self._call(sync_to_async(self._admit, thread_sensitive=False)(groups, reservation, reservation_seconds))
         )
         try:
             admission: Admission = await asyncio.shield(work)
@@ -74,10 +74,8 @@ class DatabaseCapacityStore:
         except DatabaseError as exc:
             raise StoreUnavailableError(f"database: {type(exc).__name__}: {exc}") from exc
 
-    def _admit(self, groups: Sequence[Sequence[Charge]], reservation: str, reservation_expires: float) -> Admission:
+    def _admit(self, groups: Sequence[Sequence[Charge]], reservation: str, reservation_seconds: float) -> Admission:
         self._sweep()
-        now = time.time()
-        moment = datetime.fromtimestamp(now, UTC)
         charges = {charge.counter.key: charge for group in groups for charge in group}
         # A per-value counter's row is made only when it is counted: a refused request brings no
         # row, so the rows of a limit are bounded by its index.
@@ -86,6 +84,7 @@ class DatabaseCapacityStore:
             charge.counter.values_key: charge.counter for charge in charges.values() if charge.counter.values_key
         }
         with transaction.atomic():
+            moment = database_now()
             # In key order, like the locks below: two requests creating the same new counters at a
             # window's start must not each wait for the other's insert (a deadlock on PostgreSQL).
             CapacityCounter.objects.bulk_create(
@@ -168,7 +167,7 @@ class DatabaseCapacityStore:
                             reservation=reservation_of(reservation, group),
                             tokens=charge.estimate.tokens,
                             cost_nanos=charge.estimate.cost_nanos,
-                            expires_at=datetime.fromtimestamp(reservation_expires, UTC),
+                            expires_at=moment + timedelta(seconds=max(reservation_seconds, 0.0)),
                         )
                     )
             CapacityCounter.objects.bulk_update(
@@ -238,6 +237,20 @@ class DatabaseCapacityStore:
     def values_count(self, *, values_key: str) -> int:
         row = CapacityCounter.objects.filter(key=values_key).values_list("requests", flat=True).first()
         return int(row or 0)
+
+
+def database_now() -> datetime:
+    """The database's clock (instances' clocks differ; the database they share has one)."""
+    query = {
+        "postgresql": "SELECT now()",
+        "sqlite": "SELECT (julianday('now') - 2440587.5) * 86400.0",
+    }.get(connection.vendor)
+    if query is None:
+        return datetime.now(UTC)
+    with connection.cursor() as cursor:
+        cursor.execute(query)
+        value = cursor.fetchone()[0]
+    return value.astimezone(UTC) if isinstance(value, datetime) else datetime.fromtimestamp(float(value), UTC)
 
 
 def _moment(seconds: float | None) -> datetime | None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -41,21 +40,23 @@ MAX_LISTED = 10_000
 # KEYS: per counter i, its hash (r, t, c: counted; rt, rc: reserved), its reservations' sorted set
 # (member "id:tokens:cost", score = expiry in ms), then its limit's index of values (a set of
 # counter keys; the counter's own key again when it has no dimension).
-# ARGV: now_ms, reservation id, reservation expiry ms, number of groups, then per counter:
+# ARGV: reservation id, how long it is held (ms, from Redis's own clock), number of groups, then per counter:
 # group, max requests, max tokens, max cost (-1: no limit), estimate tokens, estimate cost, key
 # expiry ms (0: never), max values (-1: no bound), has an index (1/0).
 _ADMIT = """
-local now = tonumber(ARGV[1])
+-- Expiry by the server's clock: every instance's reservations are stamped and dropped alike.
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 -- Lua numbers print as floats past 1e14 and as "-0": amounts stay strings where they are passed on.
-local rid = ARGV[2]
-local rexp = tonumber(ARGV[3])
-local ngroups = tonumber(ARGV[4])
+local rid = ARGV[1]
+local rexp = string.format('%d', now + tonumber(ARGV[2]))
+local ngroups = tonumber(ARGV[3])
 local n = #KEYS / 3
 local ok = {}
 for g = 0, ngroups - 1 do ok[g] = true end
 local crossed = {}
 for i = 1, n do
-  local h, z, x, a = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i], 4 + (i - 1) * 9
+  local h, z, x, a = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i], 3 + (i - 1) * 9
   local expired = redis.call('ZRANGEBYSCORE', z, '-inf', now)
   if #expired > 0 then
     local t, c = 0, 0
@@ -94,7 +95,7 @@ if ok[0] then
 end
 if chosen > 0 then
   for i = 1, n do
-    local h, z, x, a = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i], 4 + (i - 1) * 9
+    local h, z, x, a = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i], 3 + (i - 1) * 9
     local g = tonumber(ARGV[a + 1])
     if g == 0 or g == chosen then
       local et, ec, kexp = ARGV[a + 5], ARGV[a + 6], tonumber(ARGV[a + 7])
@@ -185,10 +186,10 @@ class RedisCapacityStore:
             raise StoreUnavailableError(f"Redis: {exc}") from exc
 
     async def admit(
-        self, *, groups: Sequence[Sequence[Charge]], reservation: str, reservation_expires: float
+        self, *, groups: Sequence[Sequence[Charge]], reservation: str, reservation_seconds: float
     ) -> Admission:
         keys: list[str] = []
-        args: list[Any] = [int(time.time() * 1000), reservation, _ms(reservation_expires), len(groups)]
+        args: list[Any] = [reservation, _ms(max(reservation_seconds, 0.0)), len(groups)]
         index: list[tuple[int, Counter]] = []
         for group, charges in enumerate(groups):
             for charge in charges:

@@ -77,7 +77,7 @@ async def _admit(store: CapacityStore, *groups: list[Charge], expires_in: float 
     admission = await store.admit(
         groups=[list(g) for g in groups] if len(groups) > 1 else [list(groups[0]), []],
         reservation=admission_id,
-        reservation_expires=time.time() + expires_in,
+        reservation_seconds=expires_in,
     )
     return admission_id, admission.chosen
 
@@ -150,7 +150,7 @@ async def test_a_full_key_counts_nothing_anywhere(store):
     mandatory = _counter(CapacityLimit(period="minute", requests=0))
     connection = _counter(CapacityLimit(period="minute", requests=5), kind="connection")
     admission = await store.admit(
-        groups=[[Charge(mandatory)], [Charge(connection)]], reservation="x", reservation_expires=time.time() + 60
+        groups=[[Charge(mandatory)], [Charge(connection)]], reservation="x", reservation_seconds=60
     )
     assert admission.chosen is None
     assert [(counter.key, metric) for counter, metric in admission.crossed[0]] == [(mandatory.key, Metric.REQUESTS)]
@@ -248,3 +248,49 @@ async def test_a_settlement_applied_again_adds_nothing(store):
     await store.settle(settlements=[settlement])
     [(_, used)] = await asyncio.to_thread(store.used, key=counter.key, limit=1)
     assert used.tokens == 40
+
+
+async def test_a_reservation_expires_by_the_stores_clock_not_the_instances(store, monkeypatch):
+    """Instances' clocks differ; the store's does not. With this instance's clock an hour behind,
+    a reservation held for 60 s is stamped to expire 60 s after the store's own time (Redis
+    `TIME`, the database's `now()`), so a slow clock cannot keep it, nor a fast one drop it early."""
+    import gateway.capacity.gate
+    import gateway.capacity.stores.database
+    import gateway.capacity.stores.redis
+
+    counter = _counter(CapacityLimit(period="day", tokens=1000))
+    real = time.time
+    for module in (gateway.capacity.stores.redis, gateway.capacity.stores.database, gateway.capacity.gate):
+        monkeypatch.setattr(module.time, "time", lambda: real() - 3600)
+    admission = await store.admit(
+        groups=[[Charge(counter, Estimate(tokens=10))], []], reservation="skew", reservation_seconds=60
+    )
+    monkeypatch.undo()
+    assert admission.chosen == 1
+    if isinstance(store, RedisCapacityStore):
+        import redis as redis_py
+
+        from gateway.capacity.policy import reservations_key
+
+        client = redis_py.Redis.from_url(REDIS_URL)
+        [(_, score)] = client.zrange(reservations_key(counter.key), 0, -1, withscores=True)
+        seconds, micros = client.time()
+        client.close()
+        store_now = seconds + micros / 1e6
+    else:
+        from django.db import connection
+
+        from gateway.models import CapacityReservation
+
+        row = await asyncio.to_thread(lambda: CapacityReservation.objects.get(counter_key=counter.key))
+        score = row.expires_at.timestamp() * 1000
+        store_now = real() if connection.vendor == "sqlite" else await asyncio.to_thread(_database_now)
+    assert abs(score / 1000 - (store_now + 60)) < 5
+
+
+def _database_now() -> float:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT now()")
+        return float(cursor.fetchone()[0].timestamp())
