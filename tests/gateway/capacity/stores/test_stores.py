@@ -254,14 +254,9 @@ async def test_a_reservation_expires_by_the_stores_clock_not_the_instances(store
     """Instances' clocks differ; the store's does not. With this instance's clock an hour behind,
     a reservation held for 60 s is stamped to expire 60 s after the store's own time (Redis
     `TIME`, the database's `now()`), so a slow clock cannot keep it, nor a fast one drop it early."""
-    import gateway.capacity.gate
-    import gateway.capacity.stores.database
-    import gateway.capacity.stores.redis
-
     counter = _counter(CapacityLimit(period="day", tokens=1000))
     real = time.time
-    for module in (gateway.capacity.stores.redis, gateway.capacity.stores.database, gateway.capacity.gate):
-        monkeypatch.setattr(module.time, "time", lambda: real() - 3600)
+    monkeypatch.setattr(time, "time", lambda: real() - 3600)  # this process's clock, an hour slow
     admission = await store.admit(
         groups=[[Charge(counter, Estimate(tokens=10))], []], reservation="skew", reservation_seconds=60
     )
