@@ -314,6 +314,7 @@ class CapacityView(APIView):
             item["used"] = _used(usage.used)
         else:
             item["busiest"] = [{"value": value, "used": _used(used)} for value, used in usage.values]
+            item["values"] = usage.values_count
         return item
 
 

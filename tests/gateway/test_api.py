@@ -166,6 +166,7 @@ def test_capacity_shows_each_limit_with_its_window(api: APIClient):
     assert minute["used"] == {"requests": 0, "tokens": 0, "costUsd": 0.0}
     assert minute["window"]["start"].endswith(":00Z")
     assert by_scope[("resource", "default")]["busiest"] == []
+    assert by_scope[("resource", "default")]["values"] == 0
 
 
 def test_capacity_lists_the_upstream_limits_learned(api: APIClient):
