@@ -209,8 +209,7 @@ async def test_a_limit_per_value_tracks_at_most_the_configured_values(store, set
     from gateway.capacity.usage import capacity_window_usage
 
     settings.VMX_CAPACITY_MAX_VALUES = 3
-    if isinstance(store, RedisCapacityStore):
-        settings.REDIS_URL = store.url  # what the reads below look at
+    settings.REDIS_URL = store.url if isinstance(store, RedisCapacityStore) else ""  # what the reads below look at
     key = f"t-{secrets.token_hex(4)}"
     limit = CapacityLimit(period="lifetime", requests=5, dimension="metadata", dimension_field="user")
 
