@@ -352,7 +352,7 @@ def upstream_limits_reconcile() -> int:
     dropped = 0
     for connection, model, cleared_at in rows:
         marked = _marked_at.get((connection, model))
-        if marked is not None and cleared_at.timestamp() >= marked:
+        if marked is not None and cleared_at is not None and cleared_at.timestamp() >= marked:
             _forget_mark((connection, model))
             dropped += 1
     return dropped

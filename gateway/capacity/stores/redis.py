@@ -241,7 +241,8 @@ class RedisCapacityStore:
         client = redis_sync_client(self.url, timeout=self.timeout)
         try:
             # A limit's values come from its index (bounded by VMX_CAPACITY_MAX_VALUES), never a scan.
-            keys = sorted(member.decode() for member in client.smembers(values_key)) if values_key else [key]
+            members: Any = client.smembers(values_key) if values_key else []
+            keys = sorted(member.decode() for member in members) if values_key else [key]
             keys = keys[:MAX_LISTED]
             pipeline = client.pipeline(transaction=False)
             for each in keys:
