@@ -289,3 +289,21 @@ def _database_now() -> float:
     with connection.cursor() as cursor:
         cursor.execute("SELECT now()")
         return float(cursor.fetchone()[0].timestamp())
+
+
+async def test_concurrent_new_values_never_pass_the_bound_on_one_reading(store):
+    """Fifty requests, each with a value of its own, at once, against a bound of five values:
+    exactly five values are counted, on every store; the others leave nothing behind."""
+    limit = CapacityLimit(period="lifetime", requests=100, dimension="metadata", dimension_field="user")
+    name = f"t-{secrets.token_hex(4)}"
+    counters = [
+        counters_for(
+            Scope("api_key", name), [limit], now=time.time(), source_ip=None, metadata={"user": f"u{n}"}, max_values=5
+        )[0]
+        for n in range(50)
+    ]
+    results = await _all(store, [_admit(store, [Charge(counter)]) for counter in counters])
+    assert sum(chosen is not None for _, chosen in results) == 5
+    assert await asyncio.to_thread(store.values_count, values_key=counters[0].values_key) == 5
+    listed = await asyncio.to_thread(store.used, values_key=counters[0].values_key, limit=100)
+    assert len(listed) == 5
