@@ -32,6 +32,7 @@ from connections.models import (
 from connections.services import (
     api_key_generate,
     capacity_entries_renumber,
+    config_object_rename_permitted,
     connection_check,
     model_entries_renumber,
 )
@@ -141,6 +142,17 @@ _LAST_POSITION = 32767
 """New rows sort after the existing ones until renumbering closes the gap."""
 
 
+class _RenameNeedsLimitPermission:
+    """The name of an object with limits is read-only to users who may not change limits: its
+    counters are keyed by it, so a rename would reset them (`config_object_rename_permitted`)."""
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        fields = list(super().get_readonly_fields(request, obj))  # type: ignore[misc]
+        if obj is not None and not config_object_rename_permitted(user=request.user, obj=obj):
+            fields.append("name")
+        return fields
+
+
 class _CapacityFormSet(BaseInlineFormSet[CapacityEntry, Any, Any]):
     def save_new(self, form: forms.ModelForm[CapacityEntry], commit: bool = True) -> CapacityEntry:
         form.instance.position = _LAST_POSITION
@@ -202,7 +214,7 @@ class APIKeyCapacityInline(_CapacityInline):
 
 
 @admin.register(Connection)
-class ConnectionAdmin(admin.ModelAdmin[Connection]):
+class ConnectionAdmin(_RenameNeedsLimitPermission, admin.ModelAdmin[Connection]):
     form = ConnectionAdminForm
     list_display = ["name", "provider", "enabled", "description", "updated_at"]
     list_filter = ["provider", "enabled"]
@@ -312,7 +324,7 @@ class FallbackModelInline(admin.TabularInline[ModelEntry, AIResource]):
 
 
 @admin.register(AIResource)
-class AIResourceAdmin(admin.ModelAdmin[AIResource]):
+class AIResourceAdmin(_RenameNeedsLimitPermission, admin.ModelAdmin[AIResource]):
     list_display = ["name", "primary_model", "fallback_count", "enabled", "updated_at"]
     list_filter = ["enabled"]
     search_fields = ["name", "description"]
@@ -374,7 +386,7 @@ class APIKeyAdminForm(forms.ModelForm[APIKey]):
 
 
 @admin.register(APIKey)
-class APIKeyAdmin(admin.ModelAdmin[APIKey]):
+class APIKeyAdmin(_RenameNeedsLimitPermission, admin.ModelAdmin[APIKey]):
     form = APIKeyAdminForm
     list_display = ["name", "masked_key", "scope", "enabled", "expires_at", "created_at"]
     list_filter = ["enabled", "all_resources"]

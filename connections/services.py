@@ -357,6 +357,23 @@ def _name_field(obj: ConfigObject) -> str:
     return "model" if isinstance(obj, PricingEntry) else "name"
 
 
+LIMIT_PERMISSIONS = tuple(f"connections.{action}_capacityentry" for action in ("add", "change", "delete"))
+"""What changing limits takes, in the admin (its inline) and the API alike."""
+RENAME_WITH_LIMITS_DENIED = (
+    "Renaming a {kind} that has capacity limits starts their counters afresh, so it needs the "
+    "permission to change limits (add, change and delete on capacity entries)."
+)
+
+
+def config_object_rename_permitted(*, user: Any, obj: ConfigObject) -> bool:
+    """Whether `user` may rename `obj`. Counters are keyed by the object's name, so renaming an
+    object with limits resets their windows: that is a change of its limits, and needs their
+    permissions. Objects without limits (and prices) rename freely."""
+    if isinstance(obj, PricingEntry) or not obj.capacity_entries.exists():
+        return True
+    return bool(user.has_perms(LIMIT_PERMISSIONS))
+
+
 @transaction.atomic
 def config_object_rename(*, obj: ConfigObject, name: str) -> None:
     """Give `obj` the name `name` and nothing else; `ValidationError` keyed by the name's field

@@ -7,10 +7,12 @@ import json
 from typing import Any
 
 from django.contrib import admin
+from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
 
 from gateway.audit.selectors import USAGE_FIELDS
+from gateway.capacity.learned import upstream_limit_clear
 from gateway.models import AuditRecord, UpstreamRateLimit
 
 
@@ -85,7 +87,10 @@ class AuditRecordAdmin(admin.ModelAdmin[AuditRecord]):
 @admin.register(UpstreamRateLimit)
 class UpstreamRateLimitAdmin(admin.ModelAdmin[UpstreamRateLimit]):
     """The last `x-ratelimit-*` headers each connection x model sent (DESIGN.md 2.10), saved by the
-    workers every few seconds. Deleting a row only forgets what was seen."""
+    workers every few seconds. Deleting a row only forgets what was seen; the action clears the
+    mark itself, so requests go to that connection x model again on every worker."""
+
+    actions = ["clear_learned_marks"]
 
     list_display = [
         "connection",
@@ -106,6 +111,13 @@ class UpstreamRateLimitAdmin(admin.ModelAdmin[UpstreamRateLimit]):
 
     def has_change_permission(self, request: HttpRequest, obj: UpstreamRateLimit | None = None) -> bool:
         return False
+
+    @admin.action(description="Clear the learned mark (send requests to it again)", permissions=["delete"])
+    def clear_learned_marks(self, request: HttpRequest, queryset: QuerySet[UpstreamRateLimit]) -> None:
+        rows = list(queryset.values_list("connection", "model"))
+        for connection, model in rows:
+            upstream_limit_clear(connection=connection, model=model)
+        self.message_user(request, f"Cleared {len(rows)} learned upstream limit(s).")
 
     @admin.display(description="Requests left")
     def requests_left(self, obj: UpstreamRateLimit) -> str:

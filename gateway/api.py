@@ -17,13 +17,13 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view, inline_serializer
 from rest_framework import serializers
 from rest_framework.exceptions import NotFound
-from rest_framework.pagination import CursorPagination
+from rest_framework.pagination import CursorPagination, LimitOffsetPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 from rest_framework.viewsets import ReadOnlyModelViewSet
 
-from connections.api.base import VIEW, ServiceUnavailableError, model_permissions
+from connections.api.base import DELETE, VIEW, ServiceUnavailableError, model_permissions
 from connections.config_export import capacity_entry_export
 from connections.models import CapacityEntry
 from gateway.audit.selectors import (
@@ -34,6 +34,7 @@ from gateway.audit.selectors import (
     since_parse,
     usage_totals,
 )
+from gateway.capacity.learned import upstream_limit_clear
 from gateway.capacity.policy import Used
 from gateway.capacity.stores import StoreUnavailableError
 from gateway.capacity.usage import capacity_window_usage
@@ -238,10 +239,24 @@ def _used(used: Used) -> dict[str, Any]:
     return {"requests": used.requests, "tokens": used.tokens, "costUsd": used.cost_nanos / NANOS_PER_USD}
 
 
+class CapacityPagination(LimitOffsetPagination):
+    """Pages of limits (or of learned upstream limits): `?limit=` (default 100, at most 1000), `?offset=`."""
+
+    default_limit = 100
+    max_limit = 1000
+
+
+UPSTREAM_LIMITS_SHOWN = 100
+"""`capacity/` shows the most recently seen learned limits; `capacity/upstream-limits/` pages them all."""
+
+
 class CapacityView(APIView):
     """Every capacity limit with what its current window has used (reservations of running
-    requests included), read from the same store the gateway counts in; and, for users who may
-    see them, the upstream rate limits the workers learned (`upstreamLimits`)."""
+    requests included), read from the same store the gateway counts in, a page of limits at a
+    time; and, for users who may see them, the upstream rate limits the workers learned most
+    recently (`upstreamLimits`; all of them, paged, at `capacity/upstream-limits/`)."""
+
+    pagination_class = CapacityPagination
 
     def get_required_permissions(self, request: Request) -> list[str]:
         return model_permissions([CapacityEntry], VIEW)
@@ -249,7 +264,9 @@ class CapacityView(APIView):
     @extend_schema(
         summary="Current capacity counters against each limit",
         parameters=[
-            OpenApiParameter("top", int, description="Busiest values shown per limit with a dimension (default 10)")
+            OpenApiParameter("top", int, description="Busiest values shown per limit with a dimension (default 10)"),
+            OpenApiParameter("limit", int, description="Limits per page (default 100, at most 1000)"),
+            OpenApiParameter("offset", int, description="Limits to skip"),
         ],
         responses={200: OpenApiTypes.OBJECT},
     )
@@ -262,32 +279,80 @@ class CapacityView(APIView):
         entries = CapacityEntry.objects.select_related("connection", "resource", "api_key").order_by(
             "connection__name", "resource__name", "api_key__name", "position", "id"
         )
-        results = []
-        for entry in entries:
-            kind = entry.scope_kind
-            owner = getattr(entry, kind)
-            limit = entry.limit_get()
-            item: dict[str, Any] = {
-                "scope": CAPACITY_SCOPES[kind],
-                "name": owner.name,
-                "limit": capacity_entry_export(entry),
-            }
-            try:
-                usage = capacity_window_usage(scope_kind=kind, scope_name=owner.name, limit=limit, top=top)
-            except StoreUnavailableError:
-                # The store's own message can name hosts and users: it goes to the log only.
-                logger.warning("capacity/: the counters cannot be read", exc_info=True)
-                raise ServiceUnavailableError("The capacity counters cannot be read; see the gateway's log.") from None
-            item["window"] = {"start": _iso(usage.start), "end": _iso(usage.end)}
-            if usage.used is not None:
-                item["used"] = _used(usage.used)
-            else:
-                item["busiest"] = [{"value": value, "used": _used(used)} for value, used in usage.values]
-            results.append(item)
-        body: dict[str, Any] = {"results": results}
+        paginator = self.pagination_class()
+        page = paginator.paginate_queryset(entries, request, view=self) or []
+        results = [self.get_limit_item(entry, top=top) for entry in page]
+        response = paginator.get_paginated_response(results)
         if request.user.has_perm("gateway.view_upstreamratelimit"):
-            body["upstreamLimits"] = [_upstream_limit(row) for row in UpstreamRateLimit.objects.all()]
-        return Response(body)
+            recent = UpstreamRateLimit.objects.order_by("-seen_at", "connection", "model")[: UPSTREAM_LIMITS_SHOWN + 1]
+            rows = list(recent)
+            response.data["upstreamLimits"] = [_upstream_limit(row) for row in rows[:UPSTREAM_LIMITS_SHOWN]]
+            response.data["upstreamLimitsNext"] = (
+                request.build_absolute_uri(f"upstream-limits/?offset={UPSTREAM_LIMITS_SHOWN}")
+                if len(rows) > UPSTREAM_LIMITS_SHOWN
+                else None
+            )
+        return response
+
+    def get_limit_item(self, entry: CapacityEntry, *, top: int) -> dict[str, Any]:
+        kind = entry.scope_kind
+        owner = getattr(entry, kind)
+        limit = entry.limit_get()
+        item: dict[str, Any] = {
+            "scope": CAPACITY_SCOPES[kind],
+            "name": owner.name,
+            "limit": capacity_entry_export(entry),
+        }
+        try:
+            usage = capacity_window_usage(scope_kind=kind, scope_name=owner.name, limit=limit, top=top)
+        except StoreUnavailableError:
+            # The store's own message can name hosts and users: it goes to the log only.
+            logger.warning("capacity/: the counters cannot be read", exc_info=True)
+            raise ServiceUnavailableError("The capacity counters cannot be read; see the gateway's log.") from None
+        item["window"] = {"start": _iso(usage.start), "end": _iso(usage.end)}
+        if usage.used is not None:
+            item["used"] = _used(usage.used)
+        else:
+            item["busiest"] = [{"value": value, "used": _used(used)} for value, used in usage.values]
+            item["values"] = usage.values_count
+        return item
+
+
+class UpstreamLimitsView(APIView):
+    """The last `x-ratelimit-*` headers each connection x model sent, paged, most recently seen first."""
+
+    pagination_class = CapacityPagination
+
+    def get_required_permissions(self, request: Request) -> list[str]:
+        return model_permissions([UpstreamRateLimit], VIEW)
+
+    @extend_schema(
+        summary="Upstream rate limits learned from the upstreams' headers",
+        parameters=[
+            OpenApiParameter("limit", int, description="Rows per page (default 100, at most 1000)"),
+            OpenApiParameter("offset", int, description="Rows to skip"),
+        ],
+        responses={200: OpenApiTypes.OBJECT},
+    )
+    def get(self, request: Request) -> Response:
+        paginator = self.pagination_class()
+        rows = UpstreamRateLimit.objects.order_by("-seen_at", "connection", "model")
+        page = paginator.paginate_queryset(rows, request, view=self) or []
+        return paginator.get_paginated_response([_upstream_limit(row) for row in page])
+
+
+class UpstreamLimitView(APIView):
+    """One connection x model the upstream said is exhausted: DELETE clears the mark on every
+    worker (requests go to it again at once), keeping the last figures seen."""
+
+    def get_required_permissions(self, request: Request) -> list[str]:
+        return model_permissions([UpstreamRateLimit], DELETE if request.method == "DELETE" else VIEW)
+
+    @extend_schema(summary="Clear a learned upstream limit", responses={204: None})
+    def delete(self, request: Request, connection: str, model: str) -> Response:
+        if not upstream_limit_clear(connection=connection, model=model):
+            raise NotFound(f"Nothing was learned of {connection}/{model}.")
+        return Response(status=204)
 
 
 def _upstream_limit(row: UpstreamRateLimit) -> dict[str, Any]:

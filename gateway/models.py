@@ -54,10 +54,15 @@ class CapacityCounter(models.Model):
     """One capacity counter of the database store (used when `REDIS_URL` is not set).
 
     `key` is the policy's counter key (scope, period, window start, dimension value). `reserved_*`
-    are the sums of the live `CapacityReservation` rows of the same key (DESIGN.md 2.10).
+    are the sums of the live `CapacityReservation` rows of the same key (DESIGN.md 2.10). A limit
+    with a dimension has an index row too (`key` = the policy's `values_key`, `requests` = how many
+    values it counts), which its per-value rows name in `values_of`.
     """
 
     key = models.CharField(max_length=255, unique=True)
+    values_of = models.CharField(
+        max_length=255, blank=True, db_index=True, help_text="The index of its limit's values (per-value counters)."
+    )
     expires_at = models.DateTimeField(null=True, blank=True, db_index=True, help_text="Empty: never (lifetime).")
     requests = models.BigIntegerField(default=0)
     tokens = models.BigIntegerField(default=0)
@@ -99,7 +104,10 @@ class UpstreamRateLimit(models.Model):
     exhausted_until = models.DateTimeField(
         null=True, blank=True, help_text="Requests skip this connection x model until then (nothing left upstream)."
     )
-    seen_at = models.DateTimeField()
+    seen_at = models.DateTimeField(db_index=True)
+    cleared_at = models.DateTimeField(
+        null=True, blank=True, help_text="When an operator last cleared the mark (workers drop older marks)."
+    )
 
     class Meta:
         ordering = ["connection", "model"]

@@ -222,6 +222,14 @@ VMX_CAPACITY_FAIL_CLOSED: bool = env.bool("VMX_CAPACITY_FAIL_CLOSED", default=Fa
 # for this many seconds: requests get the rule above at once instead of each waiting for the
 # timeout; then one request probes it. 0 asks every time.
 VMX_CAPACITY_BREAKER_SECONDS: float = env.float("VMX_CAPACITY_BREAKER_SECONDS", default=5.0)
+# A limit with a dimension (`source-ip`, `metadata`) keeps a counter per value: at most this many
+# distinct values per limit and window; a request bringing one more is refused (429). 0: no bound.
+VMX_CAPACITY_MAX_VALUES: int = env.int("VMX_CAPACITY_MAX_VALUES", default=10_000)
+# Learned upstream limits (DESIGN.md 2.10): the longest an upstream's `x-ratelimit-reset-*` may keep a
+# connection x model skipped (a reset of `8760h` would otherwise switch it off for a year), and how
+# long the last limits seen are kept for the admin once nothing more is heard of them.
+VMX_UPSTREAM_LIMIT_MAX_WAIT_SECONDS: float = env.float("VMX_UPSTREAM_LIMIT_MAX_WAIT_SECONDS", default=300.0)
+VMX_UPSTREAM_LIMITS_RETENTION_DAYS: int = env.int("VMX_UPSTREAM_LIMITS_RETENTION_DAYS", default=7)
 # Addresses or networks of the proxies in front of the gateway (comma-separated, e.g.
 # 10.0.0.0/8,127.0.0.1). Only when the peer is one of them does the client address (audit,
 # `source-ip` limits) come from X-Forwarded-For's first hop; otherwise it is the peer itself.

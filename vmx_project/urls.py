@@ -7,7 +7,7 @@ from rest_framework.permissions import AllowAny
 from rest_framework.routers import DefaultRouter
 
 from connections.api.views import APIKeyViewSet, ConfigView, ConnectionViewSet, PricingViewSet, ResourceViewSet
-from gateway.api import AuditViewSet, CapacityView, UsageView
+from gateway.api import AuditViewSet, CapacityView, UpstreamLimitsView, UpstreamLimitView, UsageView
 from gateway.observability.views import dashboard_view
 from vmx_project.api_docs import APIDocsView
 from vmx_project.views import landing_page
@@ -54,6 +54,13 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/usage/", UsageView.as_view(), name="api-usage"),
     path("api/v1/capacity/", CapacityView.as_view(), name="api-capacity"),
+    path("api/v1/capacity/upstream-limits/", UpstreamLimitsView.as_view(), name="api-upstream-limits"),
+    # A model id may hold slashes (`org/model`): the connection's name cannot.
+    path(
+        "api/v1/capacity/upstream-limits/<str:connection>/<path:model>/",
+        UpstreamLimitView.as_view(),
+        name="api-upstream-limit",
+    ),
     path("api/v1/config/", ConfigView.as_view(), name="api-config"),
     path("api/v1/", include(api_v1.urls)),
     path("api/schema/", schema_view, name="api-schema"),

@@ -60,7 +60,13 @@ from connections.config_export import (
 from connections.config_file import ConfigDoc, ConfigFileError, config_apply, config_parse
 from connections.crypto import EncryptionKeyError
 from connections.models import AIResource, APIKey, CapacityEntry, Connection, ModelEntry, PricingEntry
-from connections.services import config_object_delete, config_object_rename, connection_check
+from connections.services import (
+    RENAME_WITH_LIMITS_DENIED,
+    config_object_delete,
+    config_object_rename,
+    config_object_rename_permitted,
+    connection_check,
+)
 
 CONFIG_MODELS: tuple[type[Model], ...] = (Connection, AIResource, APIKey, PricingEntry)
 CONFIG_PARTS: tuple[type[Model], ...] = (ModelEntry, CapacityEntry)
@@ -164,6 +170,8 @@ class ConfigObjectViewSet(GenericViewSet[Any]):
         except serializers.ValidationError:  # stored in a shape the file cannot say (e.g. no model)
             before = None
         self.check_part_permissions(request, before=before, after=self._doc_item(doc))
+        if new_name != name and not config_object_rename_permitted(user=request.user, obj=obj):
+            raise PermissionDenied(RENAME_WITH_LIMITS_DENIED.format(kind=self.kind))
         with transaction.atomic():
             if new_name != name:
                 self._rename(obj, new_name)

@@ -1,6 +1,7 @@
 """Retention (DESIGN.md 2.12): audit records older than `VMX_AUDIT_RETENTION_DAYS` and rollups
 (per minute, hour and day) older than `VMX_ROLLUP_RETENTION_DAYS` are deleted (0 keeps them
-forever).
+forever); so are the learned upstream limits not heard of for `VMX_UPSTREAM_LIMITS_RETENTION_DAYS`
+whose mark (if any) has ended.
 
 Invariants:
 - Exactly what is older than the retention goes: a record of the cut-off instant stays.
@@ -26,7 +27,14 @@ from django.db import IntegrityError, connection, models, transaction
 from django.utils import timezone
 
 from gateway.core.logs import ThrottledLog
-from gateway.models import AuditRecord, DailyUsageRollup, HourlyUsageRollup, MaintenanceRun, UsageRollup
+from gateway.models import (
+    AuditRecord,
+    DailyUsageRollup,
+    HourlyUsageRollup,
+    MaintenanceRun,
+    UpstreamRateLimit,
+    UsageRollup,
+)
 
 logger = logging.getLogger("vmx.retention")
 _failures = ThrottledLog(logger, interval=3600.0)
@@ -49,6 +57,8 @@ class PurgeReport:
     rollups_before: datetime | None
     rollups: int
     """Per-minute, per-hour and per-day rollup rows deleted."""
+    upstream_limits: int = 0
+    """Learned upstream limits deleted (not heard of for the retention, no mark running)."""
 
 
 def retention_cutoffs(*, now: datetime | None = None) -> tuple[datetime | None, datetime | None]:
@@ -84,7 +94,19 @@ def audit_purge(
         # and at midnight, UTC).
         + _purge(HourlyUsageRollup, "hour", _floor(rollups_before, "hour"), dry_run=dry_run, chunk=chunk, pause=pause)
         + _purge(DailyUsageRollup, "day", _floor(rollups_before, "day"), dry_run=dry_run, chunk=chunk, pause=pause),
+        upstream_limits=_upstream_limits_purge(now=now or timezone.now(), dry_run=dry_run),
     )
+
+
+def _upstream_limits_purge(*, now: datetime, dry_run: bool) -> int:
+    before = _cutoff(now, settings.VMX_UPSTREAM_LIMITS_RETENTION_DAYS)
+    if before is None:
+        return 0
+    stale = UpstreamRateLimit.objects.filter(seen_at__lt=before).exclude(exhausted_until__gt=now)
+    if dry_run:
+        return stale.count()
+    deleted, _ = stale.delete()  # one row per connection x model that was ever seen: few
+    return deleted
 
 
 def _floor(moment: datetime | None, unit: str) -> datetime | None:
@@ -141,11 +163,12 @@ def purge_if_due() -> PurgeReport | None:
     started = time.monotonic()
     report = audit_purge(pause=PURGE_PAUSE_SECONDS)
     logger.info(
-        "retention: deleted %d audit records before %s and %d rollups before %s in %.1f s",
+        "retention: deleted %d audit records before %s, %d rollups before %s and %d learned upstream limits in %.1f s",
         report.audit_records,
         report.audit_before,
         report.rollups,
         report.rollups_before,
+        report.upstream_limits,
         time.monotonic() - started,
     )
     return report

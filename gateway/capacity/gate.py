@@ -27,6 +27,8 @@ from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from django.conf import settings
+
 from gateway.capacity.policy import (
     Counter,
     Estimate,
@@ -136,9 +138,9 @@ class CapacityGate:
         groups += [self._leg_charges[index] for index in considered]
         admission_id = f"{self.request}.{next(self._calls)}"
         # Held until the request can no longer be running: every remaining leg at its longest.
-        expires = time.time() + sum(self._leg_seconds[considered[0] :]) + self._allowance
+        held = sum(self._leg_seconds[considered[0] :]) + self._allowance
         try:
-            admission = await self.store.admit(groups=groups, reservation=admission_id, reservation_expires=expires)
+            admission = await self.store.admit(groups=groups, reservation=admission_id, reservation_seconds=held)
         except StoreUnavailableError as exc:
             _count_failure()
             if self.fail_closed:
@@ -283,19 +285,15 @@ def capacity_gate_open(
     if planned is not None and now < planned[0]:
         mandatory_charges, leg_charges = planned[1], planned[2]
     else:
-        mandatory = counters_for(
-            Scope("api_key", api_key), api_key_limits, now=now, source_ip=source_ip, metadata=metadata
-        )
+        max_values = capacity_max_values()
+
+        def counters(scope: Scope, limits: Sequence[CapacityLimit]) -> list[Counter]:
+            return counters_for(scope, limits, now=now, source_ip=source_ip, metadata=metadata, max_values=max_values)
+
+        mandatory = counters(Scope("api_key", api_key), api_key_limits)
         if resource is not None:
-            mandatory += counters_for(
-                Scope("resource", resource), resource_limits, now=now, source_ip=source_ip, metadata=metadata
-            )
-        per_leg = [
-            counters_for(
-                Scope("connection", leg.connection), leg.limits, now=now, source_ip=source_ip, metadata=metadata
-            )
-            for leg in legs
-        ]
+            mandatory += counters(Scope("resource", resource), resource_limits)
+        per_leg = [counters(Scope("connection", leg.connection), leg.limits) for leg in legs]
         every = [*mandatory, *(counter for counters in per_leg for counter in counters)]
         counts_usage = any(_counts_usage(counter) for counter in every)
         input_tokens, output_tokens = estimated_tokens(body) if counts_usage else (0, 0)
@@ -319,6 +317,12 @@ def capacity_gate_open(
         stream=body.get("stream") is True,
         fail_closed=fail_closed,
     )
+
+
+def capacity_max_values() -> int | None:
+    """Distinct values a limit with a dimension tracks per window (`VMX_CAPACITY_MAX_VALUES`; 0: no bound)."""
+    value = int(settings.VMX_CAPACITY_MAX_VALUES)
+    return value if value > 0 else None
 
 
 _unpriced_budgets: set[str] = set()

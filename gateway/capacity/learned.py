@@ -2,20 +2,28 @@
 
 Invariants:
 - A response whose `x-ratelimit-remaining-requests` or `-remaining-tokens` is 0 marks its
-  connection x model exhausted until the matching `x-ratelimit-reset-*`; legs skip it meanwhile.
+  connection x model exhausted until the matching `x-ratelimit-reset-*`, but never for longer than
+  `VMX_UPSTREAM_LIMIT_MAX_WAIT_SECONDS`: one header must not switch a connection off for a year.
+  A reset that cannot be read, or is absurd, is survived (never raises, never loses a save).
+- An operator can clear a mark (`upstream_limit_clear`, the admin's action, the API's DELETE):
+  with Redis every worker hears it at once; without, each worker drops its own mark at its next
+  save (a few seconds), when the database row says it was cleared after the mark was learned.
 - The request path reads only this process's memory (`upstream_limit_until`): a dictionary
   lookup, nothing when nothing was learned. With Redis, an exhaustion is also published: every
   worker's listener (`upstream_limits_listen`) adds what its siblings learned, and a worker that
   starts later loads the marks still running (keys that expire at their reset).
 - The last headers seen per connection x model are saved to the database every few seconds
-  (`upstream_limits_keep_saved`) for the admin; never on the request path.
+  (`upstream_limits_keep_saved`) for the admin; never on the request path. Rows not seen for
+  `VMX_UPSTREAM_LIMITS_RETENTION_DAYS` are deleted by the daily maintenance.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
+import math
 import re
 import time
 from collections.abc import Mapping
@@ -24,6 +32,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+from django.conf import settings
 
 from gateway.capacity.stores.factory import redis_async_client, redis_url
 from gateway.core.logs import ThrottledLog
@@ -58,6 +67,17 @@ def duration_ms(text: str) -> float | None:
     return total if position == len(text) else None
 
 
+def longest_wait_seconds() -> float:
+    """The longest an upstream's reset may keep a connection x model skipped."""
+    return max(1.0, float(settings.VMX_UPSTREAM_LIMIT_MAX_WAIT_SECONDS))
+
+
+def _capped(until: float, now: float) -> float:
+    """`until`, no later than the longest wait from `now` (an infinite or NaN one included)."""
+    latest = now + longest_wait_seconds()
+    return until if math.isfinite(until) and until <= latest else latest
+
+
 @dataclass(frozen=True, slots=True)
 class UpstreamLimits:
     limit_requests: int | None
@@ -74,6 +94,8 @@ _exhausted: dict[tuple[str, str], float] = {}
 """(connection, model) → Unix time until which the upstream has nothing left for it."""
 _seen: dict[tuple[str, str], UpstreamLimits] = {}
 _unsaved: set[tuple[str, str]] = set()
+_marked_at: dict[tuple[str, str], float] = {}
+"""When this worker learned each of its marks: a clear saved after that moment removes it."""
 _tasks: set[asyncio.Task[None]] = set()
 
 
@@ -100,7 +122,7 @@ def upstream_limits_observe(*, connection: str, model: str, headers: Mapping[str
     for remaining, reset in ((remaining_requests, reset_requests), (remaining_tokens, reset_tokens)):
         if remaining == 0:
             wait = duration_ms(reset)
-            candidate = now + (wait if wait is not None else 1000.0) / 1000
+            candidate = _capped(now + (wait if wait is not None else 1000.0) / 1000, now)
             until = candidate if until is None else max(until, candidate)
     if len(_seen) >= MAX_TRACKED and key not in _seen:
         _forget_older_than(now - FORGET_SECONDS)
@@ -119,6 +141,7 @@ def upstream_limits_observe(*, connection: str, model: str, headers: Mapping[str
     _unsaved.add(key)
     if until is not None:
         _exhausted[key] = max(until, _exhausted.get(key, 0.0))
+        _marked_at[key] = now
         if publish:
             _spawn(_publish(connection, model, until))
 
@@ -138,6 +161,7 @@ def upstream_limit_until(*, connection: str, model: str, now: float) -> float | 
         return None
     if until <= now:
         _exhausted.pop((connection, model), None)
+        _marked_at.pop((connection, model), None)
         return None
     return until
 
@@ -180,11 +204,24 @@ def _learn(message: bytes) -> None:
     try:
         data = orjson.loads(message)
         key = (str(data["connection"]), str(data["model"]))
+        if data.get("clear") is True:
+            _forget_mark(key)
+            return
         until = float(data["until"])
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
         return
-    if until > time.time() and (key in _exhausted or len(_exhausted) < MAX_TRACKED):
-        _exhausted[key] = max(until, _exhausted.get(key, 0.0))
+    now = time.time()
+    if until > now and (key in _exhausted or len(_exhausted) < MAX_TRACKED):
+        _exhausted[key] = max(_capped(until, now), _exhausted.get(key, 0.0))
+        _marked_at[key] = now
+
+
+def _forget_mark(key: tuple[str, str]) -> None:
+    _exhausted.pop(key, None)
+    _marked_at.pop(key, None)
+    seen = _seen.get(key)
+    if seen is not None and seen.exhausted_until is not None:
+        _seen[key] = dataclasses.replace(seen, exhausted_until=None)
 
 
 async def upstream_limits_listen() -> None:
@@ -236,10 +273,8 @@ def upstream_limits_save() -> int:
                 limit_tokens=seen.limit_tokens,
                 remaining_tokens=seen.remaining_tokens,
                 reset_tokens=seen.reset_tokens,
-                exhausted_until=None
-                if seen.exhausted_until is None
-                else datetime.fromtimestamp(seen.exhausted_until, UTC),
-                seen_at=datetime.fromtimestamp(seen.seen_at, UTC),
+                exhausted_until=None if seen.exhausted_until is None else _moment(seen.exhausted_until),
+                seen_at=_moment(seen.seen_at),
             )
         )
     if rows:
@@ -265,16 +300,76 @@ def upstream_limits_save() -> int:
     return len(rows)
 
 
+def _moment(seconds: float) -> datetime:
+    """A Unix time as a database date-time (marks are capped; this never raises on one that is not)."""
+    try:
+        return datetime.fromtimestamp(seconds, UTC)
+    except (OverflowError, OSError, ValueError):
+        return datetime.fromtimestamp(time.time() + longest_wait_seconds(), UTC)
+
+
+def upstream_limit_clear(*, connection: str, model: str) -> bool:
+    """Forget that the upstream said this connection x model is exhausted, on every worker (at
+    once with Redis; without it, at each worker's next save). False when nothing was known of it."""
+    from django.utils import timezone
+
+    from gateway.capacity.stores.factory import redis_sync_client
+    from gateway.models import UpstreamRateLimit
+
+    key = (connection, model)
+    known = key in _exhausted or key in _seen
+    _forget_mark(key)
+    cleared = UpstreamRateLimit.objects.filter(connection=connection, model=model).update(
+        exhausted_until=None, cleared_at=timezone.now()
+    )
+    url = redis_url()
+    if url:
+        client = redis_sync_client(url)
+        try:
+            client.delete(f"{KEY_PREFIX}{connection}\x1f{model}")
+            client.publish(CHANNEL, orjson.dumps({"connection": connection, "model": model, "clear": True}))
+        except Exception as exc:  # the database row is cleared; the workers' marks end within the cap
+            _failures.warning(
+                "clear", "could not share a cleared upstream limit through Redis (%s)", type(exc).__name__
+            )
+        finally:
+            client.close()
+    return known or cleared > 0
+
+
+def upstream_limits_reconcile() -> int:
+    """Drop this worker's marks that an operator cleared after they were learned; how many."""
+    from gateway.models import UpstreamRateLimit
+
+    if not _marked_at:
+        return 0
+    keys = list(_marked_at)
+    rows = UpstreamRateLimit.objects.filter(
+        cleared_at__isnull=False,
+        connection__in={connection for connection, _ in keys},
+        model__in={model for _, model in keys},
+    ).values_list("connection", "model", "cleared_at")
+    dropped = 0
+    for connection, model, cleared_at in rows:
+        marked = _marked_at.get((connection, model))
+        if marked is not None and cleared_at is not None and cleared_at.timestamp() >= marked:
+            _forget_mark((connection, model))
+            dropped += 1
+    return dropped
+
+
 async def upstream_limits_keep_saved() -> None:
     """Save what was seen every `SAVE_SECONDS` until cancelled, then once more (server lifespan)."""
     from asgiref.sync import sync_to_async
 
     save = sync_to_async(upstream_limits_save, thread_sensitive=False)
+    reconcile = sync_to_async(upstream_limits_reconcile, thread_sensitive=False)
     try:
         while True:
             await asyncio.sleep(SAVE_SECONDS)
             try:
                 await save()
+                await reconcile()
             except Exception as exc:
                 _failures.warning("save", "could not save upstream rate limits (%s: %s)", type(exc).__name__, exc)
     finally:

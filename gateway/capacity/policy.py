@@ -11,6 +11,10 @@ Invariants:
 - Admission rejects when `used + 1 > requests`, `used + estimate > tokens` or
   `used + estimated cost > costUsd`, where `used` includes the live reservations of requests
   still running, so concurrent requests cannot all pass on one reading.
+- A limit with a dimension counts at most `max_values` distinct values per window: every value's
+  counter is listed in the limit's index (`values_key`), which the stores update in the same
+  atomic step as the counter; a request that would add one more value is refused (`VALUES`),
+  values already in the index go on as before. Reads list a limit's values from its index.
 """
 
 from __future__ import annotations
@@ -57,6 +61,10 @@ class Counter:
     window_end: int | None
     """Unix seconds when the window ends; None for `lifetime`."""
     dimension_value: str = ""
+    values_key: str = ""
+    """The index of the values of this counter's limit and window (empty: no dimension)."""
+    max_values: int | None = None
+    """At most this many values in that index (None: no bound)."""
     max_requests: int | None = field(init=False)
     max_tokens: int | None = field(init=False)
     max_cost_nanos: int | None = field(init=False)
@@ -159,8 +167,17 @@ def reservations_key(counter_key: str) -> str:
 
 
 def counter_key(scope: Scope, limit: CapacityLimit, window_start: int, value: str) -> str:
-    key = counter_key_prefix(scope, limit, window_start) + value
-    if len(key) > MAX_KEY_LENGTH:  # long names or values: still one distinct counter each
+    return _bounded(counter_key_prefix(scope, limit, window_start) + value)
+
+
+def values_key(scope: Scope, limit: CapacityLimit, window_start: int) -> str:
+    """Where the values of a limit with a dimension are indexed, for one window: a namespace of its
+    own, like the reservations'."""
+    return _bounded("vmx:{cap}:values:" + counter_key_prefix(scope, limit, window_start).removeprefix(KEY_PREFIX))
+
+
+def _bounded(key: str) -> str:
+    if len(key) > MAX_KEY_LENGTH:  # long names or values: still one distinct key each
         key = key[:180] + "#" + hashlib.sha256(key.encode()).hexdigest()[:40]
     return key
 
@@ -172,17 +189,27 @@ def counters_for(
     now: float,
     source_ip: str | None,
     metadata: Mapping[str, str],
+    max_values: int | None = None,
 ) -> list[Counter]:
     """The counters `limits` of `scope` put on this request, limits on one counter merged."""
-    grouped: dict[str, tuple[list[CapacityLimit], int | None, str]] = {}
+    grouped: dict[str, tuple[list[CapacityLimit], int | None, str, str]] = {}
     for limit in limits:
         start, end = window(limit.period, now)
         value = dimension_value(limit, source_ip=source_ip, metadata=metadata)
         key = counter_key(scope, limit, start, value)
-        grouped.setdefault(key, ([], end, value))[0].append(limit)
+        index = values_key(scope, limit, start) if limit.dimension else ""
+        grouped.setdefault(key, ([], end, value, index))[0].append(limit)
     return [
-        Counter(key=key, scope=scope, limits=tuple(found), window_end=end, dimension_value=value)
-        for key, (found, end, value) in grouped.items()
+        Counter(
+            key=key,
+            scope=scope,
+            limits=tuple(found),
+            window_end=end,
+            dimension_value=value,
+            values_key=index,
+            max_values=max_values if index else None,
+        )
+        for key, (found, end, value, index) in grouped.items()
     ]
 
 
@@ -205,6 +232,13 @@ def retry_after_seconds(window_end: int | None, now: float) -> int | None:
     return max(1, math.ceil(window_end - now))
 
 
+def values_exceeded(counter: Counter, *, tracked: int, known: bool) -> Metric:
+    """`VALUES` when the counter's value is not yet among its limit's `tracked` values and no more fit."""
+    if counter.max_values is not None and not known and tracked >= counter.max_values:
+        return Metric.VALUES
+    return Metric(0)
+
+
 def limit_crossed(counter: Counter, crossed: Metric) -> tuple[CapacityLimit, Metric]:
     """The limit entry and metric to name in the error: cost first (a budget), then tokens, requests."""
     for metric, attribute in ((Metric.COST, "cost_usd"), (Metric.TOKENS, "tokens"), (Metric.REQUESTS, "requests")):
@@ -216,7 +250,15 @@ def limit_crossed(counter: Counter, crossed: Metric) -> tuple[CapacityLimit, Met
 
 def exceeded_message(counter: Counter, crossed: Metric) -> str:
     """`API key 'ci' reached its limit of 60 requests per minute` (with the value when per dimension)."""
-    limit, metric = limit_crossed(counter, crossed)
+    if crossed == Metric.VALUES:
+        limit = counter.limits[0]
+        of = "source IP" if limit.dimension == "source-ip" else f"metadata '{limit.dimension_field}'"
+        period = "in total" if limit.period == "lifetime" else f"per {limit.period}"
+        return (
+            f"{counter.scope.label} reached its limit of {counter.max_values:,} distinct values of {of} {period}"
+            f" ({counter.dimension_value!r} would be one more; values already counted are still served)"
+        )
+    limit, metric = limit_crossed(counter, crossed & ~Metric.VALUES)
     value = f" for {counter.dimension_value!r}" if limit.dimension else ""
     if metric is Metric.COST:
         return f"{counter.scope.label} reached its budget of {limit.describe(metric)}{value}"

@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from gateway.capacity.policy import Scope, Used, counter_key_prefix, window
+from gateway.capacity.policy import Scope, Used, counter_key, counter_key_prefix, values_key, window
 from gateway.capacity.stores import StoreUnavailableError, capacity_store
 from gateway.core.limits import NANOS_PER_USD, CapacityLimit
 
@@ -31,22 +31,29 @@ def _figures(limit: CapacityLimit, used: Used) -> str:
 @dataclass(frozen=True, slots=True)
 class WindowUsage:
     """A limit's current window and what is used in it: the whole scope's figures, or for a
-    limit with a dimension the busiest values' (at most `top`, busiest first)."""
+    limit with a dimension the busiest values' (at most `top`, busiest first) and how many
+    values it counts."""
 
     start: int
     end: int | None
     used: Used | None
     values: list[tuple[str, Used]]
+    values_count: int = 0
 
 
 def capacity_window_usage(*, scope_kind: str, scope_name: str, limit: CapacityLimit, top: int = 1) -> WindowUsage:
     """Raises `StoreUnavailableError` when the counters cannot be read."""
     start, end = window(limit.period, time.time())
-    prefix = counter_key_prefix(Scope(scope_kind, scope_name), limit, start)
-    found = capacity_store().used(key_prefix=prefix, limit=max(top, 1) if limit.dimension else 1)
+    scope = Scope(scope_kind, scope_name)
+    store = capacity_store()
     if not limit.dimension:
+        found = store.used(key=counter_key(scope, limit, start, ""), limit=1)
         return WindowUsage(start, end, found[0][1] if found else Used(), [])
-    return WindowUsage(start, end, None, [(key[len(prefix) :], used) for key, used in found])
+    prefix = counter_key_prefix(scope, limit, start)
+    index = values_key(scope, limit, start)
+    found = store.used(values_key=index, limit=max(top, 1))
+    values = [(key.removeprefix(prefix), used) for key, used in found]
+    return WindowUsage(start, end, None, values, store.values_count(values_key=index))
 
 
 def capacity_usage_text(*, scope_kind: str, scope_name: str, limit: CapacityLimit) -> str:
@@ -61,4 +68,4 @@ def capacity_usage_text(*, scope_kind: str, scope_name: str, limit: CapacityLimi
     if not usage.values:
         return "nothing used yet" + ends
     busiest = "; ".join(f"{value!r}: {_figures(limit, used)}" for value, used in usage.values)
-    return f"busiest: {busiest}{ends}"
+    return f"{usage.values_count:,} values; busiest: {busiest}{ends}"

@@ -21,6 +21,8 @@ class Metric(IntFlag):
     REQUESTS = 1
     TOKENS = 2
     COST = 4
+    VALUES = 8
+    """A limit per dimension value already tracks as many values as it may (a new one is refused)."""
 
 
 @dataclass(frozen=True, slots=True)

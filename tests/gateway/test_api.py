@@ -166,6 +166,7 @@ def test_capacity_shows_each_limit_with_its_window(api: APIClient):
     assert minute["used"] == {"requests": 0, "tokens": 0, "costUsd": 0.0}
     assert minute["window"]["start"].endswith(":00Z")
     assert by_scope[("resource", "default")]["busiest"] == []
+    assert by_scope[("resource", "default")]["values"] == 0
 
 
 def test_capacity_lists_the_upstream_limits_learned(api: APIClient):
@@ -233,3 +234,71 @@ def test_the_landing_page_says_what_this_is(client):
 def test_the_landing_page_only_answers_reads(client):
     response = client.post("/")
     assert response.status_code == 405  # not the CSRF failure page
+
+
+def _learned(n: int, **fields) -> UpstreamRateLimit:
+    values = {"connection": "openai-main", "model": f"gpt-{n:03d}", "remaining_requests": 5, "seen_at": timezone.now()}
+    return UpstreamRateLimit.objects.create(**{**values, **fields})
+
+
+def test_the_upstream_limits_learned_are_paged(api: APIClient):
+    for n in range(7):
+        _learned(n)
+    seen: list[str] = []
+    url = "/api/v1/capacity/upstream-limits/?limit=3"
+    while url:
+        page = api.get(url).json()
+        assert page["count"] == 7 and len(page["results"]) <= 3
+        seen += [item["model"] for item in page["results"]]
+        url = page["next"]
+    assert sorted(seen) == [f"gpt-{n:03d}" for n in range(7)]
+
+
+def test_capacity_pages_its_limits(api: APIClient):
+    connection_save(name="demo", provider="mock", config={})
+    for n in range(5):
+        key, _, _ = api_key_save(name=f"ci-{n}", resources=[])
+        capacity_entries_replace(owner=key, specs=[CapacitySpec(period="minute", requests=60)])
+    page = api.get("/api/v1/capacity/?limit=2").json()
+    assert page["count"] == 5 and len(page["results"]) == 2 and page["next"]
+    rest = api.get(page["next"]).json()
+    assert [item["name"] for item in rest["results"]] == ["ci-2", "ci-3"]
+
+
+def test_a_learned_mark_is_cleared_through_the_api(api: APIClient):
+    import time as clock
+
+    from gateway.capacity.learned import upstream_limit_until, upstream_limits_observe
+
+    upstream_limits_observe(
+        connection="openai-main",
+        model="org/gpt-clear",
+        headers={"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "8760h"},
+        publish=False,
+    )
+    _learned(0, model="org/gpt-clear", remaining_requests=0, exhausted_until=timezone.now() + timedelta(minutes=5))
+    assert upstream_limit_until(connection="openai-main", model="org/gpt-clear", now=clock.time())
+    viewer = User.objects.create_user("viewer", password="pw-0123456789", is_staff=True)
+    from django.contrib.auth.models import Permission
+
+    viewer.user_permissions.add(Permission.objects.get(codename="view_upstreamratelimit"))
+    as_viewer = APIClient()
+    as_viewer.force_authenticate(viewer)
+    url = "/api/v1/capacity/upstream-limits/openai-main/org/gpt-clear/"
+    assert as_viewer.delete(url).status_code == 403
+    assert api.delete(url).status_code == 204
+    assert upstream_limit_until(connection="openai-main", model="org/gpt-clear", now=clock.time()) is None
+    assert UpstreamRateLimit.objects.get(model="org/gpt-clear").exhausted_until is None
+    assert api.delete("/api/v1/capacity/upstream-limits/openai-main/nothing-known/").status_code == 404
+
+
+def test_the_admin_clears_learned_marks(admin_client):
+    row = _learned(0, remaining_requests=0, exhausted_until=timezone.now() + timedelta(minutes=5))
+    response = admin_client.post(
+        "/admin/gateway/upstreamratelimit/",
+        {"action": "clear_learned_marks", "_selected_action": [row.pk]},
+        follow=True,
+    )
+    assert response.status_code == 200
+    row.refresh_from_db()
+    assert row.exhausted_until is None and row.cleared_at is not None

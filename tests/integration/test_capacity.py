@@ -15,6 +15,7 @@ from __future__ import annotations
 import concurrent.futures
 import secrets
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -474,9 +475,80 @@ def test_requests_without_limits_count_nothing_anywhere(gateway, upstream):
     client = openai.OpenAI(api_key="vmx-it-all-0123456789abcdef", base_url=f"{gateway.base_url}/v1", max_retries=0)
     for _ in range(3):
         client.chat.completions.create(model="default", messages=MESSAGES)
-    script = (
-        "from gateway.capacity.stores import capacity_store; "
-        "print(sum(len(capacity_store().used(key_prefix=p, limit=100)) "
-        "for p in ('vmx:{cap}:k:all:', 'vmx:{cap}:r:default:', 'vmx:{cap}:c:up-a:')))"
+    script = (  # a scan is fine here: it looks for what should not be anywhere
+        "from gateway.capacity.stores.factory import redis_sync_client, redis_url; "
+        "from gateway.models import CapacityCounter; "
+        "prefixes = ('vmx:{cap}:k:all:', 'vmx:{cap}:r:default:', 'vmx:{cap}:c:up-a:'); "
+        "print(sum(len(list(redis_sync_client(redis_url()).scan_iter(match=p + '*'))) if redis_url() "
+        "else CapacityCounter.objects.filter(key__startswith=p).count() for p in prefixes))"
     )
     assert manage(gateway.env, "shell", "-v", "0", "-c", script).stdout.strip() == "0"
+
+
+def test_a_reset_of_a_year_skips_a_connection_for_minutes_and_an_operator_clears_it(gateway, upstream, tmp_path):
+    """OpenAI said `x-ratelimit-remaining-requests: 0` with a reset of `8760h` (and an absurd
+    token reset): the pair is skipped for at most VMX_UPSTREAM_LIMIT_MAX_WAIT_SECONDS, the saved
+    row survives the absurd value, and DELETE on the management API sends requests to it again on
+    every worker."""
+    path, model, resource = _name("year"), _name("gpt-year"), _name("cap-year")
+    first = _name("cap-year")
+    _apply(
+        gateway,
+        tmp_path,
+        {
+            "connections": [_connection(first, upstream, path)],
+            "resources": [
+                {
+                    "name": resource,
+                    "model": {"connection": first, "model": model},
+                    "fallbackModels": [{"connection": "up-b", "model": "gpt-4o-mini"}],
+                }
+            ],
+        },
+    )
+    headers = {
+        "x-ratelimit-limit-requests": "500",
+        "x-ratelimit-remaining-requests": "0",
+        "x-ratelimit-reset-requests": "8760h",
+        "x-ratelimit-remaining-tokens": "0",
+        "x-ratelimit-reset-tokens": "9" * 30 + "h",
+    }
+    upstream.reply("POST", f"/{path}/v1/chat/completions", Reply(headers=headers), Reply())
+    client = openai.OpenAI(api_key="vmx-it-all-0123456789abcdef", base_url=f"{gateway.base_url}/v1", max_retries=0)
+    assert (
+        client.chat.completions.with_raw_response.create(model=resource, messages=MESSAGES).headers["x-vmx-connection"]
+        == first
+    )
+    token = _operator_token(gateway)
+    api = httpx2.Client(base_url=f"{gateway.base_url}/api/v1", headers={"Authorization": f"Token {token}"})
+    deadline = time.monotonic() + 10
+    while True:
+        rows = [row for row in api.get("/capacity/upstream-limits/").json()["results"] if row["model"] == model]
+        if rows:
+            break
+        assert time.monotonic() < deadline, "the limits seen were never saved (the absurd reset lost the batch?)"
+        time.sleep(0.5)
+    until = datetime.fromisoformat(rows[0]["exhaustedUntil"].replace("Z", "+00:00"))
+    assert until <= datetime.now(UTC) + timedelta(seconds=300 + 5)  # the default cap, not a year
+    answered = client.chat.completions.with_raw_response.create(model=resource, messages=MESSAGES)
+    routed = [answered.headers["x-vmx-connection"]]
+    assert api.delete(f"/capacity/upstream-limits/{first}/{model}/").status_code == 204
+    # Every worker hears it: at once through Redis, else at its next save (every 5 s).
+    deadline = time.monotonic() + 12
+    while True:
+        answered = client.chat.completions.with_raw_response.create(model=resource, messages=MESSAGES)
+        routed.append(answered.headers["x-vmx-connection"])
+        if routed[-2:] == [first, first]:
+            break
+        assert time.monotonic() < deadline, f"still skipped after the clear: {routed}"
+        time.sleep(0.3)
+    assert api.delete(f"/capacity/upstream-limits/{first}/never-seen/").status_code == 404
+
+
+def _operator_token(gateway: Gateway) -> str:
+    script = (
+        "from django.contrib.auth.models import User; from rest_framework.authtoken.models import Token; "
+        "user, _ = User.objects.get_or_create(username='capacity-ops', defaults={'is_staff': True, 'is_superuser': True}); "
+        "print(Token.objects.get_or_create(user=user)[0].key)"
+    )
+    return manage(gateway.env, "shell", "-v", "0", "-c", script).stdout.strip()

@@ -5,15 +5,21 @@ Both stores apply `policy.exceeded` atomically to every counter of a request at 
 - `admit` checks the mandatory group (API key and resource counters) and the leg groups in order
   (one per candidate connection), and counts the mandatory group and the first leg group that
   fits; if the mandatory group or every leg group would cross a limit, nothing is counted.
-- A reservation (tokens and cost held for a running request) is kept per counter with an expiry;
+- A reservation (tokens and cost held for a running request) is kept per counter with an expiry
+  stamped and compared by the store's clock, never an instance's;
   `settle` removes it (if still there) and adds the real figures, so a reservation is released
   or replaced exactly once. Expired reservations are dropped by the next admission of the counter.
 - Counters expire with their window (plus a margin); `lifetime` counters never do.
+- A settlement that fails (a Redis blip, a database restart) is tried again in the background,
+  `SETTLE_RETRY_DELAYS` apart, so a reservation is not held for its whole allowance by one
+  failed call. Settling is idempotent: a store that ran a settlement whose answer was lost does
+  not add it twice when it is retried.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -21,6 +27,9 @@ from typing import Protocol
 from gateway.capacity.policy import Counter, Estimate, Used
 from gateway.core.limits import Metric
 
+SETTLE_RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0)
+"""Seconds between the tries of a failed settlement: about half a minute in all, then it is given
+up (and logged): a reservation it held expires with its request's allowance."""
 EXPIRY_MARGIN_SECONDS = 120
 """Counters outlive their window a little: instances' clocks differ by a few seconds at most."""
 
@@ -62,14 +71,24 @@ class CapacityStore(Protocol):
     name: str
 
     async def admit(
-        self, *, groups: Sequence[Sequence[Charge]], reservation: str, reservation_expires: float
-    ) -> Admission: ...
+        self, *, groups: Sequence[Sequence[Charge]], reservation: str, reservation_seconds: float
+    ) -> Admission:
+        """Check and count; what is reserved is held `reservation_seconds` from the store's own
+        clock (Redis `TIME`, the database's time): instances' clocks do not agree, the store's
+        is one."""
+        ...
 
-    async def settle(self, *, settlements: Sequence[Settlement]) -> None: ...
+    async def settle(self, *, settlements: Sequence[Settlement]) -> None:
+        """Idempotent: the same settlements applied again (a retry) change nothing."""
+        ...
 
-    def used(self, *, key_prefix: str, limit: int) -> list[tuple[str, Used]]:
-        """Synchronous read for the admin: the counters whose key starts with `key_prefix`
-        (at most `limit`, the busiest first), as (key, figures in use)."""
+    def used(self, *, key: str = "", values_key: str = "", limit: int) -> list[tuple[str, Used]]:
+        """Synchronous read for the admin: the counter `key`, or the counters listed in the index
+        `values_key` (at most `limit`, the busiest first), as (key, figures in use). Never a scan."""
+        ...
+
+    def values_count(self, *, values_key: str) -> int:
+        """How many values the index `values_key` lists (synchronous, for the admin)."""
         ...
 
 
@@ -89,11 +108,16 @@ def settle_in_background(
         return
 
     async def work() -> None:
-        try:
-            await store.settle(settlements=settlements)
-        except StoreUnavailableError as exc:
-            if on_failure is not None:
-                on_failure(exc)
+        for delay in (*SETTLE_RETRY_DELAYS, None):
+            try:
+                await store.settle(settlements=settlements)
+                return
+            except StoreUnavailableError as exc:
+                if delay is None:
+                    if on_failure is not None:
+                        on_failure(exc)
+                    return
+            await asyncio.sleep(delay)
 
     try:
         loop = asyncio.get_running_loop()
@@ -129,6 +153,15 @@ def admission_releases(
         for charge in groups[group]
         if charge_reserves(charge)
     ]
+
+
+def settlement_id(settlements: Sequence[Settlement]) -> str:
+    """What names one settlement call, so that a retry of it is recognised."""
+    text = "|".join(
+        f"{item.counter.key}\x1f{item.reservation}\x1f{item.actual.tokens}\x1f{item.actual.cost_nanos}"
+        for item in settlements
+    )
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 def counter_expiry(counter: Counter) -> float | None:

@@ -9,14 +9,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from asgiref.sync import sync_to_async
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import F, Q, Sum
 
-from gateway.capacity.policy import Used, exceeded
+from gateway.capacity.policy import KEY_PREFIX, Used, exceeded, values_exceeded
 from gateway.capacity.stores.base import (
     Admission,
     Charge,
@@ -27,8 +27,13 @@ from gateway.capacity.stores.base import (
     counter_expiry,
     reservation_of,
     settle_in_background,
+    settlement_id,
 )
 from gateway.models import CapacityCounter, CapacityReservation
+
+SETTLED_KEY = KEY_PREFIX + "settled"
+"""The `counter_key` of the markers of settlements applied (a retry of one changes nothing)."""
+SETTLED_KEEP = timedelta(hours=1)
 
 
 class DatabaseCapacityStore:
@@ -42,10 +47,10 @@ class DatabaseCapacityStore:
         self._swept_at = 0.0
 
     async def admit(
-        self, *, groups: Sequence[Sequence[Charge]], reservation: str, reservation_expires: float
+        self, *, groups: Sequence[Sequence[Charge]], reservation: str, reservation_seconds: float
     ) -> Admission:
         work = asyncio.ensure_future(
-            self._call(sync_to_async(self._admit, thread_sensitive=False)(groups, reservation, reservation_expires))
+            self._call(sync_to_async(self._admit, thread_sensitive=False)(groups, reservation, reservation_seconds))
         )
         try:
             admission: Admission = await asyncio.shield(work)
@@ -69,26 +74,48 @@ class DatabaseCapacityStore:
         except DatabaseError as exc:
             raise StoreUnavailableError(f"database: {type(exc).__name__}: {exc}") from exc
 
-    def _admit(self, groups: Sequence[Sequence[Charge]], reservation: str, reservation_expires: float) -> Admission:
+    def _admit(self, groups: Sequence[Sequence[Charge]], reservation: str, reservation_seconds: float) -> Admission:
         self._sweep()
-        now = time.time()
-        moment = datetime.fromtimestamp(now, UTC)
         charges = {charge.counter.key: charge for group in groups for charge in group}
+        # A per-value counter's row is made only when it is counted: a refused request brings no
+        # row, so the rows of a limit are bounded by its index.
+        per_value = {key for key, charge in charges.items() if charge.counter.values_key}
+        indexes = {
+            charge.counter.values_key: charge.counter for charge in charges.values() if charge.counter.values_key
+        }
         with transaction.atomic():
+            moment = database_now()
             # In key order, like the locks below: two requests creating the same new counters at a
             # window's start must not each wait for the other's insert (a deadlock on PostgreSQL).
             CapacityCounter.objects.bulk_create(
                 [
-                    CapacityCounter(key=key, expires_at=_moment(counter_expiry(charges[key].counter)))
-                    for key in sorted(charges)
+                    CapacityCounter(key=key, expires_at=_moment(counter_expiry(counter)))
+                    for key, counter in sorted(
+                        [*((k, charges[k].counter) for k in charges if k not in per_value), *indexes.items()]
+                    )
                 ],
                 ignore_conflicts=True,
             )
-            # Locked in key order, so two requests sharing counters never deadlock.
+            # The indexes first, then the counters, each in key order: every admission locks in
+            # this one order, so none deadlocks, and no two add a value to one index at once.
+            index_rows = {
+                row.key: row
+                for row in CapacityCounter.objects.select_for_update().filter(key__in=indexes).order_by("key")
+            }
             rows = {
                 row.key: row
                 for row in CapacityCounter.objects.select_for_update().filter(key__in=charges).order_by("key")
             }
+            new = {
+                key: CapacityCounter(
+                    key=key,
+                    values_of=charges[key].counter.values_key,
+                    expires_at=_moment(counter_expiry(charges[key].counter)),
+                )
+                for key in per_value
+                if key not in rows
+            }
+            rows.update(new)
             expired = CapacityReservation.objects.filter(counter_key__in=charges, expires_at__lte=moment)
             for item in expired.values("counter_key").annotate(tokens_sum=Sum("tokens"), cost_sum=Sum("cost_nanos")):
                 row = rows[item["counter_key"]]
@@ -106,20 +133,31 @@ class DatabaseCapacityStore:
                         cost_nanos=row.cost_nanos + row.reserved_cost_nanos,
                     )
                     crossed = exceeded(charge.counter, used, charge.estimate)
+                    if charge.counter.values_key:
+                        crossed |= values_exceeded(
+                            charge.counter,
+                            tracked=index_rows[charge.counter.values_key].requests,
+                            known=charge.counter.key not in new,
+                        )
                     if crossed:
                         fits[group] = False
                         admission.crossed.setdefault(group, []).append((charge.counter, crossed))
             if fits[0]:
                 admission.chosen = next((g for g in range(1, len(groups)) if fits[g]), None)
+            existing = [row for key, row in rows.items() if key not in new]
             if admission.chosen is None:  # nothing counted; the expired reservations stay released
-                CapacityCounter.objects.bulk_update(list(rows.values()), ["reserved_tokens", "reserved_cost_nanos"])
+                CapacityCounter.objects.bulk_update(existing, ["reserved_tokens", "reserved_cost_nanos"])
                 return admission
             counted = [(0, charge) for charge in groups[0]]
             counted += [(admission.chosen, charge) for charge in groups[admission.chosen]]
             reservations = []
+            made = []
             for group, charge in counted:
                 row = rows[charge.counter.key]
                 row.requests += 1
+                if row.key in new:
+                    made.append(row)
+                    index_rows[charge.counter.values_key].requests += 1
                 if charge_reserves(charge):
                     row.reserved_tokens += charge.estimate.tokens
                     row.reserved_cost_nanos += charge.estimate.cost_nanos
@@ -129,18 +167,25 @@ class DatabaseCapacityStore:
                             reservation=reservation_of(reservation, group),
                             tokens=charge.estimate.tokens,
                             cost_nanos=charge.estimate.cost_nanos,
-                            expires_at=datetime.fromtimestamp(reservation_expires, UTC),
+                            expires_at=moment + timedelta(seconds=max(reservation_seconds, 0.0)),
                         )
                     )
             CapacityCounter.objects.bulk_update(
-                list(rows.values()), ["requests", "reserved_tokens", "reserved_cost_nanos"]
+                [*existing, *index_rows.values()], ["requests", "reserved_tokens", "reserved_cost_nanos"]
             )
+            CapacityCounter.objects.bulk_create(made)
             CapacityReservation.objects.bulk_create(reservations)
         return admission
 
     def _settle(self, settlements: Sequence[Settlement]) -> None:
         keys = {item.counter.key for item in settlements}
+        marker = settlement_id(settlements)
         with transaction.atomic():
+            if CapacityReservation.objects.filter(counter_key=SETTLED_KEY, reservation=marker).exists():
+                return  # a retry of a settlement whose commit went through
+            CapacityReservation.objects.create(
+                counter_key=SETTLED_KEY, reservation=marker, expires_at=datetime.now(UTC) + SETTLED_KEEP
+            )
             rows = {
                 row.key: row for row in CapacityCounter.objects.select_for_update().filter(key__in=keys).order_by("key")
             }
@@ -172,16 +217,40 @@ class DatabaseCapacityStore:
         ended = CapacityCounter.objects.filter(expires_at__lt=moment)
         CapacityReservation.objects.filter(counter_key__in=ended.values("key")).delete()
         ended.delete()
+        CapacityReservation.objects.filter(counter_key=SETTLED_KEY, expires_at__lt=moment).delete()
 
-    def used(self, *, key_prefix: str, limit: int) -> list[tuple[str, Used]]:
+    def used(self, *, key: str = "", values_key: str = "", limit: int) -> list[tuple[str, Used]]:
+        # A limit's values are the rows naming its index: an indexed lookup, never a prefix scan.
         rows = (
-            CapacityCounter.objects.filter(key__startswith=key_prefix)
+            (
+                CapacityCounter.objects.filter(values_of=values_key)
+                if values_key
+                else CapacityCounter.objects.filter(key=key)
+            )
             .annotate(
                 all_cost=F("cost_nanos") + F("reserved_cost_nanos"), all_tokens=F("tokens") + F("reserved_tokens")
             )
-            .order_by("-all_cost", "-all_tokens", "-requests")[:limit]
+            .order_by("-all_cost", "-all_tokens", "-requests", "key")[:limit]
         )
         return [(row.key, Used(requests=row.requests, tokens=row.all_tokens, cost_nanos=row.all_cost)) for row in rows]
+
+    def values_count(self, *, values_key: str) -> int:
+        row = CapacityCounter.objects.filter(key=values_key).values_list("requests", flat=True).first()
+        return int(row or 0)
+
+
+def database_now() -> datetime:
+    """The database's clock (instances' clocks differ; the database they share has one)."""
+    query = {
+        "postgresql": "SELECT now()",
+        "sqlite": "SELECT (julianday('now') - 2440587.5) * 86400.0",
+    }.get(connection.vendor)
+    if query is None:
+        return datetime.now(UTC)
+    with connection.cursor() as cursor:
+        cursor.execute(query)
+        value = cursor.fetchone()[0]
+    return value.astimezone(UTC) if isinstance(value, datetime) else datetime.fromtimestamp(float(value), UTC)
 
 
 def _moment(seconds: float | None) -> datetime | None:

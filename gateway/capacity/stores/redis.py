@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Sequence
 from typing import Any
 
 import redis.exceptions
 
-from gateway.capacity.policy import Counter, Used, reservations_key
+from gateway.capacity.policy import KEY_PREFIX, Counter, Used, reservations_key
 from gateway.capacity.stores.base import (
     Admission,
     Charge,
@@ -22,6 +21,7 @@ from gateway.capacity.stores.base import (
     admission_releases,
     counter_expiry,
     settle_in_background,
+    settlement_id,
 )
 from gateway.capacity.stores.factory import (
     REDIS_TIMEOUT_SECONDS,
@@ -38,22 +38,26 @@ _refusals = ThrottledLog(logging.getLogger("vmx.capacity"), interval=10.0)
 MAX_LISTED = 10_000
 """The admin looks at this many counters of one limit at most (one per dimension value)."""
 
-# KEYS: per counter i, its hash (r, t, c: counted; rt, rc: reserved) then its reservations' sorted set
-# (member "id:tokens:cost", score = expiry in ms).
-# ARGV: now_ms, reservation id, reservation expiry ms, number of groups, then per counter:
-# group, max requests, max tokens, max cost (-1: no limit), estimate tokens, estimate cost, key expiry ms (0: never).
+# KEYS: per counter i, its hash (r, t, c: counted; rt, rc: reserved), its reservations' sorted set
+# (member "id:tokens:cost", score = expiry in ms), then its limit's index of values (a set of
+# counter keys; the counter's own key again when it has no dimension).
+# ARGV: reservation id, how long it is held (ms, from Redis's own clock), number of groups, then per counter:
+# group, max requests, max tokens, max cost (-1: no limit), estimate tokens, estimate cost, key
+# expiry ms (0: never), max values (-1: no bound), has an index (1/0).
 _ADMIT = """
-local now = tonumber(ARGV[1])
+-- Expiry by the server's clock: every instance's reservations are stamped and dropped alike.
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 -- Lua numbers print as floats past 1e14 and as "-0": amounts stay strings where they are passed on.
-local rid = ARGV[2]
-local rexp = tonumber(ARGV[3])
-local ngroups = tonumber(ARGV[4])
-local n = #KEYS / 2
+local rid = ARGV[1]
+local rexp = string.format('%d', now + tonumber(ARGV[2]))
+local ngroups = tonumber(ARGV[3])
+local n = #KEYS / 3
 local ok = {}
 for g = 0, ngroups - 1 do ok[g] = true end
 local crossed = {}
 for i = 1, n do
-  local h, z, a = KEYS[2 * i - 1], KEYS[2 * i], 4 + (i - 1) * 7
+  local h, z, x, a = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i], 3 + (i - 1) * 9
   local expired = redis.call('ZRANGEBYSCORE', z, '-inf', now)
   if #expired > 0 then
     local t, c = 0, 0
@@ -76,6 +80,8 @@ for i = 1, n do
   if maxr >= 0 and r + 1 > maxr then bits = bits + 1 end
   if maxt >= 0 and t + et > maxt then bits = bits + 2 end
   if maxc >= 0 and c + ec > maxc then bits = bits + 4 end
+  local maxv = tonumber(ARGV[a + 8])
+  if maxv >= 0 and redis.call('SISMEMBER', x, h) == 0 and redis.call('SCARD', x) >= maxv then bits = bits + 8 end
   if bits > 0 then
     ok[tonumber(ARGV[a + 1])] = false
     table.insert(crossed, i)
@@ -90,7 +96,7 @@ if ok[0] then
 end
 if chosen > 0 then
   for i = 1, n do
-    local h, z, a = KEYS[2 * i - 1], KEYS[2 * i], 4 + (i - 1) * 7
+    local h, z, x, a = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i], 3 + (i - 1) * 9
     local g = tonumber(ARGV[a + 1])
     if g == 0 or g == chosen then
       local et, ec, kexp = ARGV[a + 5], ARGV[a + 6], tonumber(ARGV[a + 7])
@@ -100,9 +106,11 @@ if chosen > 0 then
         if ec ~= '0' then redis.call('HINCRBY', h, 'rc', ec) end
         redis.call('ZADD', z, rexp, rid .. ':' .. g .. ':' .. et .. ':' .. ec)
       end
+      if ARGV[a + 9] == '1' then redis.call('SADD', x, h) end
       if kexp > 0 then
         redis.call('PEXPIREAT', h, kexp)
         redis.call('PEXPIREAT', z, kexp)
+        if ARGV[a + 9] == '1' then redis.call('PEXPIREAT', x, kexp) end
       end
     end
   end
@@ -111,10 +119,12 @@ table.insert(crossed, 1, chosen)
 return crossed
 """
 
-# KEYS as above; ARGV per counter: its reservation ("id:group"), reserved tokens, reserved cost,
-# actual tokens, actual cost, key expiry ms (0: never).
+# KEYS as above, then the settlement's marker; ARGV per counter: its reservation ("id:group"),
+# reserved tokens, reserved cost, actual tokens, actual cost, key expiry ms (0: never).
+# The marker makes a retried settlement (its first answer lost) a no-op.
 _SETTLE = """
-for i = 1, #KEYS / 2 do
+if not redis.call('SET', KEYS[#KEYS], '1', 'NX', 'PX', 3600000) then return 0 end
+for i = 1, (#KEYS - 1) / 2 do
   local h, z, a = KEYS[2 * i - 1], KEYS[2 * i], (i - 1) * 6
   local rid, rt, rc = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
   if (rt ~= '0' or rc ~= '0') and redis.call('ZREM', z, rid .. ':' .. rt .. ':' .. rc) == 1 then
@@ -131,6 +141,11 @@ for i = 1, #KEYS / 2 do
 end
 return 1
 """
+
+
+def settled_key(settlement: str) -> str:
+    """The marker of a settlement already applied (kept an hour: longer than any retry)."""
+    return f"{KEY_PREFIX}settled:{settlement}"
 
 
 def _limit(value: int | None) -> int:
@@ -172,15 +187,15 @@ class RedisCapacityStore:
             raise StoreUnavailableError(f"Redis: {exc}") from exc
 
     async def admit(
-        self, *, groups: Sequence[Sequence[Charge]], reservation: str, reservation_expires: float
+        self, *, groups: Sequence[Sequence[Charge]], reservation: str, reservation_seconds: float
     ) -> Admission:
         keys: list[str] = []
-        args: list[Any] = [int(time.time() * 1000), reservation, _ms(reservation_expires), len(groups)]
+        args: list[Any] = [reservation, _ms(max(reservation_seconds, 0.0)), len(groups)]
         index: list[tuple[int, Counter]] = []
         for group, charges in enumerate(groups):
             for charge in charges:
                 counter = charge.counter
-                keys += [counter.key, reservations_key(counter.key)]
+                keys += [counter.key, reservations_key(counter.key), counter.values_key or counter.key]
                 args += [
                     group,
                     _limit(counter.max_requests),
@@ -189,6 +204,8 @@ class RedisCapacityStore:
                     charge.estimate.tokens,
                     charge.estimate.cost_nanos,
                     _ms(counter_expiry(counter)),
+                    _limit(counter.max_values),
+                    1 if counter.values_key else 0,
                 ]
                 index.append((group, counter))
         try:
@@ -196,7 +213,7 @@ class RedisCapacityStore:
         except asyncio.CancelledError:
             # The client left with the script sent: it may have counted. Releasing what it may
             # have reserved is a no-op if it did not; should the release reach Redis first, the
-            # reservation expires with `reservation_expires`.
+            # reservation expires after `reservation_seconds`.
             settle_in_background(self, admission_releases(groups, reservation))
             raise
         chosen = int(reply[0])
@@ -219,6 +236,7 @@ class RedisCapacityStore:
                 item.actual.cost_nanos,
                 _ms(counter_expiry(item.counter)),
             ]
+        keys.append(settled_key(settlement_id(settlements)))
         await self._run(_SETTLE, keys, args)
 
     async def ping(self) -> None:
@@ -228,23 +246,22 @@ class RedisCapacityStore:
         except (RedisReplyError, RedisUnavailableError) as exc:
             raise StoreUnavailableError(f"Redis: {exc}") from exc
 
-    def used(self, *, key_prefix: str, limit: int) -> list[tuple[str, Used]]:
+    def used(self, *, key: str = "", values_key: str = "", limit: int) -> list[tuple[str, Used]]:
         client = redis_sync_client(self.url, timeout=self.timeout)
         try:
-            keys = []
-            for key in client.scan_iter(match=_glob_escape(key_prefix) + "*", count=1000):
-                keys.append(key)
-                if len(keys) >= MAX_LISTED:
-                    break
+            # A limit's values come from its index (bounded by VMX_CAPACITY_MAX_VALUES), never a scan.
+            members: Any = client.smembers(values_key) if values_key else []
+            keys = sorted(member.decode() for member in members) if values_key else [key]
+            keys = keys[:MAX_LISTED]
             pipeline = client.pipeline(transaction=False)
-            for key in keys:
-                pipeline.hmget(key, "r", "t", "c", "rt", "rc")
+            for each in keys:
+                pipeline.hmget(each, "r", "t", "c", "rt", "rc")
             found = []
-            for key, values in zip(keys, pipeline.execute(raise_on_error=False), strict=True):
-                if isinstance(values, Exception):  # not a counter (another program's key): not ours to read
+            for each, values in zip(keys, pipeline.execute(raise_on_error=False), strict=True):
+                if isinstance(values, Exception) or all(v is None for v in values):  # gone, or not a counter
                     continue
                 r, t, c, rt, rc = (int(v or 0) for v in values)
-                found.append((key.decode(), Used(requests=r, tokens=t + rt, cost_nanos=c + rc)))
+                found.append((each, Used(requests=r, tokens=t + rt, cost_nanos=c + rc)))
         except redis.exceptions.RedisError as exc:
             raise StoreUnavailableError(f"Redis: {type(exc).__name__}: {exc}") from exc
         finally:
@@ -252,6 +269,11 @@ class RedisCapacityStore:
         found.sort(key=lambda item: (item[1].cost_nanos, item[1].tokens, item[1].requests), reverse=True)
         return found[:limit]
 
-
-def _glob_escape(text: str) -> str:
-    return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)
+    def values_count(self, *, values_key: str) -> int:
+        client = redis_sync_client(self.url, timeout=self.timeout)
+        try:
+            return int(client.scard(values_key))
+        except redis.exceptions.RedisError as exc:
+            raise StoreUnavailableError(f"Redis: {type(exc).__name__}: {exc}") from exc
+        finally:
+            client.close()

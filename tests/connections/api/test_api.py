@@ -505,3 +505,45 @@ def test_secrets_that_cannot_be_decrypted_answer_503_not_500(api: APIClient, set
     ):
         assert response.status_code == 503, response.content
         assert SECRET not in response.content.decode()
+
+
+def test_renaming_an_object_with_limits_needs_the_permission_to_change_limits(base: APIClient):
+    """A rename starts the object's counters afresh (they are keyed by its name): a user who may
+    edit API keys (or resources, connections) but not their limits cannot reset them so."""
+    limited = {"name": "ci", "resources": ["default"], "capacity": [{"period": "day", "requests": 5}]}
+    assert post(base, "/api/v1/api-keys/", limited).status_code == 201
+    assert post(base, "/api/v1/api-keys/", {"name": "free", "resources": ["default"]}).status_code == 201
+    base.patch("/api/v1/resources/default/", {"capacity": [{"period": "day", "requests": 5}]}, format="json")
+    editor = staff_client("view_apikey", "change_apikey", "view_airesource", "change_airesource")
+    denied = editor.patch("/api/v1/api-keys/ci/", {"name": "ci-fresh"}, format="json")
+    assert denied.status_code == 403
+    assert "limits" in denied.json()["detail"]
+    assert editor.patch("/api/v1/resources/default/", {"name": "fresh"}, format="json").status_code == 403
+    assert APIKey.objects.filter(name="ci").exists() and AIResource.objects.filter(name="default").exists()
+    # Other changes, and renaming what has no limits, stay theirs.
+    assert editor.patch("/api/v1/api-keys/ci/", {"enabled": False}, format="json").status_code == 200
+    assert editor.patch("/api/v1/api-keys/free/", {"name": "free-2"}, format="json").status_code == 200
+    # With the limits' permissions, the rename is allowed.
+    assert base.patch("/api/v1/api-keys/ci/", {"name": "ci-fresh"}, format="json").status_code == 200
+
+
+def test_the_admin_shows_the_name_of_an_object_with_limits_read_only_without_the_limit_permission(base: APIClient):
+    from django.test import Client
+
+    assert (
+        post(
+            base,
+            "/api/v1/api-keys/",
+            {"name": "ci", "resources": ["default"], "capacity": [{"period": "day", "requests": 5}]},
+        ).status_code
+        == 201
+    )
+    user = User.objects.create_user("keyeditor", password="pw-0123456789", is_staff=True)
+    user.user_permissions.set(Permission.objects.filter(codename__in=["view_apikey", "change_apikey"]))
+    client = Client()
+    client.force_login(user)
+    key = APIKey.objects.get(name="ci")
+    page = client.get(f"/admin/connections/apikey/{key.pk}/change/").content.decode()
+    assert 'name="name"' not in page
+    client.post(f"/admin/connections/apikey/{key.pk}/change/", {"name": "ci-fresh"})
+    assert APIKey.objects.filter(name="ci").exists()

@@ -103,3 +103,19 @@ def test_the_daily_purge_runs_once_a_day_whoever_asks(settings):
     tomorrow = timezone.now() + PURGE_EVERY
     assert maintenance_claim(name=PURGE_JOB, every=PURGE_EVERY, now=tomorrow)
     assert not maintenance_claim(name=PURGE_JOB, every=PURGE_EVERY, now=tomorrow)
+
+
+def test_learned_upstream_limits_not_heard_of_for_the_retention_are_purged(settings):
+    from gateway.models import UpstreamRateLimit
+
+    settings.VMX_UPSTREAM_LIMITS_RETENTION_DAYS = 7
+    now = timezone.now()
+    for name, seen, until in (
+        ("stale", now - timedelta(days=8), None),
+        ("recent", now - timedelta(days=6), None),
+        ("stale-but-marked", now - timedelta(days=8), now + timedelta(minutes=1)),
+    ):
+        UpstreamRateLimit.objects.create(connection="c", model=name, seen_at=seen, exhausted_until=until)
+    report = audit_purge(now=now)
+    assert report.upstream_limits == 1
+    assert sorted(UpstreamRateLimit.objects.values_list("model", flat=True)) == ["recent", "stale-but-marked"]

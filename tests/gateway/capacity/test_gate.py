@@ -62,7 +62,7 @@ async def _tokens_used(store: CapacityStore, key: str) -> int:
     [counter] = counters_for(
         Scope("api_key", key), [CapacityLimit(period="day", tokens=1)], now=time.time(), source_ip=None, metadata={}
     )
-    found = await asyncio.to_thread(store.used, key_prefix=counter.key, limit=1)
+    found = await asyncio.to_thread(store.used, key=counter.key, limit=1)
     return found[0][1].tokens if found else 0
 
 
@@ -200,3 +200,43 @@ async def test_planned_counters_are_reused_only_where_nothing_about_the_request_
     assert (await gate("bob", whole).choose([0]))[0] == 0  # from the plan: the same counter
     with pytest.raises(CapacityExceededError):
         await gate("carol", whole).choose([0])
+
+
+async def test_a_limit_per_value_tracks_at_most_the_configured_values(store, settings):
+    """Each metadata value has its own counter, up to VMX_CAPACITY_MAX_VALUES per limit and window:
+    a request bringing one more is a clear 429; values already counted go on as before; the
+    values are listed from the limit's own index (no scan), busiest first."""
+    from gateway.capacity.usage import capacity_window_usage
+
+    settings.VMX_CAPACITY_MAX_VALUES = 3
+    settings.REDIS_URL = store.url if isinstance(store, RedisCapacityStore) else ""  # what the reads below look at
+    key = f"t-{secrets.token_hex(4)}"
+    limit = CapacityLimit(period="lifetime", requests=5, dimension="metadata", dimension_field="user")
+
+    async def call(user: str) -> None:
+        gate = capacity_gate_open(
+            api_key=key,
+            api_key_limits=(limit,),
+            resource=None,
+            resource_limits=(),
+            legs=[LegCapacity(connection=f"{key}-c", model="m", limits=(), longest_seconds=10)],
+            body=BODY,
+            source_ip=None,
+            metadata={"user": user},
+            prices=PriceList(exact={}),
+            fail_closed=False,
+            store=store,
+        )
+        assert gate is not None
+        await gate.choose([0])
+
+    for user in ("alice", "bob", "carol", "alice"):
+        await call(user)
+    with pytest.raises(CapacityExceededError) as caught:
+        await call("dave")
+    assert caught.value.status == 429
+    assert f"API key '{key}' reached its limit of 3 distinct values of metadata 'user' in total" in str(caught.value)
+    await call("bob")  # a value already counted is not refused
+    usage = await asyncio.to_thread(capacity_window_usage, scope_kind="api_key", scope_name=key, limit=limit, top=10)
+    assert [value for value, _ in usage.values] == ["alice", "bob", "carol"]
+    assert usage.values_count == 3

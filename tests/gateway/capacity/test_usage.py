@@ -23,7 +23,7 @@ def _count(name: str, limits: list[CapacityLimit], *, user: str = "", tokens: in
     async_to_sync(capacity_store().admit)(
         groups=[[Charge(counter, Estimate(tokens=tokens)) for counter in counters], []],
         reservation=secrets.token_hex(4),
-        reservation_expires=time.time() + 60,
+        reservation_seconds=60,
     )
 
 

@@ -109,10 +109,10 @@ async def test_the_store_fails_at_once_while_the_breaker_is_open(settings):
         store = RedisCapacityStore(server.url, timeout=0.5)
         charge = _limited_counter()
         with pytest.raises(StoreUnavailableError):
-            await store.admit(groups=[[charge], []], reservation="r1", reservation_expires=time.time() + 60)
+            await store.admit(groups=[[charge], []], reservation="r1", reservation_seconds=60)
         started = time.monotonic()
         with pytest.raises(StoreUnavailableError, match="not asked"):
-            await store.admit(groups=[[charge], []], reservation="r2", reservation_expires=time.time() + 60)
+            await store.admit(groups=[[charge], []], reservation="r2", reservation_seconds=60)
         assert time.monotonic() - started < 0.2
     finally:
         server.close()

@@ -187,7 +187,7 @@ def _limited_counter() -> Charge:
 
 async def _admitted(store: RedisCapacityStore, charge: Charge) -> bool:
     admission = await store.admit(
-        groups=[[charge], []], reservation=secrets.token_hex(4), reservation_expires=time.time() + 60
+        groups=[[charge], []], reservation=secrets.token_hex(4), reservation_seconds=60
     )
     return admission.chosen is not None
 
