@@ -215,7 +215,13 @@ class CapacityGate:
             for item in self._counted
             if _counts_usage(item.charge.counter)
         ]
-        _spawn_settle(self.store, settlements)
+        # Nothing reserved and nothing used (token counting, say): nothing to tell the store.
+        settlements = [s for s in settlements if s.reserved != _NOTHING or s.actual != _NOTHING]
+        if settlements:
+            _spawn_settle(self.store, settlements)
+
+
+_NOTHING = Estimate()
 
 
 def _counts_usage(counter: Counter) -> bool:

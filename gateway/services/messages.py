@@ -380,29 +380,45 @@ def estimate_input_tokens(body: dict[str, Any]) -> int:
     return max(1, math.ceil(len(text) / 4))
 
 
-async def count_tokens(request: EndpointRequest) -> tuple[int, bool]:
-    """(input tokens, estimated): the upstream's Responses input-token count, else an estimate.
-    Not a model call: no capacity is admitted or counted, and nothing is learned of limits."""
-    route, body, envelope, audit = request.route, request.body, request.envelope, request.audit
-    counted = {**body, "max_tokens": body.get("max_tokens", 1)}
-    first = _convert(counted, route.legs[0])
+class CountTokensService:
+    """`POST /v1/messages/count_tokens`: the upstream's Responses input-token count, else an
+    estimate (DESIGN.md 2.4). Admitted like any request (key and resource limits, and the limits
+    of the connection it asks), counting as one request and reserving no tokens or cost: it calls
+    no model. Nothing is learned of upstream limits from it. Audited as `messages.count_tokens`."""
 
-    def build(leg: Leg) -> UpstreamRequest:
-        converted = first if leg is route.legs[0] else _convert(counted, leg)
-        merged = upstream_body(args=_upstream_args(route, converted, envelope), leg=leg)
-        payload = {k: merged[k] for k in COUNT_TOKENS_FIELDS if k in merged}
-        return leg_request(
-            leg=leg, envelope=envelope, path="/responses/input_tokens", body=payload, stream=False, max_retries=0
-        )
+    name: ClassVar[str] = "messages.count_tokens"
 
-    try:
-        _, _, parsed = await route_call(route=route, audit=audit, build=build, prime=parse_json_body, learn=False)
-    except (UpstreamError, CapacityExceededError):  # no upstream to ask right now: estimate
-        return estimate_input_tokens(body), True
-    tokens = parsed.get("input_tokens") if isinstance(parsed, dict) else None
-    if not isinstance(tokens, int):
-        return estimate_input_tokens(body), True
-    return tokens, False
+    async def serve(self, request: EndpointRequest) -> GatewayResult:
+        body, envelope, audit = request.body, request.envelope, request.audit
+        counted = {**body, "max_tokens": body.get("max_tokens", 1)}
+        first = _convert(counted, request.route.legs[0])
+        route = request_admit(request, sent=None)
+
+        def build(leg: Leg) -> UpstreamRequest:
+            converted = first if leg is route.legs[0] else _convert(counted, leg)
+            merged = upstream_body(args=_upstream_args(route, converted, envelope), leg=leg)
+            payload = {k: merged[k] for k in COUNT_TOKENS_FIELDS if k in merged}
+            return leg_request(
+                leg=leg, envelope=envelope, path="/responses/input_tokens", body=payload, stream=False, max_retries=0
+            )
+
+        tokens: int | None = None
+        try:
+            _, _, parsed = await route_call(route=route, audit=audit, build=build, prime=parse_json_body, learn=False)
+            tokens = parsed.get("input_tokens") if isinstance(parsed, dict) else None
+        except CapacityExceededError as exc:
+            if exc.scope in ("api_key", "resource"):  # the client's own limits: a 429, as anywhere
+                raise
+        except UpstreamError:  # no upstream to ask right now: estimate
+            pass
+        headers = {**request.headers, "request-id": request.request_id}
+        if not isinstance(tokens, int):
+            tokens = estimate_input_tokens(body)
+            headers["x-vmx-estimate"] = "true"
+        audit.first_byte()
+        audit.finish(status_code=200)
+        return GatewayResult(status=200, headers=headers, body=orjson.dumps({"input_tokens": tokens}))
 
 
 MESSAGES = MessagesService()
+COUNT_TOKENS = CountTokensService()

@@ -33,7 +33,7 @@ from gateway.core.errors import (
 from gateway.core.sse import SSE_HEADERS
 from gateway.services.admission import EndpointRequest, EndpointService
 from gateway.services.envelope import envelope_extract, request_body_parse
-from gateway.services.messages import MESSAGES, count_tokens
+from gateway.services.messages import COUNT_TOKENS, MESSAGES
 from gateway.services.passthrough import CHAT_COMPLETIONS, RESPONSES
 from gateway.services.routing import route_resolve
 from gateway.services.shutdown import shutdown_error, shutdown_forced
@@ -251,19 +251,12 @@ class MessagesView(EndpointView, AnthropicAPIView):
     required_fields = ("max_tokens", "messages")
 
 
-class CountTokensView(AnthropicAPIView):
+class CountTokensView(EndpointView, AnthropicAPIView):
     """`POST /v1/messages/count_tokens`: the upstream's count, else an estimate (DESIGN.md 2.4)."""
 
-    async def post(self, request: HttpRequest) -> HttpResponseBase:
-        snapshot, api_key = await self.authenticate(request)
-        scratch = AuditEntry(request_id=self.request_id, endpoint="messages")  # not a model call: not audited
-        checked = self.request_check(request, snapshot, api_key, scratch, required=("messages",))
-        tokens, estimated = await count_tokens(checked)
-        response = JsonResponse({"input_tokens": tokens})
-        if estimated:
-            response["x-vmx-estimate"] = "true"
-        response["request-id"] = self.request_id
-        return response
+    service = COUNT_TOKENS
+    audit_endpoint = COUNT_TOKENS.name
+    required_fields = ("messages",)
 
 
 class ModelsView(GatewayAPIView):
