@@ -32,6 +32,7 @@ from django.urls import get_resolver
 
 from gateway.audit.entry import AuditEntry
 from gateway.core.errors import AuthenticationError, GatewayError, InvalidRequestError, RequestTooLargeError
+from gateway.services.envelope import envelope_headers
 from gateway.services.shutdown import shutdown_force
 from gateway.v1.auth import authenticate, authentication_failed, client_address
 from gateway.v1.renderers import error_response, openai_error_response, request_id_new
@@ -162,12 +163,17 @@ class GatewayASGIHandler(ASGIHandler):
                 error = exc.error()
                 if auth is not None and view_class is not None and view_class.audit_endpoint:
                     error.headers["x-vmx-request-id"] = request_id = request_id_new()
+                    correlation_id, metadata = envelope_headers(headers)  # the body is never read
                     entry = AuditEntry(
                         request_id=request_id,
                         endpoint=view_class.audit_endpoint,
                         api_key=auth[1].name,
+                        correlation_id=correlation_id,
+                        metadata=metadata,
                         source_ip=_client_address(scope, headers),
                     )
+                    if correlation_id:
+                        error.headers["x-vmx-correlation-id"] = correlation_id
                     entry.finish_error(error)
                 raise error from None
         except RequestAborted:

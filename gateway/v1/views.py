@@ -32,7 +32,7 @@ from gateway.core.errors import (
 )
 from gateway.core.sse import SSE_HEADERS
 from gateway.services.admission import EndpointRequest, EndpointService
-from gateway.services.envelope import envelope_extract, request_body_parse
+from gateway.services.envelope import envelope_extract, envelope_headers, request_body_parse
 from gateway.services.messages import COUNT_TOKENS, MESSAGES
 from gateway.services.passthrough import CHAT_COMPLETIONS, RESPONSES
 from gateway.services.routing import route_resolve
@@ -51,6 +51,9 @@ class GatewayAPIView(View):
     exception_handler: ClassVar[Callable[..., HttpResponse]] = staticmethod(openai_error_response)
     audit_endpoint: ClassVar[str | None] = None
     """The audit's endpoint name for requests of this view; None for views that are not audited."""
+    envelope_read = False
+    """The request's envelope was read (`request_check`): the audit has its correlation id and
+    metadata. A rejection before that is audited with what the `x-vmx-*` headers said."""
 
     @classmethod
     def as_view(cls, **initkwargs: Any) -> Callable[..., Any]:
@@ -130,6 +133,7 @@ class GatewayAPIView(View):
         audit.resource = str(body["model"])[:300]
         envelope = envelope_extract(body, request.headers)
         audit.correlation_id, audit.metadata = envelope.correlation_id, envelope.metadata
+        self.envelope_read = True
         if settings.VMX_AUDIT_BODIES:
             audit.request_body = body
         route = route_resolve(snapshot=snapshot, api_key=api_key, model=body["model"])
@@ -151,6 +155,8 @@ class GatewayAPIView(View):
         try:
             return await call
         except GatewayError as error:
+            if not self.envelope_read:  # refused before the envelope: what its headers said
+                audit.correlation_id, audit.metadata = envelope_headers(self.request.headers)
             status, error_type = self.get_audit_outcome(error)
             audit.finish(status_code=status, error_type=error_type, error_message=error.message)
             error.headers.setdefault("x-vmx-attempts", str(len(audit.attempts)))
