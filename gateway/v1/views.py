@@ -28,6 +28,7 @@ from gateway.core.errors import (
     MethodNotAllowedError,
     NotFoundError,
     RequestTooLargeError,
+    UpgradeRequiredError,
     anthropic_status_and_type,
 )
 from gateway.core.sse import SSE_HEADERS
@@ -63,6 +64,12 @@ class GatewayAPIView(View):
     def get_exception_handler(self) -> Callable[..., HttpResponse]:
         return type(self).exception_handler
 
+    @classmethod
+    def get_websocket_error(cls, path: str) -> GatewayError:
+        """The answer to a WebSocket handshake on this view's path, as an HTTP request asking to
+        upgrade or as the server's `websocket` connection (`gateway.asgi.handler`): 426."""
+        return UpgradeRequiredError(path)
+
     def get_max_body_bytes(self) -> int:
         return int(settings.VMX_MAX_BODY_BYTES)
 
@@ -74,6 +81,8 @@ class GatewayAPIView(View):
         request_id = request_id_new()
         self.request_id = request_id
         try:
+            if "websocket" in request.headers.get("upgrade", "").lower():
+                raise self.get_websocket_error(request.path)
             handler = getattr(self, request.method.lower(), None) if request.method else None
             if request.method not in ("GET", "POST") or handler is None:
                 raise MethodNotAllowedError(f"{request.method} is not allowed on {request.path}.")
@@ -281,5 +290,9 @@ class NotFoundView(GatewayAPIView):
 
     async def _not_found(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         raise NotFoundError(f"Unknown request URL: {request.method} {request.path}.", code="unknown_url")
+
+    @classmethod
+    def get_websocket_error(cls, path: str) -> GatewayError:
+        return NotFoundError(f"Unknown request URL: GET {path}.", code="unknown_url")
 
     get = post = _not_found
