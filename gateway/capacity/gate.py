@@ -279,9 +279,10 @@ def capacity_gate_open(
     """The request's gate, or None when nothing it touches has limits (the common, free case).
 
     `body` is what goes upstream, estimated for tokens and cost; None for a request that calls
-    no model, which counts as a request only. `plan_key` names everything the limits depend on besides the request (configuration
-    revision, key, route): requests that count only requests and per no dimension then reuse
-    their counters until the first of their windows ends, instead of working them out again.
+    no model, which counts as a request only. `plan_key` names everything the limits depend on
+    besides the request (configuration revision, key, route): requests that count only requests
+    and per no dimension then reuse their counters until the first of their windows ends, instead
+    of working them out again.
     """
     if not api_key_limits and not resource_limits and not any(leg.limits for leg in legs):
         return None

@@ -108,7 +108,8 @@ def test_a_get_asking_to_upgrade_gets_426_and_the_connection_is_not_reused(gatew
 
 def test_http_on_the_same_paths_is_unchanged(gateway):
     # Without an upgrade, a GET is still 405 and an unknown path still 404.
-    assert httpx2.get(f"{gateway.base_url}/v1/responses", headers={"Authorization": f"Bearer {ALL_KEY}"}).status_code == 405
+    plain = httpx2.get(f"{gateway.base_url}/v1/responses", headers={"Authorization": f"Bearer {ALL_KEY}"})
+    assert plain.status_code == 405
     status, _, body = _handshake(gateway.base_url, "/v1/no-such-thing")
     assert status == 404 and body["error"]["code"] == "unknown_url"
 
