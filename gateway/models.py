@@ -10,6 +10,7 @@ class AuditRecord(models.Model):
         CHAT_COMPLETIONS = "chat.completions"
         RESPONSES = "responses"
         MESSAGES = "messages"
+        MESSAGES_COUNT_TOKENS = "messages.count_tokens", "Messages: count tokens"
 
     request_id = models.CharField(max_length=64, unique=True)
     created_at = models.DateTimeField(db_index=True)

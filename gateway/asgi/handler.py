@@ -12,6 +12,8 @@ Invariants (DESIGN.md 2.4, 2.13):
   body that declares more, or a chunked one that crosses it while arriving, gets 413 at once.
 - On `/v1/` the order is: host (400), key (401, before a byte of the body is read), size (413),
   then the view's own checks. The errors are JSON in the shape of the view the path resolves to.
+- The gateway speaks HTTP only: a WebSocket handshake, as an HTTP request asking to upgrade or as
+  a `websocket` connection, gets 426 in the path's shape (404 for an unknown `/v1/` path).
 - A client disconnect cancels the view (its streams close their upstream in `finally`). When the
   server's graceful timeout runs out, open requests are ended with the endpoint's error instead.
 """
@@ -31,7 +33,14 @@ from django.http.request import split_domain_port, validate_host
 from django.urls import get_resolver
 
 from gateway.audit.entry import AuditEntry
-from gateway.core.errors import AuthenticationError, GatewayError, InvalidRequestError, RequestTooLargeError
+from gateway.core.errors import (
+    AuthenticationError,
+    GatewayError,
+    InvalidRequestError,
+    RequestTooLargeError,
+    UpgradeRequiredError,
+)
+from gateway.services.envelope import envelope_headers
 from gateway.services.shutdown import shutdown_force
 from gateway.v1.auth import authenticate, authentication_failed, client_address
 from gateway.v1.renderers import error_response, openai_error_response, request_id_new
@@ -114,7 +123,36 @@ class GatewayASGIHandler(ASGIHandler):
         if scope["type"] == "http" and scope["path"].startswith(API_PREFIX):
             await self.handle_api(scope, receive, send)
             return
+        if scope["type"] == "websocket":
+            await self.handle_websocket(scope, receive, send)
+            return
         await super().__call__(scope, receive, send)
+
+    # -- WebSocket handshakes (a server with a WebSocket library routes them here) ------------------
+
+    async def handle_websocket(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """Refused with the HTTP answer an upgrade request gets from the views (426 in the path's
+        error shape; 404 for an unknown `/v1/` path), so the client falls back to HTTP. Where the
+        server cannot send an HTTP answer to a handshake, the connection is closed unaccepted
+        (the server answers 403)."""
+        if (await receive())["type"] != "websocket.connect":
+            return
+        if "websocket.http.response" not in scope.get("extensions", {}):
+            await send({"type": "websocket.close", "code": 1008})  # policy violation
+            return
+        path, request_id = scope["path"], request_id_new()
+        view_class: type[GatewayAPIView] | None = None
+        if path.startswith(API_PREFIX):  # the URLconf ends with a /v1/ catch-all
+            view_class = getattr(get_resolver().resolve(path).func, "view_class", None)
+        if view_class is not None:
+            response = view_class.exception_handler(view_class.get_websocket_error(path), request_id=request_id)
+        else:
+            response = error_response(UpgradeRequiredError(path), path=path, request_id=request_id)
+        response["x-vmx-request-id"] = request_id
+        response["content-length"] = str(len(response.content))
+        headers = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in response.items()]
+        await send({"type": "websocket.http.response.start", "status": response.status_code, "headers": headers})
+        await send({"type": "websocket.http.response.body", "body": response.content})
 
     # -- Django's path (admin, health): the same bounded, in-memory body ---------------------------
 
@@ -162,12 +200,17 @@ class GatewayASGIHandler(ASGIHandler):
                 error = exc.error()
                 if auth is not None and view_class is not None and view_class.audit_endpoint:
                     error.headers["x-vmx-request-id"] = request_id = request_id_new()
+                    correlation_id, metadata = envelope_headers(headers)  # the body is never read
                     entry = AuditEntry(
                         request_id=request_id,
                         endpoint=view_class.audit_endpoint,
                         api_key=auth[1].name,
+                        correlation_id=correlation_id,
+                        metadata=metadata,
                         source_ip=_client_address(scope, headers),
                     )
+                    if correlation_id:
+                        error.headers["x-vmx-correlation-id"] = correlation_id
                     entry.finish_error(error)
                 raise error from None
         except RequestAborted:

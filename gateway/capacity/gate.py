@@ -217,7 +217,13 @@ class CapacityGate:
             for item in self._counted
             if _counts_usage(item.charge.counter)
         ]
-        _spawn_settle(self.store, settlements)
+        # Nothing reserved and nothing used (token counting, say): nothing to tell the store.
+        settlements = [s for s in settlements if s.reserved != _NOTHING or s.actual != _NOTHING]
+        if settlements:
+            _spawn_settle(self.store, settlements)
+
+
+_NOTHING = Estimate()
 
 
 def _counts_usage(counter: Counter) -> bool:
@@ -264,7 +270,7 @@ def capacity_gate_open(
     resource: str | None,
     resource_limits: tuple[CapacityLimit, ...],
     legs: Sequence[LegCapacity],
-    body: Mapping[str, Any],
+    body: Mapping[str, Any] | None,
     source_ip: str | None,
     metadata: Mapping[str, str],
     prices: PriceList,
@@ -274,9 +280,11 @@ def capacity_gate_open(
 ) -> CapacityGate | None:
     """The request's gate, or None when nothing it touches has limits (the common, free case).
 
-    `plan_key` names everything the limits depend on besides the request (configuration
-    revision, key, route): requests that count only requests and per no dimension then reuse
-    their counters until the first of their windows ends, instead of working them out again.
+    `body` is what goes upstream, estimated for tokens and cost; None for a request that calls
+    no model, which counts as a request only. `plan_key` names everything the limits depend on
+    besides the request (configuration revision, key, route): requests that count only requests
+    and per no dimension then reuse their counters until the first of their windows ends, instead
+    of working them out again.
     """
     if not api_key_limits and not resource_limits and not any(leg.limits for leg in legs):
         return None
@@ -296,7 +304,7 @@ def capacity_gate_open(
         per_leg = [counters(Scope("connection", leg.connection), leg.limits) for leg in legs]
         every = [*mandatory, *(counter for counters in per_leg for counter in counters)]
         counts_usage = any(_counts_usage(counter) for counter in every)
-        input_tokens, output_tokens = estimated_tokens(body) if counts_usage else (0, 0)
+        input_tokens, output_tokens = estimated_tokens(body) if counts_usage and body is not None else (0, 0)
 
         def charges(counters: list[Counter], model: str) -> list[Charge]:
             return [_estimated(c, model, input_tokens, output_tokens, prices) for c in counters]
@@ -314,7 +322,7 @@ def capacity_gate_open(
         mandatory=mandatory_charges,
         leg_charges=leg_charges,
         leg_seconds=[leg.longest_seconds for leg in legs],
-        stream=body.get("stream") is True,
+        stream=body is not None and body.get("stream") is True,
         fail_closed=fail_closed,
     )
 

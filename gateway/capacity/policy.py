@@ -272,7 +272,10 @@ OUTPUT_LIMIT_FIELDS = ("max_tokens", "max_completion_tokens", "max_output_tokens
 MAX_ESTIMATE_TOKENS = 2**31 - 1
 """A client's `max_tokens` is its own to choose: keep the counters' integers far from overflow."""
 _NOT_TEXT_KEYS = frozenset({"model", "vmx", "data", "image_url", "file_data", "b64_json", "image"})
-"""Fields whose strings are not text the model reads as tokens (ids, inline base64 payloads)."""
+"""Fields whose strings are not text the model reads as tokens (ids, inline base64 payloads).
+
+Payloads are recognised by the field that holds them, never by what a string looks like: a
+prompt is the client's to write, and one that starts like a data URL is still read as text."""
 
 
 def text_characters(value: Any) -> int:
@@ -282,8 +285,7 @@ def text_characters(value: Any) -> int:
     while stack:
         item = stack.pop()
         if isinstance(item, str):
-            if not item.startswith("data:"):
-                total += len(item)
+            total += len(item)
         elif isinstance(item, dict):
             stack.extend(v for k, v in item.items() if k not in _NOT_TEXT_KEYS)
         elif isinstance(item, list):
@@ -292,7 +294,9 @@ def text_characters(value: Any) -> int:
 
 
 def estimated_tokens(body: Mapping[str, Any]) -> tuple[int, int]:
-    """(input, output) tokens expected: input text characters / 4, output the request's own maximum."""
+    """(input, output) tokens expected of `body`, the body as it goes upstream (envelope removed,
+    `defaultArgs` and `providerArgs` merged, converted on `/v1/messages`): input text characters
+    / 4, output the request's own maximum."""
     input_tokens = math.ceil(text_characters(body) / 4)
     output_tokens = 0
     for name in OUTPUT_LIMIT_FIELDS:

@@ -109,6 +109,23 @@ class MethodNotAllowedError(GatewayError):
     default_code = "method_not_allowed"
 
 
+class UpgradeRequiredError(GatewayError):
+    """A WebSocket handshake: the gateway speaks HTTP only. 426 tells a client that tries
+    WebSockets first to send the same request over plain HTTP; the connection it asked to switch
+    is not reused. No `Upgrade` header: there is no protocol to upgrade to."""
+
+    status = 426
+    openai_type = "invalid_request_error"
+    anthropic_type = "invalid_request_error"
+    default_code = "websocket_not_supported"
+
+    def __init__(self, path: str) -> None:
+        super().__init__(
+            f"WebSockets are not served on {path}: send the request over HTTP (POST) instead.",
+            headers={"connection": "close"},
+        )
+
+
 class RequestTooLargeError(GatewayError):
     status = 413
     openai_type = "invalid_request_error"

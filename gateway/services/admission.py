@@ -2,14 +2,16 @@
 admission through the capacity limits (DESIGN.md 2.10).
 
 Invariants: a view checks the request (key, size, body, envelope, resource, scope) and builds an
-`EndpointRequest`; the service admits it (`request_admit`) before its first leg. A request whose
-key, resource and connections have no limits gets its route back untouched, at the cost of three
-lookups. Whatever a gate counts is settled exactly once, when the audit entry finishes.
+`EndpointRequest`; the service admits it (`request_admit`) before its first leg, estimated from
+the body the upstream is sent. A request whose key, resource and connections have no limits gets
+its route back untouched, at the cost of three lookups. Whatever a gate counts is settled exactly
+once, when the audit entry finishes.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
@@ -48,9 +50,14 @@ class EndpointService(Protocol):
     async def serve(self, request: EndpointRequest) -> GatewayResult: ...
 
 
-def request_admit(request: EndpointRequest) -> Route:
-    """`request.route` with the request's capacity gate, whose settling the audit entry runs."""
-    gate = capacity_gate_get(request)
+def request_admit(request: EndpointRequest, *, sent: Mapping[str, Any] | None) -> Route:
+    """`request.route` with the request's capacity gate, whose settling the audit entry runs.
+
+    `sent` is the body as it goes upstream (envelope removed, `defaultArgs` and `providerArgs`
+    merged, converted where the endpoint converts): tokens and cost are estimated from it, so no
+    layer of the request escapes the estimate. None for a request that calls no model (token
+    counting): it counts as a request, and reserves no tokens or cost."""
+    gate = capacity_gate_get(request, sent=sent)
     if gate is None:
         return request.route
     request.route = dataclasses.replace(request.route, capacity=gate)
@@ -58,7 +65,7 @@ def request_admit(request: EndpointRequest) -> Route:
     return request.route
 
 
-def capacity_gate_get(request: EndpointRequest) -> CapacityGate | None:
+def capacity_gate_get(request: EndpointRequest, *, sent: Mapping[str, Any] | None) -> CapacityGate | None:
     """The request's limits; None when nothing it touches has any (the common, free case)."""
     snapshot, api_key, route = request.snapshot, request.api_key, request.route
     resource = snapshot.resources.get(route.resource)
@@ -80,7 +87,7 @@ def capacity_gate_get(request: EndpointRequest) -> CapacityGate | None:
         resource=resource.name if resource is not None else None,
         resource_limits=resource_limits,
         legs=legs,
-        body=request.body,
+        body=sent,
         source_ip=request.audit.source_ip,
         metadata=request.envelope.metadata,
         prices=snapshot.prices,

@@ -102,6 +102,34 @@ def envelope_extract(body: dict[str, Any], headers: Mapping[str, str]) -> Envelo
     )
 
 
+def envelope_headers(headers: Mapping[str, str]) -> tuple[str, dict[str, str]]:
+    """(correlation id, metadata) as the `x-vmx-*` headers give them, for the audit of a request
+    refused before its envelope was read (bad JSON, 413, a malformed `vmx`). Held to the
+    envelope's limits, value by value: one the envelope would refuse is left out (its keys in
+    header order, at most `MAX_METADATA_KEYS`); it never raises."""
+    correlation_id = _header_accepted(headers, "x-vmx-correlation-id", MAX_CORRELATION_ID)
+    metadata: dict[str, str] = {}
+    for name in headers:
+        lowered = name.lower()
+        if not lowered.startswith(METADATA_HEADER_PREFIX) or len(metadata) >= MAX_METADATA_KEYS:
+            continue
+        key = lowered[len(METADATA_HEADER_PREFIX) :]
+        value = _header_accepted(headers, name, MAX_METADATA_VALUE)
+        if key and value and len(key) <= MAX_METADATA_KEY and not has_control_characters(key):
+            metadata[key] = value
+    return correlation_id, metadata
+
+
+def _header_accepted(headers: Mapping[str, str], name: str, limit: int) -> str:
+    """The header's value when the envelope would accept it, else ""."""
+    try:
+        value = _header_decoded(headers.get(name, ""), name)
+        _check_text(value, name, limit)
+    except InvalidRequestError:
+        return ""
+    return value
+
+
 def body_merge(*layers: Mapping[str, Any]) -> dict[str, Any]:
     """Shallow merge, later layers win (DESIGN.md 2.6); the gateway's reserved fields are removed
     afterwards, so `vmx.providerArgs` cannot smuggle them back to the upstream (2.13)."""

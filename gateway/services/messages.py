@@ -46,7 +46,7 @@ from gateway.core.usage import Usage, usage_from_responses
 from gateway.providers.base import UpstreamRequest, UpstreamResponse
 from gateway.services.admission import EndpointRequest, request_admit
 from gateway.services.envelope import Envelope
-from gateway.services.routing import Leg, Route, leg_request, route_call, upstream_body
+from gateway.services.routing import Leg, Route, leg_request, route_call, upstream_args, upstream_body
 from gateway.services.shutdown import CLIENT_GONE, CLIENT_GONE_MESSAGE, cancellation_outcome
 from gateway.services.upstream import (
     GatewayResult,
@@ -92,14 +92,14 @@ def _convert(body: dict[str, Any], leg: Leg) -> ConvertedRequest:
 SAMPLING_WITH_REASONING = ("temperature", "top_p")
 
 
-def _upstream_body(route: Route, converted: ConvertedRequest, envelope: Envelope, leg: Leg) -> dict[str, Any]:
+def _upstream_args(route: Route, converted: ConvertedRequest, envelope: Envelope) -> dict[str, Any]:
     # defaultArgs (Responses names) under the converted body, providerArgs over it (DESIGN.md 2.6).
     defaults = route.default_args
     if "reasoning" in converted.body:
         # The converter dropped sampling parameters that reasoning models reject (spec 1.5); a
         # resource default must not bring them back.
         defaults = {k: v for k, v in defaults.items() if k not in SAMPLING_WITH_REASONING}
-    return upstream_body(route=route, leg=leg, body=converted.body, envelope=envelope, default_args=defaults)
+    return upstream_args(route=route, body=converted.body, envelope=envelope, default_args=defaults)
 
 
 def _revise(leg: Leg, request: UpstreamRequest, error: UpstreamError) -> tuple[UpstreamRequest, str] | None:
@@ -175,22 +175,28 @@ class MessagesService:
 
     async def serve(self, request: EndpointRequest) -> GatewayResult:
         body, envelope, audit = request.body, request.envelope, request.audit
-        route = request_admit(request)
         stream = body.get("stream") is True
         audit.stream = stream
         model = str(body["model"])
         converted_by_leg: dict[int, ConvertedRequest] = {}
 
-        first = _convert(body, route.legs[0])  # validates the request before any upstream call
+        first = _convert(body, request.route.legs[0])  # validates the request before any upstream call
+        first_args = _upstream_args(request.route, first, envelope)
+        # Estimated from what the first leg sends: the converted body, defaults and providerArgs.
+        route = request_admit(request, sent=first_args)
         if first.empty:
             return self._empty(
                 model=model, stream=stream, audit=audit, headers=request.headers, request_id=request.request_id
             )
 
         def build(leg: Leg) -> UpstreamRequest:
-            converted = first if leg is route.legs[0] else _convert(body, leg)
+            if leg is route.legs[0]:
+                converted, args = first, first_args
+            else:
+                converted = _convert(body, leg)
+                args = _upstream_args(route, converted, envelope)
             converted_by_leg[id(leg)] = converted
-            merged = _upstream_body(route, converted, envelope, leg)
+            merged = upstream_body(args=args, leg=leg)
             return leg_request(leg=leg, envelope=envelope, path="/responses", body=merged, stream=stream)
 
         answer_headers = {**request.headers, "request-id": request.request_id}
@@ -374,29 +380,45 @@ def estimate_input_tokens(body: dict[str, Any]) -> int:
     return max(1, math.ceil(len(text) / 4))
 
 
-async def count_tokens(request: EndpointRequest) -> tuple[int, bool]:
-    """(input tokens, estimated): the upstream's Responses input-token count, else an estimate.
-    Not a model call: no capacity is admitted or counted, and nothing is learned of limits."""
-    route, body, envelope, audit = request.route, request.body, request.envelope, request.audit
-    counted = {**body, "max_tokens": body.get("max_tokens", 1)}
-    first = _convert(counted, route.legs[0])
+class CountTokensService:
+    """`POST /v1/messages/count_tokens`: the upstream's Responses input-token count, else an
+    estimate (DESIGN.md 2.4). Admitted like any request (key and resource limits, and the limits
+    of the connection it asks), counting as one request and reserving no tokens or cost: it calls
+    no model. Nothing is learned of upstream limits from it. Audited as `messages.count_tokens`."""
 
-    def build(leg: Leg) -> UpstreamRequest:
-        converted = first if leg is route.legs[0] else _convert(counted, leg)
-        merged = _upstream_body(route, converted, envelope, leg)
-        payload = {k: merged[k] for k in COUNT_TOKENS_FIELDS if k in merged}
-        return leg_request(
-            leg=leg, envelope=envelope, path="/responses/input_tokens", body=payload, stream=False, max_retries=0
-        )
+    name: ClassVar[str] = "messages.count_tokens"
 
-    try:
-        _, _, parsed = await route_call(route=route, audit=audit, build=build, prime=parse_json_body, learn=False)
-    except (UpstreamError, CapacityExceededError):  # no upstream to ask right now: estimate
-        return estimate_input_tokens(body), True
-    tokens = parsed.get("input_tokens") if isinstance(parsed, dict) else None
-    if not isinstance(tokens, int):
-        return estimate_input_tokens(body), True
-    return tokens, False
+    async def serve(self, request: EndpointRequest) -> GatewayResult:
+        body, envelope, audit = request.body, request.envelope, request.audit
+        counted = {**body, "max_tokens": body.get("max_tokens", 1)}
+        first = _convert(counted, request.route.legs[0])
+        route = request_admit(request, sent=None)
+
+        def build(leg: Leg) -> UpstreamRequest:
+            converted = first if leg is route.legs[0] else _convert(counted, leg)
+            merged = upstream_body(args=_upstream_args(route, converted, envelope), leg=leg)
+            payload = {k: merged[k] for k in COUNT_TOKENS_FIELDS if k in merged}
+            return leg_request(
+                leg=leg, envelope=envelope, path="/responses/input_tokens", body=payload, stream=False, max_retries=0
+            )
+
+        tokens: int | None = None
+        try:
+            _, _, parsed = await route_call(route=route, audit=audit, build=build, prime=parse_json_body, learn=False)
+            tokens = parsed.get("input_tokens") if isinstance(parsed, dict) else None
+        except CapacityExceededError as exc:
+            if exc.scope in ("api_key", "resource"):  # the client's own limits: a 429, as anywhere
+                raise
+        except UpstreamError:  # no upstream to ask right now: estimate
+            pass
+        headers = {**request.headers, "request-id": request.request_id}
+        if not isinstance(tokens, int):
+            tokens = estimate_input_tokens(body)
+            headers["x-vmx-estimate"] = "true"
+        audit.first_byte()
+        audit.finish(status_code=200)
+        return GatewayResult(status=200, headers=headers, body=orjson.dumps({"input_tokens": tokens}))
 
 
 MESSAGES = MessagesService()
+COUNT_TOKENS = CountTokensService()

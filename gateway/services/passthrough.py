@@ -21,7 +21,7 @@ from gateway.core.sse import SSEEvent
 from gateway.core.usage import Usage, usage_from_chat, usage_from_responses
 from gateway.providers.base import UpstreamRequest, UpstreamResponse
 from gateway.services.admission import EndpointRequest, request_admit
-from gateway.services.routing import Leg, leg_request, route_call, upstream_body
+from gateway.services.routing import Leg, leg_request, route_call, upstream_args, upstream_body
 from gateway.services.shutdown import CLIENT_GONE, CLIENT_GONE_MESSAGE, cancellation_outcome
 from gateway.services.upstream import (
     GatewayResult,
@@ -73,15 +73,14 @@ class PassthroughEndpoint:
 
     async def serve(self, request: EndpointRequest) -> GatewayResult:
         body, envelope, audit = request.body, request.envelope, request.audit
-        route = request_admit(request)
+        args = upstream_args(route=request.route, body=body, envelope=envelope)
+        route = request_admit(request, sent=args)
         stream = body.get("stream") is True
         audit.stream = stream
         state = StreamState()
 
         def build(leg: Leg) -> UpstreamRequest:
-            merged = self.prepare(
-                upstream_body(route=route, leg=leg, body=body, envelope=envelope), stream=stream, state=state
-            )
+            merged = self.prepare(upstream_body(args=args, leg=leg), stream=stream, state=state)
             return leg_request(leg=leg, envelope=envelope, path=self.path, body=merged, stream=stream)
 
         if not stream:

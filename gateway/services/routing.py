@@ -103,18 +103,23 @@ def route_resolve(*, snapshot: ConfigSnapshot, api_key: ApiKeyInfo, model: str) 
     raise ModelNotFoundError(f"The model '{model}' does not exist or you do not have access to it.", param="model")
 
 
-def upstream_body(
+def upstream_args(
     *,
     route: Route,
-    leg: Leg,
     body: Mapping[str, Any],
     envelope: Envelope,
     default_args: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """defaultArgs ← client body ← providerArgs, shallow, with `model` set to the leg's upstream id
-    (DESIGN.md 2.6). `default_args` replaces the resource's (an endpoint that must leave some out)."""
+    """defaultArgs ← client body ← providerArgs, shallow (DESIGN.md 2.6): what every leg sends,
+    but for `model` (`upstream_body`). Built once per request: admission estimates from it.
+    `default_args` replaces the resource's (an endpoint that must leave some out)."""
     defaults = route.default_args if default_args is None else default_args
-    merged = body_merge(defaults, body, envelope.provider_args) if defaults or envelope.provider_args else dict(body)
+    return body_merge(defaults, body, envelope.provider_args) if defaults or envelope.provider_args else dict(body)
+
+
+def upstream_body(*, args: Mapping[str, Any], leg: Leg) -> dict[str, Any]:
+    """The leg's body: `args` (from `upstream_args`) with `model` set to the leg's upstream id."""
+    merged = dict(args)
     merged["model"] = leg.entry.model
     return merged
 

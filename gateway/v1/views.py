@@ -28,12 +28,13 @@ from gateway.core.errors import (
     MethodNotAllowedError,
     NotFoundError,
     RequestTooLargeError,
+    UpgradeRequiredError,
     anthropic_status_and_type,
 )
 from gateway.core.sse import SSE_HEADERS
 from gateway.services.admission import EndpointRequest, EndpointService
-from gateway.services.envelope import envelope_extract, request_body_parse
-from gateway.services.messages import MESSAGES, count_tokens
+from gateway.services.envelope import envelope_extract, envelope_headers, request_body_parse
+from gateway.services.messages import COUNT_TOKENS, MESSAGES
 from gateway.services.passthrough import CHAT_COMPLETIONS, RESPONSES
 from gateway.services.routing import route_resolve
 from gateway.services.shutdown import shutdown_error, shutdown_forced
@@ -51,6 +52,9 @@ class GatewayAPIView(View):
     exception_handler: ClassVar[Callable[..., HttpResponse]] = staticmethod(openai_error_response)
     audit_endpoint: ClassVar[str | None] = None
     """The audit's endpoint name for requests of this view; None for views that are not audited."""
+    envelope_read = False
+    """The request's envelope was read (`request_check`): the audit has its correlation id and
+    metadata. A rejection before that is audited with what the `x-vmx-*` headers said."""
 
     @classmethod
     def as_view(cls, **initkwargs: Any) -> Callable[..., Any]:
@@ -59,6 +63,12 @@ class GatewayAPIView(View):
 
     def get_exception_handler(self) -> Callable[..., HttpResponse]:
         return type(self).exception_handler
+
+    @classmethod
+    def get_websocket_error(cls, path: str) -> GatewayError:
+        """The answer to a WebSocket handshake on this view's path, as an HTTP request asking to
+        upgrade or as the server's `websocket` connection (`gateway.asgi.handler`): 426."""
+        return UpgradeRequiredError(path)
 
     def get_max_body_bytes(self) -> int:
         return int(settings.VMX_MAX_BODY_BYTES)
@@ -71,6 +81,8 @@ class GatewayAPIView(View):
         request_id = request_id_new()
         self.request_id = request_id
         try:
+            if "websocket" in request.headers.get("upgrade", "").lower():
+                raise self.get_websocket_error(request.path)
             handler = getattr(self, request.method.lower(), None) if request.method else None
             if request.method not in ("GET", "POST") or handler is None:
                 raise MethodNotAllowedError(f"{request.method} is not allowed on {request.path}.")
@@ -130,6 +142,7 @@ class GatewayAPIView(View):
         audit.resource = str(body["model"])[:300]
         envelope = envelope_extract(body, request.headers)
         audit.correlation_id, audit.metadata = envelope.correlation_id, envelope.metadata
+        self.envelope_read = True
         if settings.VMX_AUDIT_BODIES:
             audit.request_body = body
         route = route_resolve(snapshot=snapshot, api_key=api_key, model=body["model"])
@@ -151,6 +164,8 @@ class GatewayAPIView(View):
         try:
             return await call
         except GatewayError as error:
+            if not self.envelope_read:  # refused before the envelope: what its headers said
+                audit.correlation_id, audit.metadata = envelope_headers(self.request.headers)
             status, error_type = self.get_audit_outcome(error)
             audit.finish(status_code=status, error_type=error_type, error_message=error.message)
             error.headers.setdefault("x-vmx-attempts", str(len(audit.attempts)))
@@ -251,19 +266,12 @@ class MessagesView(EndpointView, AnthropicAPIView):
     required_fields = ("max_tokens", "messages")
 
 
-class CountTokensView(AnthropicAPIView):
+class CountTokensView(EndpointView, AnthropicAPIView):
     """`POST /v1/messages/count_tokens`: the upstream's count, else an estimate (DESIGN.md 2.4)."""
 
-    async def post(self, request: HttpRequest) -> HttpResponseBase:
-        snapshot, api_key = await self.authenticate(request)
-        scratch = AuditEntry(request_id=self.request_id, endpoint="messages")  # not a model call: not audited
-        checked = self.request_check(request, snapshot, api_key, scratch, required=("messages",))
-        tokens, estimated = await count_tokens(checked)
-        response = JsonResponse({"input_tokens": tokens})
-        if estimated:
-            response["x-vmx-estimate"] = "true"
-        response["request-id"] = self.request_id
-        return response
+    service = COUNT_TOKENS
+    audit_endpoint = COUNT_TOKENS.name
+    required_fields = ("messages",)
 
 
 class ModelsView(GatewayAPIView):
@@ -282,5 +290,9 @@ class NotFoundView(GatewayAPIView):
 
     async def _not_found(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         raise NotFoundError(f"Unknown request URL: {request.method} {request.path}.", code="unknown_url")
+
+    @classmethod
+    def get_websocket_error(cls, path: str) -> GatewayError:
+        return NotFoundError(f"Unknown request URL: GET {path}.", code="unknown_url")
 
     get = post = _not_found

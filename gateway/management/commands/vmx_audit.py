@@ -6,6 +6,7 @@ import orjson
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from gateway.audit.selectors import audit_record_as_dict, audit_records_list, since_parse
+from gateway.models import AuditRecord
 
 
 class Command(BaseCommand):
@@ -19,7 +20,7 @@ class Command(BaseCommand):
         parser.add_argument("--correlation-id", default="")
         parser.add_argument("--resource", default="")
         parser.add_argument("--api-key", default="", help="The key's name.")
-        parser.add_argument("--endpoint", default="", choices=["", "chat.completions", "responses", "messages"])
+        parser.add_argument("--endpoint", default="", choices=["", *AuditRecord.Endpoint.values])
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:

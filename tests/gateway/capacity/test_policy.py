@@ -121,6 +121,17 @@ def test_estimates_count_text_not_identifiers_or_inline_payloads():
     assert 100 <= input_tokens <= 110  # the 400 characters of text, "user" twice, "text", "image_url"
 
 
+def test_a_prompt_that_looks_like_a_data_url_is_still_text():
+    """Payloads are told by the field that holds them: a prompt beginning `data:` is counted."""
+    prompt = "data: " + "x" * 394
+    for body in (
+        {"model": "m", "messages": [{"role": "user", "content": prompt}]},
+        {"model": "m", "input": prompt},
+        {"model": "m", "input": [{"role": "user", "content": [{"type": "input_text", "text": prompt}]}]},
+    ):
+        assert estimated_tokens(body)[0] >= 100, body
+
+
 def test_messages_name_the_scope_the_limit_and_the_period():
     [counter] = counters_for(
         Scope("api_key", "ci"), [CapacityLimit(period="minute", requests=60)], now=0, source_ip=None, metadata={}
