@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("gateway", "0007_cap_upstream_limit_cleared"),
+        ("gateway", "0007_upstream_limit_cleared"),
     ]
 
     operations = [
