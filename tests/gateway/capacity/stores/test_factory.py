@@ -186,9 +186,7 @@ def _limited_counter() -> Charge:
 
 
 async def _admitted(store: RedisCapacityStore, charge: Charge) -> bool:
-    admission = await store.admit(
-        groups=[[charge], []], reservation=secrets.token_hex(4), reservation_seconds=60
-    )
+    admission = await store.admit(groups=[[charge], []], reservation=secrets.token_hex(4), reservation_seconds=60)
     return admission.chosen is not None
 
 
