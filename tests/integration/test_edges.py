@@ -62,7 +62,11 @@ def _held_open_stream() -> Reply:
 def test_a_client_that_leaves_before_reading_its_stream_is_audited_settled_and_the_upstream_closed(
     gateway: Gateway, upstream: FakeOpenAI, tmp_path: Path
 ) -> None:
-    key, secret, resource = f"edge-{secrets.token_hex(3)}", "vmx-" + secrets.token_hex(16), f"edge-{secrets.token_hex(3)}"
+    key, secret, resource = (
+        f"edge-{secrets.token_hex(3)}",
+        "vmx-" + secrets.token_hex(16),
+        f"edge-{secrets.token_hex(3)}",
+    )
     path = f"/{resource}/v1/chat/completions"
     _apply(
         gateway.env,
