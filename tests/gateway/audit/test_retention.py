@@ -112,7 +112,7 @@ def test_a_failed_purge_is_retried_after_its_lease_not_a_day_later(settings):
     settings.VMX_AUDIT_RETENTION_DAYS = 30
     write(1, NOW - timedelta(days=31))
 
-    def refuse_deletes(execute, sql, params, many, context):  # type: ignore[no-untyped-def]
+    def refuse_deletes(execute, sql, params, many, context):
         if sql.lstrip().upper().startswith("DELETE"):
             raise OperationalError("database is locked")
         return execute(sql, params, many, context)
