@@ -216,7 +216,8 @@ class MaintenanceRun(models.Model):
     worker runs the job only if its conditional update of this row claims the run."""
 
     name = models.CharField(max_length=64, unique=True)
-    last_started_at = models.DateTimeField()
+    last_started_at = models.DateTimeField(help_text="When a worker last claimed the run (its lease starts).")
+    last_succeeded_at = models.DateTimeField(null=True, blank=True, help_text="When a run last finished.")
 
     def __str__(self) -> str:
         return self.name

@@ -91,9 +91,17 @@ def query_nul_refused(get_response: Any) -> Any:
 
 
 def client_address(request: HttpRequest) -> str | None:
-    """The address django-axes counts failures against: the peer the server saw (see settings.py)."""
-    address: str | None = request.META.get("REMOTE_ADDR")
-    return address
+    """The address django-axes counts failures against: the gateway's one client-address rule
+    (`VMX_TRUSTED_PROXIES`, gateway/core/addresses.py)."""
+    from django.conf import settings
+
+    from gateway.core.addresses import forwarded_client_address
+
+    return forwarded_client_address(
+        peer=request.META.get("REMOTE_ADDR"),
+        forwarded_for=request.META.get("HTTP_X_FORWARDED_FOR"),
+        trusted_proxies=settings.VMX_TRUSTED_PROXIES,
+    )
 
 
 def lockout_response(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:

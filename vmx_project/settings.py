@@ -145,8 +145,8 @@ AXES_COOLOFF_TIME = timedelta(minutes=15)
 # out. Reset on success, and a failure during the lock restarts the cool-off (django-axes default).
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
-# REMOTE_ADDR only, never a client-supplied X-Forwarded-For: behind a proxy, the server (uvicorn)
-# rewrites REMOTE_ADDR from that header only for peers in FORWARDED_ALLOW_IPS (loopback by default).
+# The gateway's one client-address rule: X-Forwarded-For only from VMX_TRUSTED_PROXIES (uvicorn's
+# own proxy-header rewriting is off, vmx_project/workers.py).
 AXES_CLIENT_IP_CALLABLE = "vmx_project.security.client_address"
 AXES_LOCKOUT_CALLABLE = "vmx_project.security.lockout_response"
 

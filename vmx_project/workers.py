@@ -10,6 +10,12 @@ HTTP is uvicorn's httptools protocol (what "auto" picks when httptools is instal
 here) subclassed to drop clients that do not send a complete request within VMX_CLIENT_TIMEOUT
 seconds: uvicorn itself has no header or body read timeout (gateway/asgi/protocol.py). uvicorn's
 Config takes a protocol class for `http` as well as a name.
+
+uvicorn's own proxy-header handling is off: by default it believes `X-Forwarded-For` (and
+`X-Forwarded-Proto`) from any peer in `FORWARDED_ALLOW_IPS` (127.0.0.1 unless set), rewriting the
+peer address before the gateway sees it, so a client on the same host could choose its own
+`source-ip` counter. The gateway applies one rule itself, `VMX_TRUSTED_PROXIES`
+(gateway/core/addresses.py); the scheme behind a TLS proxy is Django's `DJANGO_BEHIND_TLS_PROXY`.
 """
 
 import os
@@ -25,6 +31,7 @@ class GatewayUvicornWorker(UvicornWorker):  # type: ignore[misc]  # untyped base
         "loop": "auto",
         "http": GatewayHttpToolsProtocol,
         "lifespan": "on",
+        "proxy_headers": False,
         "access_log": bool(os.environ.get("VMX_ACCESS_LOG")),
     }
 

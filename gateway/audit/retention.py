@@ -9,7 +9,9 @@ Invariants:
   between them: a purge of millions of rows never holds the database (SQLite's single writer
   included) long enough to stall the audit writer, so it is safe while serving.
 - The server runs it itself, once a day across every worker and instance on one database: a
-  worker runs it only when its conditional update of the `MaintenanceRun` row claims the day.
+  worker runs it only when its conditional update of the `MaintenanceRun` row claims it, which
+  needs no success in 24 hours and no claim within the lease (15 minutes). A failed purge is thus
+  retried at the first hourly check after its lease, never a day later.
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ PURGE_PAUSE_SECONDS = 0.05
 """Between chunks when serving: the audit writer's batches get the database in between."""
 PURGE_EVERY = timedelta(hours=24)
 PURGE_JOB = "audit_purge"
+PURGE_LEASE = timedelta(minutes=15)
+"""A claimed run that has not succeeded within this is claimed again (its worker failed or died)."""
 NEVER = datetime(2000, 1, 1, tzinfo=UTC)
 CHECK_EVERY_SECONDS = 3600.0
 """How often a worker asks whether today's purge is still to run (with jitter, see below)."""
@@ -139,9 +143,13 @@ def _purge(
             time.sleep(pause)
 
 
-def maintenance_claim(*, name: str, every: timedelta, now: datetime | None = None) -> bool:
-    """Whether this caller runs job `name` now: at most one caller per `every`, across every
-    process on this database."""
+def maintenance_claim(
+    *, name: str, every: timedelta, lease: timedelta = PURGE_LEASE, now: datetime | None = None
+) -> bool:
+    """Whether this caller runs job `name` now: when it has not succeeded within `every` and no
+    other caller claimed it within `lease`, across every process on this database. A failed run
+    is therefore retried after its lease, not after `every`; the caller reports success with
+    `maintenance_succeeded`."""
     now = now or timezone.now()
     for _ in range(2):  # the row may be created by someone else between our read and insert
         try:
@@ -152,16 +160,27 @@ def maintenance_claim(*, name: str, every: timedelta, now: datetime | None = Non
             break
         except IntegrityError:
             continue
-    claimed = MaintenanceRun.objects.filter(name=name, last_started_at__lte=now - every).update(last_started_at=now)
+    claimed = (
+        MaintenanceRun.objects.filter(name=name, last_started_at__lte=now - lease)
+        .filter(models.Q(last_succeeded_at__isnull=True) | models.Q(last_succeeded_at__lte=now - every))
+        .update(last_started_at=now)
+    )
     return claimed == 1
 
 
-def purge_if_due() -> PurgeReport | None:
-    """Today's purge, if no other worker or instance has started it in the last 24 hours."""
-    if not maintenance_claim(name=PURGE_JOB, every=PURGE_EVERY):
+def maintenance_succeeded(*, name: str, now: datetime | None = None) -> None:
+    MaintenanceRun.objects.filter(name=name).update(last_succeeded_at=now or timezone.now())
+
+
+def purge_if_due(*, now: datetime | None = None, pause: float = PURGE_PAUSE_SECONDS) -> PurgeReport | None:
+    """Today's purge, if none succeeded in the last 24 hours and no other worker or instance is
+    running it (claimed within its lease). A purge that fails is tried again at a check after
+    its lease."""
+    if not maintenance_claim(name=PURGE_JOB, every=PURGE_EVERY, now=now):
         return None
     started = time.monotonic()
-    report = audit_purge(pause=PURGE_PAUSE_SECONDS)
+    report = audit_purge(now=now, pause=pause)
+    maintenance_succeeded(name=PURGE_JOB, now=now)
     logger.info(
         "retention: deleted %d audit records before %s, %d rollups before %s and %d learned upstream limits in %.1f s",
         report.audit_records,

@@ -25,6 +25,7 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.safestring import SafeString, mark_safe
 
+from gateway.core.addresses import forwarded_client_address
 from gateway.observability.charts import Layer, bars_svg, lines_svg
 from gateway.observability.dashboard import (
     DEFAULT_PERIOD,
@@ -61,7 +62,14 @@ def metrics_allowed(request: HttpRequest) -> bool:
         if scheme.lower() == "bearer" and secrets.compare_digest(presented.strip().encode(), token.encode()):
             return True
     try:
-        return ipaddress.ip_address(request.META.get("REMOTE_ADDR") or "").is_loopback
+        # The one client-address rule (VMX_TRUSTED_PROXIES): behind a proxy on this host, the
+        # client it forwards is judged, not the proxy's loopback address.
+        address = forwarded_client_address(
+            peer=request.META.get("REMOTE_ADDR"),
+            forwarded_for=request.META.get("HTTP_X_FORWARDED_FOR"),
+            trusted_proxies=settings.VMX_TRUSTED_PROXIES,
+        )
+        return ipaddress.ip_address(address or "").is_loopback
     except ValueError:
         return False
 

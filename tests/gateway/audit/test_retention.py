@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.core.management import call_command
+from django.db import OperationalError, connection
 from django.utils import timezone
 
 from gateway.audit.retention import PURGE_EVERY, PURGE_JOB, audit_purge, maintenance_claim, purge_if_due
@@ -119,3 +120,34 @@ def test_learned_upstream_limits_not_heard_of_for_the_retention_are_purged(setti
     report = audit_purge(now=now)
     assert report.upstream_limits == 1
     assert sorted(UpstreamRateLimit.objects.values_list("model", flat=True)) == ["recent", "stale-but-marked"]
+
+
+def test_a_failed_purge_is_retried_after_its_lease_not_a_day_later(settings):
+    """The database refuses the purge's DELETE: the next check after the lease (15 minutes)
+    purges, instead of the old records staying a whole day."""
+    settings.VMX_AUDIT_RETENTION_DAYS = 30
+    write(1, NOW - timedelta(days=31))
+
+    def refuse_deletes(execute, sql, params, many, context):
+        if sql.lstrip().upper().startswith("DELETE"):
+            raise OperationalError("database is locked")
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(refuse_deletes), pytest.raises(OperationalError):
+        purge_if_due(now=NOW, pause=0.0)
+    assert AuditRecord.objects.filter(request_id="req_ret_1").exists()
+
+    # While the failed run's lease lasts, nobody runs it (it could still be running elsewhere).
+    assert purge_if_due(now=NOW + timedelta(minutes=5), pause=0.0) is None
+    report = purge_if_due(now=NOW + timedelta(minutes=16), pause=0.0)
+    assert report is not None and report.audit_records == 1
+    assert not AuditRecord.objects.filter(request_id="req_ret_1").exists()
+    # Having succeeded, the next run is due a day after.
+    assert purge_if_due(now=NOW + timedelta(hours=2), pause=0.0) is None
+    assert purge_if_due(now=NOW + timedelta(minutes=16) + PURGE_EVERY, pause=0.0) is not None
+
+
+def test_two_instances_cannot_both_claim_a_due_run(settings):
+    later = NOW + timedelta(days=3)
+    claims = [maintenance_claim(name="two-instances", every=PURGE_EVERY, now=later) for _ in range(2)]
+    assert claims == [True, False]
