@@ -11,15 +11,18 @@ Invariants:
 - The server runs it itself, once a day across every worker and instance on one database: a
   worker runs it only when its conditional update of the `MaintenanceRun` row claims it, which
   needs no success in 24 hours and no claim within the lease (15 minutes). A failed purge is thus
-  retried at the first hourly check after its lease, never a day later.
+  retried at the first hourly check after its lease, never a day later; a run renews its lease
+  after every chunk, so a long one is not started a second time beside itself.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -85,19 +88,26 @@ def _cutoff(now: datetime, days: int) -> datetime | None:
 
 
 def audit_purge(
-    *, now: datetime | None = None, dry_run: bool = False, chunk: int = PURGE_CHUNK, pause: float = 0.0
+    *,
+    now: datetime | None = None,
+    dry_run: bool = False,
+    chunk: int = PURGE_CHUNK,
+    pause: float = 0.0,
+    heartbeat: Callable[[], None] | None = None,
 ) -> PurgeReport:
-    """Delete what is older than the retention (or, with `dry_run`, count it)."""
+    """Delete what is older than the retention (or, with `dry_run`, count it); `heartbeat` is
+    called after every chunk (the scheduled run renews its lease with it)."""
     audit_before, rollups_before = retention_cutoffs(now=now)
+    purge = functools.partial(_purge, dry_run=dry_run, chunk=chunk, pause=pause, heartbeat=heartbeat)
     return PurgeReport(
         audit_before=audit_before,
-        audit_records=_purge(AuditRecord, "created_at", audit_before, dry_run=dry_run, chunk=chunk, pause=pause),
+        audit_records=purge(AuditRecord, "created_at", audit_before),
         rollups_before=rollups_before,
-        rollups=_purge(UsageRollup, "minute", rollups_before, dry_run=dry_run, chunk=chunk, pause=pause)
+        rollups=purge(UsageRollup, "minute", rollups_before)
         # An hour or a day goes once all of it is older than the cut-off (they start on the hour
         # and at midnight, UTC).
-        + _purge(HourlyUsageRollup, "hour", _floor(rollups_before, "hour"), dry_run=dry_run, chunk=chunk, pause=pause)
-        + _purge(DailyUsageRollup, "day", _floor(rollups_before, "day"), dry_run=dry_run, chunk=chunk, pause=pause),
+        + purge(HourlyUsageRollup, "hour", _floor(rollups_before, "hour"))
+        + purge(DailyUsageRollup, "day", _floor(rollups_before, "day")),
         upstream_limits=_upstream_limits_purge(now=now or timezone.now(), dry_run=dry_run),
     )
 
@@ -121,7 +131,14 @@ def _floor(moment: datetime | None, unit: str) -> datetime | None:
 
 
 def _purge(
-    model: type[models.Model], field: str, before: datetime | None, *, dry_run: bool, chunk: int, pause: float
+    model: type[models.Model],
+    field: str,
+    before: datetime | None,
+    *,
+    dry_run: bool,
+    chunk: int,
+    pause: float,
+    heartbeat: Callable[[], None] | None,
 ) -> int:
     if before is None:
         return 0
@@ -139,6 +156,8 @@ def _purge(
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.execute(f"DELETE FROM {table} WHERE id IN ({', '.join(['%s'] * len(ids))})", ids)  # noqa: S608
             deleted += cursor.rowcount
+        if heartbeat is not None:
+            heartbeat()
         if pause:
             time.sleep(pause)
 
@@ -168,6 +187,11 @@ def maintenance_claim(
     return claimed == 1
 
 
+def maintenance_renew(*, name: str, now: datetime) -> None:
+    """Extend a running job's lease: a long run is not claimed again by another worker."""
+    MaintenanceRun.objects.filter(name=name).update(last_started_at=now)
+
+
 def maintenance_succeeded(*, name: str, now: datetime | None = None) -> None:
     MaintenanceRun.objects.filter(name=name).update(last_succeeded_at=now or timezone.now())
 
@@ -179,7 +203,12 @@ def purge_if_due(*, now: datetime | None = None, pause: float = PURGE_PAUSE_SECO
     if not maintenance_claim(name=PURGE_JOB, every=PURGE_EVERY, now=now):
         return None
     started = time.monotonic()
-    report = audit_purge(now=now, pause=pause)
+    claimed_at = now or timezone.now()
+
+    def renew_lease() -> None:
+        maintenance_renew(name=PURGE_JOB, now=claimed_at + timedelta(seconds=time.monotonic() - started))
+
+    report = audit_purge(now=now, pause=pause, heartbeat=renew_lease)
     maintenance_succeeded(name=PURGE_JOB, now=now)
     logger.info(
         "retention: deleted %d audit records before %s, %d rollups before %s and %d learned upstream limits in %.1f s",

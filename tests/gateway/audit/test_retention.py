@@ -151,3 +151,31 @@ def test_two_instances_cannot_both_claim_a_due_run(settings):
     later = NOW + timedelta(days=3)
     claims = [maintenance_claim(name="two-instances", every=PURGE_EVERY, now=later) for _ in range(2)]
     assert claims == [True, False]
+
+
+def test_a_long_purge_renews_its_lease_so_no_other_worker_starts_it_beside_itself(settings, monkeypatch):
+    """A purge whose first chunk takes 20 minutes (a big table, a slow disk): another worker asking
+    after the 15-minute lease must not claim it while it still runs."""
+    import gateway.audit.retention as retention
+
+    settings.VMX_AUDIT_RETENTION_DAYS = 30
+    settings.VMX_ROLLUP_RETENTION_DAYS = 30
+    write(1, NOW - timedelta(days=31))
+    elapsed = [0.0]
+    monkeypatch.setattr(retention.time, "monotonic", lambda: elapsed[0])
+    claims_while_running: list[bool] = []
+
+    def slow_deletes(execute, sql, params, many, context):
+        result = execute(sql, params, many, context)
+        if sql.lstrip().upper().startswith("DELETE"):
+            if not elapsed[0]:
+                elapsed[0] = 20 * 60.0  # the first chunk took 20 minutes
+            else:  # a later chunk: another worker asks, past the first claim's lease
+                later = NOW + timedelta(minutes=21)
+                claims_while_running.append(maintenance_claim(name=PURGE_JOB, every=PURGE_EVERY, now=later))
+        return result
+
+    with connection.execute_wrapper(slow_deletes):
+        report = purge_if_due(now=NOW, pause=0.0)
+    assert report is not None and report.audit_records == 1 and report.rollups >= 1
+    assert claims_while_running and not any(claims_while_running)
