@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
@@ -25,6 +25,7 @@ if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import multiprocess as _multiprocess
+from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import REGISTRY
 
 logger = logging.getLogger("vmx.metrics")
@@ -136,10 +137,48 @@ def capacity_breaker_changed(*, open_now: bool) -> None:
         logger.exception("metrics: could not record the capacity breaker")
 
 
+FAMILIES: tuple[Counter | Gauge | Histogram, ...] = (
+    requests_total,
+    request_duration_seconds,
+    time_to_first_token_seconds,
+    upstream_attempts_total,
+    tokens_total,
+    cost_usd_total,
+    capacity_rejections_total,
+    capacity_store_failures_total,
+    capacity_breaker_open,
+    capacity_breaker_trips_total,
+    auth_failures_total,
+    open_streams,
+    audit_queue_depth,
+    audit_records_dropped_total,
+)
+"""Every family `/metrics` documents: each is in every scrape, with or without samples."""
+
+
+class _EveryFamily:
+    """The workers' summed families, then a sample-less HELP/TYPE header for each declared family
+    none of them has written yet (multiprocess mode only knows a labelled family from its first
+    sample, so `vmx_capacity_rejections_total` would be missing until the first rejection)."""
+
+    def __init__(self) -> None:
+        self._workers = _multiprocess.MultiProcessCollector(None)  # type: ignore[no-untyped-call]
+
+    def collect(self) -> Iterator[Metric]:
+        seen = set()
+        for family in self._workers.collect():  # type: ignore[no-untyped-call]
+            seen.add(family.name)
+            yield family
+        for declared in FAMILIES:
+            for family in declared.describe():
+                if family.name not in seen:
+                    yield family
+
+
 def metrics_text() -> bytes:
     """The exposition of every series, summed over the instance's workers when under gunicorn."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        registry = CollectorRegistry()
-        _multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(_EveryFamily())
         return generate_latest(registry)
     return generate_latest(REGISTRY)

@@ -3,6 +3,7 @@ own parser: the counters move by exactly the requests sent, whichever worker ser
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
@@ -57,6 +58,42 @@ def samples(base_url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float
 
 def value(found, name: str, **labels: str):
     return found.get((name, frozenset(labels.items())), 0.0)
+
+
+def documented_families() -> set[str]:
+    """The series the README's metrics table names (the families a scraper may alert on)."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    return set(re.findall(r"^\| `(vmx_[a-z_]+)` \|", readme, flags=re.M))
+
+
+def test_every_documented_family_is_there_from_the_start(tmp_path: Path, fake_openai: FakeOpenAI):
+    """A fresh instance, nothing served yet: every family of the table is in the scrape (with its
+    HELP and TYPE), so an alert on `rate(vmx_capacity_rejections_total[5m])` has a series to read
+    instead of "no data" until the first rejection."""
+    from tests.integration.conftest import _database
+
+    databases = _database(tmp_path)
+    env = gateway_env(
+        database_url=next(databases),
+        encryption_key=Fernet.generate_key().decode(),
+        PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "prometheus"),
+    )
+    manage(env, "migrate", "--no-input", "-v", "0")
+    process = gateway_start(env, tmp_path / "gunicorn.log", "--workers", "2")
+    try:
+        response = httpx2.get(f"{process.base_url}/metrics")
+        assert response.status_code == 200
+        scraped = set()
+        for family in text_string_to_metric_families(response.text):
+            scraped |= {family.name, f"{family.name}_total"}
+        expected = documented_families()
+        assert len(expected) >= 14
+        assert expected - scraped == set()
+        assert response.text.count("# HELP vmx_capacity_rejections_total ") == 1
+    finally:
+        process.stop()
+        for _ in databases:
+            pass
 
 
 def test_counters_move_by_exactly_the_requests_sent_across_both_workers(served, upstream):
