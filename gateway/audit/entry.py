@@ -54,6 +54,8 @@ class AuditEntry:
     on_finish: Callable[[AuditEntry, float | None], None] | None = None
     """Called once with the entry and its cost when the request ends (capacity settles here)."""
     resource_known: bool = False
+    direct: bool = False
+    """A `connection/model-id` address: metrics label it `(direct)`, never by the client's id."""
     """`resource` names a configured resource (metrics label it by name; otherwise `(unknown)`)."""
     finished: bool = False
     stream_open: bool = False
@@ -87,7 +89,7 @@ class AuditEntry:
             entry["notes"] = notes
         self.attempts.append(entry)
         outcome = _outcome(error, tries=tries)
-        metrics.attempt_finished(connection=connection, model=model, outcome=outcome)
+        metrics.attempt_finished(connection=connection, model=metrics.DIRECT if self.direct else model, outcome=outcome)
         if tries == 0 and outcome in ("capacity_exceeded", "upstream_rate_limited"):
             metrics.capacity_rejected(scope="connection", code=outcome)
 
@@ -136,7 +138,7 @@ class AuditEntry:
         if self.stream_open:
             self.stream_open = False
             metrics.open_streams.dec()
-        metrics.request_finished(row, resource_known=self.resource_known)
+        metrics.request_finished(row, resource_known=self.resource_known, direct=self.direct)
 
     def cost_usd(self) -> float | None:
         """What the answer cost at the model's price; None when no model answered or it has no price."""

@@ -8,8 +8,9 @@ Without it (a test, `manage.py`) the values live in the process and `/metrics` s
 Invariants:
 - Updating a series never raises into the request path.
 - Label values come from the configuration, never straight from a client: a resource the client
-  named but the gateway does not know is labelled `(unknown)`, so no client can grow the number
-  of series (and the files behind them) without bound.
+  named but the gateway does not know is labelled `(unknown)`, and a `connection/model-id` address
+  is labelled by its connection with `(direct)` for the resource and the model, so no client can
+  grow the number of series (and the files behind them) without bound.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from prometheus_client.registry import REGISTRY
 logger = logging.getLogger("vmx.metrics")
 
 UNKNOWN = "(unknown)"
+DIRECT = "(direct)"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 
@@ -93,16 +95,16 @@ TOKEN_KINDS = {
 }
 
 
-def request_finished(row: Mapping[str, Any], *, resource_known: bool) -> None:
+def request_finished(row: Mapping[str, Any], *, resource_known: bool, direct: bool = False) -> None:
     """Count one audited request (its row as the audit writes it)."""
     try:
         endpoint = row["endpoint"]
-        resource = row["resource"] if resource_known else UNKNOWN
+        resource = DIRECT if direct else row["resource"] if resource_known else UNKNOWN
         requests_total.labels(endpoint, resource, str(row["status_code"])).inc()
         request_duration_seconds.labels(endpoint, resource).observe(row["duration_ms"] / 1000)
         if row.get("ttft_ms") is not None:
             time_to_first_token_seconds.labels(endpoint, resource).observe(row["ttft_ms"] / 1000)
-        model = row.get("model") or ""
+        model = (DIRECT if direct else row.get("model")) or ""
         if model:
             for kind, name in TOKEN_KINDS.items():
                 count = row.get(name) or 0

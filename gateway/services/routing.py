@@ -65,6 +65,8 @@ class Route:
     default_args: Mapping[str, Any]
     capacity: CapacityGate | None = None
     """The request's limits; None when nothing it touches has any."""
+    direct: bool = False
+    """Addressed `connection/model-id`: the model id is the client's text, not configuration."""
 
 
 def route_resolve(*, snapshot: ConfigSnapshot, api_key: ApiKeyInfo, model: str) -> Route:
@@ -98,7 +100,10 @@ def route_resolve(*, snapshot: ConfigSnapshot, api_key: ApiKeyInfo, model: str) 
         if not connection.enabled:
             raise NoAvailableModelError(f"The connection '{connection_name}' is disabled.")
         return Route(
-            resource=model, legs=(Leg(connection, ModelEntryInfo(connection_name, model_id)),), default_args={}
+            resource=model,
+            legs=(Leg(connection, ModelEntryInfo(connection_name, model_id)),),
+            default_args={},
+            direct=True,
         )
     raise ModelNotFoundError(f"The model '{model}' does not exist or you do not have access to it.", param="model")
 

@@ -222,7 +222,7 @@ class EndpointView(GatewayAPIView):
         self, request: HttpRequest, snapshot: ConfigSnapshot, api_key: ApiKeyInfo, audit: AuditEntry
     ) -> HttpResponseBase:
         checked = self.request_check(request, snapshot, api_key, audit, required=self.required_fields)
-        audit.resource, audit.resource_known = checked.route.resource, True
+        audit.resource, audit.resource_known, audit.direct = checked.route.resource, True, checked.route.direct
         return result_response(await self.get_service().serve(checked))
 
 

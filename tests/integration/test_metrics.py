@@ -153,3 +153,32 @@ def test_metrics_need_loopback_or_the_token(served):
     # This client is on loopback: allowed. The token works from anywhere, a wrong one does not.
     assert httpx2.get(f"{process.base_url}/metrics").status_code == 200
     assert httpx2.get(f"{process.base_url}/metrics", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
+
+
+def test_direct_addresses_do_not_grow_the_series(served, upstream):
+    """A key allowed everything may send `connection/any-model-id` as the model: those ids are the
+    client's text, so the series are labelled by the connection and the fixed `(direct)` marker,
+    and forty invented ids add no series at all after the first."""
+    process, _ = served
+    client = openai.OpenAI(base_url=f"{process.base_url}/v1", api_key=ALL_KEY, max_retries=0)
+
+    def send(n: int) -> None:
+        for _ in range(n):
+            client.chat.completions.create(
+                model=f"up-a/made-up-{secrets.token_hex(6)}", messages=[{"role": "user", "content": "hi"}]
+            )
+
+    send(2)
+    first = samples(process.base_url)
+    send(40)
+    after = samples(process.base_url)
+    client.close()
+    assert len(after) == len(first)  # no new series
+    assert not [labels for _, labels in after if any("made-up-" in value for _, value in labels)]
+    direct = {"endpoint": "chat.completions", "resource": "(direct)", "status_code": "200"}
+    assert value(after, "vmx_requests_total", **direct) - value(first, "vmx_requests_total", **direct) == 40
+    attempts = {"connection": "up-a", "model": "(direct)", "outcome": "ok"}
+    moved = value(after, "vmx_upstream_attempts_total", **attempts) - value(
+        first, "vmx_upstream_attempts_total", **attempts
+    )
+    assert moved == 40
