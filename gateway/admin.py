@@ -11,9 +11,51 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
 
+from gateway.audit.rollups import UNKNOWN_RESOURCE
 from gateway.audit.selectors import USAGE_FIELDS
 from gateway.capacity.learned import upstream_limit_clear
 from gateway.models import AuditRecord, UpstreamRateLimit
+
+
+class ConfiguredNameFilter(admin.SimpleListFilter):
+    """A filter whose choices are the configured objects' names, never a DISTINCT over the audit
+    table (millions of rows, and names a client invented). Any value in the URL still filters
+    exactly, so the dashboard's links work for names no longer configured."""
+
+    model_label = ""
+
+    def get_names(self) -> list[str]:
+        from django.apps import apps
+
+        model = apps.get_model(self.model_label)
+        return list(model._default_manager.order_by("name").values_list("name", flat=True)[:200])
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [(name, name) for name in self.get_names()]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[AuditRecord]) -> QuerySet[AuditRecord]:
+        value = self.value()
+        return queryset if value is None else queryset.filter(**{str(self.parameter_name): value})
+
+
+class ResourceFilter(ConfiguredNameFilter):
+    title = "resource"
+    parameter_name = "resource"
+    model_label = "connections.AIResource"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [*super().lookups(request, model_admin), (UNKNOWN_RESOURCE, "(unknown names)")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[AuditRecord]) -> QuerySet[AuditRecord]:
+        if self.value() == UNKNOWN_RESOURCE:  # what the rollups and the dashboard count as `(unknown)`
+            return queryset.filter(resource_known=False)
+        return super().queryset(request, queryset)
+
+
+class ApiKeyFilter(ConfiguredNameFilter):
+    title = "API key"
+    parameter_name = "api_key"
+    model_label = "connections.APIKey"
 
 
 @admin.register(AuditRecord)
@@ -32,7 +74,8 @@ class AuditRecordAdmin(admin.ModelAdmin[AuditRecord]):
         "duration_ms",
         "correlation_id",
     ]
-    list_filter = ["endpoint", "status_code", "stream", "resource", "api_key", "created_at"]
+    # Fixed choices only: no filter reads the distinct values of the audit table.
+    list_filter = ["endpoint", "stream", ResourceFilter, ApiKeyFilter, "created_at"]
     search_fields = ["request_id", "correlation_id", "resource", "api_key", "model", "error_message"]
     date_hierarchy = "created_at"
     list_per_page = 100

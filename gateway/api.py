@@ -182,6 +182,8 @@ class AuditViewSet(ReadOnlyModelViewSet[AuditRecord]):
 # ---------------------------------------------------------------------------------------------
 # Usage
 
+USAGE_PAGE = 100
+USAGE_PAGE_MAX = 1000
 
 # Built inline (a class attribute named `errors` would hide the serializer's own `errors`), once,
 # so both uses below are one schema component.
@@ -203,8 +205,10 @@ class UsageSerializer(serializers.Serializer[Any]):
     since = serializers.DateTimeField()
     until = serializers.DateTimeField(allow_null=True)
     by = serializers.ChoiceField(choices=USAGE_GROUPS)
+    count = serializers.IntegerField(help_text="Groups in the period (`results` holds at most `limit`).")
+    next = serializers.CharField(allow_null=True, help_text="The next page's URL; null on the last.")
     results = UsageRowSerializer(many=True)
-    total = UsageRowSerializer()
+    total = UsageRowSerializer(help_text="Over every group, not only this page.")
 
 
 class UsageView(APIView):
@@ -219,6 +223,10 @@ class UsageView(APIView):
             OpenApiParameter("since", str, description="e.g. 1h, 24h, 7d, or an ISO date-time (default 24h)"),
             OpenApiParameter("until", str, description="as since (default: now)"),
             OpenApiParameter("by", str, enum=list(USAGE_GROUPS), description="default resource"),
+            OpenApiParameter(
+                "limit", int, description=f"groups per page (default {USAGE_PAGE}, at most {USAGE_PAGE_MAX})"
+            ),
+            OpenApiParameter("offset", int, description="groups to skip (default 0)"),
         ],
         responses=UsageSerializer,
     )
@@ -237,12 +245,16 @@ class UsageView(APIView):
             if row["cost_usd"] is not None:
                 cost = (cost or 0.0) + row["cost_usd"]
         total["cost_usd"] = cost
+        paginator = PagePagination()
+        page = paginator.paginate_queryset(rows, request) or []
         return Response(
             {
                 "since": since.isoformat().replace("+00:00", "Z"),
                 "until": until.isoformat().replace("+00:00", "Z") if until else None,
                 "by": by,
-                "results": rows,
+                "count": paginator.count,
+                "next": paginator.get_next_link(),
+                "results": page,
                 "total": total,
             }
         )
@@ -266,11 +278,12 @@ def _used(used: Used) -> dict[str, Any]:
     return {"requests": used.requests, "tokens": used.tokens, "costUsd": used.cost_nanos / NANOS_PER_USD}
 
 
-class CapacityPagination(LimitOffsetPagination):
-    """Pages of limits (or of learned upstream limits): `?limit=` (default 100, at most 1000), `?offset=`."""
+class PagePagination(LimitOffsetPagination):
+    """Pages of usage groups, limits or learned upstream limits: `?limit=` (default 100, at most
+    1000), `?offset=`."""
 
-    default_limit = 100
-    max_limit = 1000
+    default_limit = USAGE_PAGE
+    max_limit = USAGE_PAGE_MAX
 
 
 UPSTREAM_LIMITS_SHOWN = 100
@@ -283,7 +296,7 @@ class CapacityView(APIView):
     time; and, for users who may see them, the upstream rate limits the workers learned most
     recently (`upstreamLimits`; all of them, paged, at `capacity/upstream-limits/`)."""
 
-    pagination_class = CapacityPagination
+    pagination_class = PagePagination
 
     def get_required_permissions(self, request: Request) -> list[str]:
         return model_permissions([CapacityEntry], VIEW)
@@ -348,7 +361,7 @@ class CapacityView(APIView):
 class UpstreamLimitsView(APIView):
     """The last `x-ratelimit-*` headers each connection x model sent, paged, most recently seen first."""
 
-    pagination_class = CapacityPagination
+    pagination_class = PagePagination
 
     def get_required_permissions(self, request: Request) -> list[str]:
         return model_permissions([UpstreamRateLimit], VIEW)

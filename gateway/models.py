@@ -18,6 +18,12 @@ class AuditRecord(models.Model):
     stream = models.BooleanField(default=False)
     api_key = models.CharField(max_length=64, blank=True, db_index=True, help_text="The key's name.")
     resource = models.CharField(max_length=300, blank=True, db_index=True)
+    resource_known = models.BooleanField(
+        null=True,
+        blank=True,
+        help_text="False: the name the client sent matched no resource or connection (rolled up as "
+        "`(unknown)`); null: recorded before this was kept.",
+    )
     correlation_id = models.CharField(max_length=256, blank=True, db_index=True)
     metadata = models.JSONField(default=dict, blank=True)
     source_ip = models.GenericIPAddressField(null=True, blank=True)

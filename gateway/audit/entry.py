@@ -117,6 +117,7 @@ class AuditEntry:
             "stream": self.stream,
             "api_key": self.api_key,
             "resource": self.resource[:300],
+            "resource_known": self.resource_known if self.resource else None,
             "correlation_id": self.correlation_id[:256],
             "metadata": self.metadata,
             "source_ip": self.source_ip,

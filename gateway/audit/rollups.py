@@ -5,7 +5,8 @@ Pure functions over audit rows (the dicts the audit writer writes); no Django im
 
 Invariants:
 - One rollup row per (minute, endpoint, resource, api key, connection, model, status class), the
-  minute in UTC; adding the rollups of two batches equals the rollups of both batches together,
+  minute in UTC; a resource name that matched nothing counts as `(unknown)`; adding the rollups
+  of two batches equals the rollups of both batches together,
   so any number of writers can add theirs to the same row (the database adds, never replaces).
   The per-hour and per-day rows hold the same sums per hour and per day (UTC): an hour's row is
   the sum of its minutes' rows, a day's the sum of its hours'.
@@ -37,6 +38,9 @@ TOKEN_FIELDS = (
     "total_tokens",
 )
 DIMENSIONS = ("minute", "endpoint", "resource", "api_key", "connection", "model", "status_class")
+UNKNOWN_RESOURCE = "(unknown)"
+"""The rollups' resource for every name that matched nothing (the audit record keeps the literal):
+invented names add no rollup rows, menu entries or `usage/` rows."""
 
 
 def bucket_of(milliseconds: float) -> int:
@@ -99,7 +103,7 @@ def rollup_key(row: Mapping[str, Any]) -> RollupKey:
     return (
         created.replace(second=0, microsecond=0),
         str(row.get("endpoint") or ""),
-        str(row.get("resource") or ""),
+        UNKNOWN_RESOURCE if row.get("resource_known") is False else str(row.get("resource") or ""),
         str(row.get("api_key") or ""),
         str(row.get("connection") or ""),
         str(row.get("model") or ""),

@@ -30,6 +30,8 @@ FILTERS = ("resource", "api_key", "connection", "model")
 """What the dashboard filters by: dimensions of the rollups and fields of the audit record."""
 TOP_BY = ("resource", "api_key", "model")
 TOP_ROWS = 10
+MENU_OPTIONS = 100
+"""At most this many values per filter menu: the most requested in the period (and the chosen one)."""
 SERIES_TOKENS = ("input_tokens", "cached_tokens", "output_tokens", "reasoning_tokens")
 _EPOCH = datetime(2000, 1, 3, tzinfo=UTC)
 """A Monday at midnight UTC: buckets are counted from here."""
@@ -203,7 +205,11 @@ def dashboard_read(*, period: Period, filters: Mapping[str, str], now: datetime 
         )
         .order_by()
     )
-    unfiltered = groups if not any(chosen.values()) else in_period.values(*FILTERS).distinct().order_by()
+    unfiltered = (
+        groups
+        if not any(chosen.values())
+        else in_period.values(*FILTERS).annotate(requests__sum=Sum("requests")).order_by()
+    )
     dashboard = Dashboard(
         period=period,
         filters=chosen,
@@ -261,12 +267,16 @@ def _top(groups: list[dict[str, Any]], dimension: str, dashboard: Dashboard) -> 
 
 
 def _options(groups: Iterable[Mapping[str, Any]], chosen: Mapping[str, str]) -> dict[str, list[str]]:
-    seen: dict[str, set[str]] = {name: set() for name in FILTERS}
+    requests: dict[str, dict[str, int]] = {name: {} for name in FILTERS}
     for group in groups:
         for name in FILTERS:
             if group[name]:
-                seen[name].add(group[name])
-    for name, value in chosen.items():
-        if value:
-            seen[name].add(value)
-    return {name: sorted(values) for name, values in seen.items()}
+                counted = requests[name]
+                counted[group[name]] = counted.get(group[name], 0) + (group.get("requests__sum") or 0)
+    options = {}
+    for name, counted in requests.items():
+        busiest = sorted(counted, key=lambda value: (-counted[value], value))[:MENU_OPTIONS]
+        if chosen.get(name) and chosen[name] not in busiest:
+            busiest.append(chosen[name])
+        options[name] = sorted(busiest)
+    return options

@@ -29,9 +29,11 @@ from prometheus_client import multiprocess as _multiprocess
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import REGISTRY
 
+from gateway.audit.rollups import UNKNOWN_RESOURCE
+
 logger = logging.getLogger("vmx.metrics")
 
-UNKNOWN = "(unknown)"
+UNKNOWN = UNKNOWN_RESOURCE
 DIRECT = "(direct)"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)

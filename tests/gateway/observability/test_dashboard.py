@@ -203,3 +203,68 @@ def test_the_page_refuses_non_staff_and_staff_without_the_audit(client, staff):
     assert 'href="/admin/dashboard/"' not in client.get("/admin/").content.decode()
     client.logout()
     assert client.get("/admin/dashboard/").status_code == 302
+
+
+@pytest.mark.django_db(transaction=True)
+def test_invented_model_names_add_no_rollup_rows_menu_entries_usage_rows_or_admin_choices(admin_client):
+    """Three hundred 404s for names a client made up: the audit keeps each literal, but the rollups,
+    the dashboard's menu, `usage/` and the audit changelist's filters see one `(unknown)`."""
+    from rest_framework.test import APIClient
+
+    from gateway.models import DailyUsageRollup, HourlyUsageRollup, UsageRollup
+
+    now = timezone.now().replace(second=30)
+    rows_write(
+        [
+            record(
+                n,
+                ago=timedelta(seconds=n % 20),
+                now=now,
+                resource=f"made-up-{n}",
+                resource_known=False,
+                status_code=404,
+                connection="",
+                model="",
+                cost_usd=None,
+            )
+            for n in range(300)
+        ]
+    )
+    assert AuditRecord.objects.filter(resource="made-up-7").exists()
+    for table in (UsageRollup, HourlyUsageRollup, DailyUsageRollup):
+        assert set(table.objects.values_list("resource", flat=True)) == {"(unknown)"}
+        assert table.objects.count() <= 2  # one per minute (or hour, day) touched
+    assert dashboard_read(period=PERIODS["24h"], filters={}).options["resource"] == ["(unknown)"]
+
+    api = APIClient()
+    api.force_authenticate(User.objects.get(username="admin"))
+    usage = api.get("/api/v1/usage/", {"by": "resource"}).json()
+    assert [row["key"] for row in usage["results"]] == ["(unknown)"] and usage["total"]["requests"] == 300
+
+    page = admin_client.get("/admin/gateway/auditrecord/")
+    sidebar = [
+        str(choice) for spec in page.context["cl"].filter_specs for choice in getattr(spec, "lookup_choices", [])
+    ]
+    assert not [choice for choice in sidebar if "made-up-" in choice]
+    unknown = admin_client.get("/admin/gateway/auditrecord/", {"resource": "(unknown)"})
+    assert unknown.context["cl"].result_count == 300
+
+
+@pytest.mark.django_db(transaction=True)
+def test_menus_list_at_most_the_hundred_busiest_values_and_usage_is_paged():
+    from rest_framework.test import APIClient
+
+    now = timezone.now().replace(second=30)
+    rows_write([record(n, ago=timedelta(seconds=n % 20), now=now, api_key=f"key-{n:03d}") for n in range(150)])
+    rows_write([record(1000 + n, ago=timedelta(seconds=1), now=now, api_key="key-149") for n in range(3)])
+    menu = dashboard_read(period=PERIODS["24h"], filters={}).options["api_key"]
+    assert len(menu) == 100 and "key-149" in menu
+    chosen = dashboard_read(period=PERIODS["24h"], filters={"api_key": "key-120"}).options["api_key"]
+    assert "key-120" in chosen
+
+    api = APIClient()
+    api.force_authenticate(User.objects.create_superuser("root", password="pw-0123456789"))
+    first = api.get("/api/v1/usage/", {"by": "api_key"}).json()
+    assert first["count"] == 150 and len(first["results"]) == 100 and first["total"]["requests"] == 153
+    rest = api.get(first["next"]).json()
+    assert len(rest["results"]) == 50 and rest["next"] is None
