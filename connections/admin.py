@@ -19,6 +19,7 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from rest_framework.authtoken.models import TokenProxy
 
+from connections.config_export import url_credentials_masked
 from connections.crypto import EncryptionKeyError
 from connections.models import (
     CAPACITY_OWNER_FIELDS,
@@ -83,7 +84,9 @@ class ConnectionAdminForm(forms.ModelForm[Connection]):
                         else forms.CharField(label=spec.label, required=False, help_text=help_text)
                     )
                     if same_provider:
-                        self.fields[name].initial = self.instance.config.get(spec.name, "")
+                        # A URL stored before queries were refused shows no secret; saving it as
+                        # shown is refused, so the operator rewrites it.
+                        self.fields[name].initial = url_credentials_masked(self.instance.config.get(spec.name, ""))
                 if spec.required:
                     self.fields[name].label = f"{spec.label} (required for {provider.label})"
 
