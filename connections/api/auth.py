@@ -17,7 +17,7 @@ from rest_framework import authentication, exceptions
 
 from connections.models import MANAGEMENT_TOKEN_PREFIX_LENGTH, ManagementToken, management_token_digest
 
-TOKEN_VALUE_PREFIX = "vmxm-"
+TOKEN_VALUE_PREFIX = "vmxm-"  # noqa: S105 (a marker, not a secret)
 DEFAULT_TOKEN_LIFETIME = timedelta(days=90)
 
 
