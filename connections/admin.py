@@ -17,8 +17,9 @@ from django.db.models import QuerySet
 from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
-from rest_framework.authtoken.models import TokenProxy
+from django.utils import timezone
 
+from connections.config_export import url_credentials_masked
 from connections.crypto import EncryptionKeyError
 from connections.models import (
     CAPACITY_OWNER_FIELDS,
@@ -26,6 +27,7 @@ from connections.models import (
     APIKey,
     CapacityEntry,
     Connection,
+    ManagementToken,
     ModelEntry,
     PricingEntry,
 )
@@ -84,7 +86,9 @@ class ConnectionAdminForm(forms.ModelForm[Connection]):
                         else forms.CharField(label=spec.label, required=False, help_text=help_text)
                     )
                     if same_provider:
-                        self.fields[name].initial = self.instance.config.get(spec.name, "")
+                        # A URL stored before queries were refused shows no secret; saving it as
+                        # shown is refused, so the operator rewrites it.
+                        self.fields[name].initial = url_credentials_masked(self.instance.config.get(spec.name, ""))
                 if spec.required:
                     self.fields[name].label = f"{spec.label} (required for {provider.label})"
 
@@ -462,8 +466,22 @@ class PricingEntryAdmin(admin.ModelAdmin[PricingEntry]):
     fields = ["model", "input", "cached_input", "output"]
 
 
-# DRF's token admin lists, logs and titles each token by its key (Token.__str__ is the key), which
-# would put management API credentials on admin pages and in the admin's history. Tokens are made
-# and revoked with `manage.py drf_create_token USER [-r]` instead (README, "Management API").
-if admin.site.is_registered(TokenProxy):
-    admin.site.unregister(TokenProxy)
+@admin.register(ManagementToken)
+class ManagementTokenAdmin(admin.ModelAdmin[ManagementToken]):
+    """Management API tokens: listed by their first characters (only a digest is stored), made with
+    `manage.py vmx_token create USER` (the value is printed once), revoked here or by the command."""
+
+    list_display = ["prefix", "user", "description", "created_at", "expires_at", "revoked_at"]
+    list_filter = ["revoked_at"]
+    search_fields = ["prefix", "user__username"]
+    fields = ["prefix", "user", "description", "created_at", "expires_at", "revoked_at"]
+    readonly_fields = ["prefix", "user", "created_at", "revoked_at"]
+    actions = ["revoke"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # a value shown once needs the command (an admin page would keep it)
+
+    @admin.action(description="Revoke selected tokens", permissions=["change"])
+    def revoke(self, request: HttpRequest, queryset: QuerySet[ManagementToken]) -> None:
+        count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+        self.message_user(request, f"Revoked {count} token(s).")

@@ -39,19 +39,25 @@ def dollars_escaped(value: _T) -> _T:
     return cast(_T, escaped)
 
 
-def _url_password_masked(value: Any) -> Any:
-    """A URL stored before credentials in URLs were refused keeps its password out of exports."""
-    if not isinstance(value, str) or "@" not in value:
+def url_credentials_masked(value: Any) -> Any:
+    """A URL stored before credentials, queries and fragments in URLs were refused keeps them out
+    of every read: the userinfo, each query value and the fragment become `SECRET_MASK`."""
+    if not isinstance(value, str) or not any(c in value for c in "@?#"):
         return value
     try:
         parts = urlsplit(value)
-        password = parts.password
     except ValueError:
-        return value
-    if not password:
-        return value
-    netloc = parts.netloc.replace(f":{password}@", f":{SECRET_MASK}@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+        return SECRET_MASK
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = f"{SECRET_MASK}@{netloc.rpartition('@')[2]}"
+    query = (
+        "&".join(f"{pair.partition('=')[0]}={SECRET_MASK}" if pair else pair for pair in parts.query.split("&"))
+        if parts.query
+        else ""
+    )
+    fragment = SECRET_MASK if parts.fragment else ""
+    return urlunsplit(parts._replace(netloc=netloc, query=query, fragment=fragment))
 
 
 def connections_for_export() -> QuerySet[Connection]:
@@ -72,7 +78,7 @@ def connection_export(conn: Connection, *, include_secrets: bool = False) -> dic
     if conn.description:
         item["description"] = conn.description
     secrets = conn.secrets_get()
-    plain = conn.config if include_secrets else {k: _url_password_masked(v) for k, v in conn.config.items()}
+    plain = conn.config if include_secrets else {k: url_credentials_masked(v) for k, v in conn.config.items()}
     item["config"] = {**{k: (v if include_secrets else SECRET_MASK) for k, v in secrets.items()}, **plain}
     if not conn.enabled:
         item["enabled"] = False

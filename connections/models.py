@@ -379,3 +379,31 @@ class ConfigRevision(models.Model):
     def save(self, *args: Any, **kwargs: Any) -> None:
         self.pk = 1
         super().save(*args, **kwargs)
+
+
+MANAGEMENT_TOKEN_PREFIX_LENGTH = 8
+"""The token characters kept in the clear, to look a token up and recognise it in the admin."""
+
+
+def management_token_digest(value: str) -> str:
+    """What is stored of a management API token: its SHA-256, never the value."""
+    return hashlib.sha256(value.encode("utf-8")).hexdigest()
+
+
+class ManagementToken(models.Model):
+    """A management API token (`Authorization: Token <value>`): only its digest and first
+    characters are stored; it works until `expires_at` (if set) unless `revoked_at` is set."""
+
+    user = models.ForeignKey("auth.User", on_delete=models.CASCADE, related_name="management_tokens")
+    prefix = models.CharField(max_length=MANAGEMENT_TOKEN_PREFIX_LENGTH, db_index=True, editable=False)
+    digest = models.CharField(max_length=64, unique=True, editable=False)
+    description = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(null=True, blank=True, help_text="Empty: never expires.")
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.user})"

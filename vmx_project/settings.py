@@ -51,7 +51,6 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "axes",
     "rest_framework",
-    "rest_framework.authtoken",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "connections",
@@ -165,12 +164,13 @@ SECURE_CSP: dict[str, list[str]] = {
     "frame-ancestors": ["'none'"],
 }
 
-# The management API (DESIGN.md 2.11, docs/architecture.md): staff users with a DRF token or the
+# The management API (DESIGN.md 2.11, docs/architecture.md): staff users with a management token
+# (connections.ManagementToken, stored as a digest) or the
 # admin's session; Django's model permissions decide each call. The /v1/ client endpoints are not
 # DRF views and none of this applies to them.
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "connections.api.auth.ManagementTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["connections.api.base.StaffModelPermissions"],
@@ -184,7 +184,7 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": (
         "Connections, AI resources, API keys, pricing, audit, usage, capacity and the whole "
         "configuration as one document. Authenticate with `Authorization: Token <key>` "
-        "(`python manage.py drf_create_token USER`) or the admin's session; staff users only."
+        "(`python manage.py vmx_token create USER`) or the admin's session; staff users only."
     ),
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,

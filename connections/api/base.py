@@ -141,5 +141,6 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     if response is not None:
         return response
     request = context.get("request")
-    logger.error("unexpected error in %s", getattr(request, "path", "?"), exc_info=exc)
+    # %r: a path is client text, and a NUL or a newline in it must not reach the log raw.
+    logger.error("unexpected error in %r", getattr(request, "path", "?"), exc_info=exc)
     return Response({"detail": "The gateway failed to process the request; see its log."}, status=500)

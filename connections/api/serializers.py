@@ -41,13 +41,45 @@ def _timestamps(obj: Any) -> dict[str, str]:
     }
 
 
+def full_shape(fields: Mapping[str, serializers.Field[Any, Any, Any, Any]], item: Mapping[str, Any]) -> dict[str, Any]:
+    """`item` (the file's compact form, which leaves out defaults and empty parts) with every
+    readable field of `fields` present: a default where the field has one, `[]` for a list, `{}`
+    for a mapping, `""` for a text with blanks allowed, else null. Reads then have one stable shape
+    whatever is stored, as the schema documents it."""
+    full: dict[str, Any] = {}
+    for name, spec in fields.items():
+        if spec.write_only:
+            continue
+        if name in item:
+            value = item[name]
+            if isinstance(spec, serializers.ListSerializer) and isinstance(spec.child, serializers.Serializer):
+                value = [full_shape(spec.child.fields, v) for v in value]
+            elif isinstance(spec, serializers.Serializer) and isinstance(value, Mapping):
+                value = full_shape(spec.fields, value)
+            full[name] = value
+        elif spec.default is not serializers.empty:
+            full[name] = spec.default
+        elif isinstance(spec, serializers.ListSerializer | serializers.ListField):
+            full[name] = []
+        elif isinstance(spec, serializers.DictField):
+            full[name] = {}
+        elif isinstance(spec, serializers.CharField) and spec.allow_blank:
+            full[name] = ""
+        else:
+            full[name] = None
+    full.update((name, value) for name, value in item.items() if name not in full)
+    return full
+
+
 class CapacityLimitSerializer(serializers.Serializer[Any]):
     period = serializers.ChoiceField(choices=PERIODS)
-    requests = serializers.IntegerField(required=False, min_value=0, max_value=MAX_CAPACITY_REQUESTS)
-    tokens = serializers.IntegerField(required=False, min_value=0)
-    costUsd = serializers.FloatField(required=False, min_value=0)
-    dimension = serializers.ChoiceField(choices=[d for d in DIMENSIONS if d], required=False)
-    dimensionField = serializers.CharField(required=False, help_text="The vmx.metadata key; with metadata.")
+    requests = serializers.IntegerField(required=False, allow_null=True, min_value=0, max_value=MAX_CAPACITY_REQUESTS)
+    tokens = serializers.IntegerField(required=False, allow_null=True, min_value=0)
+    costUsd = serializers.FloatField(required=False, allow_null=True, min_value=0)
+    dimension = serializers.ChoiceField(choices=[d for d in DIMENSIONS if d], required=False, allow_null=True)
+    dimensionField = serializers.CharField(
+        required=False, allow_null=True, help_text="The vmx.metadata key; with metadata."
+    )
     enabled = serializers.BooleanField(default=True)
 
 
@@ -62,7 +94,7 @@ class ConfigObjectSerializer(serializers.Serializer[Any]):
         raise NotImplementedError
 
     def to_representation(self, instance: Any) -> dict[str, Any]:
-        return {**self.export(instance), **_timestamps(instance)}
+        return full_shape(self.fields, {**self.export(instance), **_timestamps(instance)})
 
     def run_validation(self, data: Any = serializers.empty) -> ConfigDoc:
         if not isinstance(data, Mapping):
@@ -168,7 +200,7 @@ class PricingSerializer(ConfigObjectSerializer):
     )
     input = serializers.FloatField(min_value=0, help_text="USD per 1M input tokens.")
     cachedInput = serializers.FloatField(
-        required=False, min_value=0, help_text="USD per 1M cached input tokens (default: input)."
+        required=False, allow_null=True, min_value=0, help_text="USD per 1M cached input tokens (default: input)."
     )
     output = serializers.FloatField(min_value=0, help_text="USD per 1M output tokens, reasoning included.")
     createdAt = serializers.DateTimeField(read_only=True)

@@ -67,6 +67,7 @@ from connections.services import (
     config_object_rename_permitted,
     connection_check,
 )
+from gateway.core.jsonchecks import has_unstorable_characters
 
 CONFIG_MODELS: tuple[type[Model], ...] = (Connection, AIResource, APIKey, PricingEntry)
 CONFIG_PARTS: tuple[type[Model], ...] = (ModelEntry, CapacityEntry)
@@ -99,6 +100,14 @@ class ConfigObjectViewSet(GenericViewSet[Any]):
     report_kind: ClassVar[str]
     """How `ApplyReport.changes` names it."""
     serializer_class: type[ConfigObjectSerializer]
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        super().initial(request, *args, **kwargs)
+        # No stored name holds a NUL or a lone surrogate (the database refuses them; PostgreSQL
+        # with an error): such a name is simply not found, before any query sees it.
+        name = self.kwargs.get(self.lookup_field)
+        if isinstance(name, str) and has_unstorable_characters(name):
+            raise Http404(f"No {self.kind} with that name.")
 
     def get_object(self) -> Any:
         name = self.kwargs[self.lookup_field]

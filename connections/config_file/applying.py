@@ -79,6 +79,8 @@ def config_apply(doc: ConfigDoc, *, prune: bool = False, dry_run: bool = False) 
     the report says what applying would change, and nothing is changed.
     """
     problems = _reference_problems(doc, prune=prune)
+    if prune:
+        problems += _unmentioned_prune_problems(doc)
     if problems:
         raise ConfigFileError(problems)
     report = ApplyReport()
@@ -244,6 +246,27 @@ def _apply_pricing(doc: PricingDoc, report: ApplyReport) -> None:
     existed = PricingEntry.objects.filter(model=doc.name).exists()
     _, changed = pricing_entry_save(model=doc.name, input=doc.input, output=doc.output, cached_input=doc.cached_input)
     report.add("pricing", doc.name, _status(not existed, changed))
+
+
+_PRUNED_KINDS: tuple[tuple[str, str, Any], ...] = (
+    ("connections", "connection", Connection),
+    ("resources", "resource", AIResource),
+    ("apiKeys", "API key", APIKey),
+    ("pricing", "pricing entry", PricingEntry),
+)
+
+
+def _unmentioned_prune_problems(doc: ConfigDoc) -> list[str]:
+    """A prune empties a kind only when the document names it (`pricing: []` says "none"): a
+    document that leaves a kind out would otherwise delete all of it without a word."""
+    problems = []
+    for section, label, model in _PRUNED_KINDS:
+        if section not in doc.sections and model.objects.exists():
+            problems.append(
+                f"{section}: not in the document, so a prune would delete every {label}; "
+                f"list them, or write `{section}: []` to delete them all"
+            )
+    return problems
 
 
 def _prune(doc: ConfigDoc, report: ApplyReport) -> None:

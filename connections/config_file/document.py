@@ -68,6 +68,9 @@ class PricingDoc:
 
 @dataclass
 class ConfigDoc:
+    sections: frozenset[str] = frozenset({"connections", "resources", "apiKeys", "pricing"})
+    """The kinds the document names (each as a list, empty ones included); a prune deletes
+    only within these, and refuses to empty a kind the document does not mention."""
     connections: list[ConnectionDoc] = field(default_factory=list)
     resources: list[ResourceDoc] = field(default_factory=list)
     api_keys: list[ApiKeyDoc] = field(default_factory=list)

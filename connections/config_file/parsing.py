@@ -4,6 +4,7 @@ complaint with its path, nothing written."""
 from __future__ import annotations
 
 import difflib
+import math
 import os
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -76,8 +77,11 @@ def _kind_name(kinds: tuple[type, ...]) -> str:
 
 
 def _items(container: Mapping[str, Any], key: str, problems: list[str]) -> list[tuple[str, Mapping[str, Any]]]:
-    value = container.get(key)
-    if value is None:
+    if key not in container:
+        return []
+    value = container[key]
+    if value is None:  # `connections:` with nothing after it: say none with [] (it matters to a prune)
+        problems.append(f"{key}: must be a list (write [] for none)")
         return []
     if not isinstance(value, list):
         problems.append(f"{key}: must be a list")
@@ -161,6 +165,9 @@ def _count(r: _Reader, key: str) -> int | None:
     return value
 
 
+_SECTIONS = ("connections", "resources", "apiKeys", "pricing")
+
+
 def config_parse(data: Any, *, environ: Mapping[str, str] | None = None, expand_env: bool = True) -> ConfigDoc:
     """Check the file's structure and expand environment references; raise with every problem.
 
@@ -175,13 +182,14 @@ def config_parse(data: Any, *, environ: Mapping[str, str] | None = None, expand_
         raise ConfigFileError(["(top level): must be a mapping with connections, resources, apiKeys and pricing"])
     if depth_exceeds(data, MAX_JSON_DEPTH):
         raise ConfigFileError([f"(top level): nested deeper than {MAX_JSON_DEPTH} levels"])
-    _Reader(data, "", problems, ("connections", "resources", "apiKeys", "pricing"))
+    _Reader(data, "", problems, _SECTIONS)
     if expand_env:
         data = env_expand(data, path="", problems=problems, environ=os.environ if environ is None else environ)
     else:
         data = env_expand(data, path="", problems=problems, environ=None)
     _nul_problems(data, "", problems)
     doc = ConfigDoc(
+        sections=frozenset(section for section in _SECTIONS if isinstance(data.get(section), list)),
         connections=_connections_read(data, problems),
         resources=_resources_read(data, problems),
         api_keys=_api_keys_read(data, problems),
@@ -309,10 +317,13 @@ def _pricing_read(data: Mapping[str, Any], problems: list[str]) -> list[PricingD
 
 
 def _nul_problems(value: Any, path: str, problems: list[str]) -> None:
-    """NUL characters or lone surrogates anywhere (a name, a description, defaultArgs): the
-    database cannot store them, so they are a problem of the file, named by its path, not an
-    error while writing it."""
-    if isinstance(value, str):
+    """NUL characters or lone surrogates anywhere (a name, a description, defaultArgs), and
+    non-finite numbers (YAML's `.nan`, `.inf`): the database cannot store them (JSON has no NaN),
+    so they are a problem of the document, named by its path, not an error while writing it.
+    The file reader and the management API both parse through here: the rule is written once."""
+    if isinstance(value, float) and not math.isfinite(value):
+        problems.append(f"{path or '(top level)'}: must be a finite number")
+    elif isinstance(value, str):
         if has_unstorable_characters(value):
             problems.append(f"{path or '(top level)'}: must not contain NUL characters or lone surrogates")
     elif isinstance(value, dict):

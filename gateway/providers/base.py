@@ -119,6 +119,10 @@ def url_problem(value: str) -> str | None:
         return "must not contain credentials (user:password@); put the key in the secret field"
     if any(ord(c) < 0x21 or ord(c) == 0x7F for c in value):
         return "must not contain spaces or control characters"
+    if "?" in value or "#" in value:
+        # The SDKs append paths to the base URL (a query would end up mid-path), and a query is
+        # where keys hide: every reader of the configuration would see it.
+        return "must not contain a query string or fragment; put a key in the secret field"
     return None
 
 

@@ -282,7 +282,10 @@ def test_pricing_is_applied_exported_and_reapplied_unchanged(tmp_path, secrets_e
 
 def test_prune_removes_prices_the_file_does_not_list(tmp_path, secrets_env):
     apply(write(tmp_path, FULL + PRICING))
-    output = apply(write(tmp_path, FULL), "--prune")
+    # A file that leaves pricing out does not delete it silently: it must say `pricing: []`.
+    with pytest.raises(CommandError, match="write `pricing: \\[\\]` to delete them all"):
+        apply(write(tmp_path, FULL), "--prune")
+    output = apply(write(tmp_path, FULL + "pricing: []\n"), "--prune")
     assert "pricing gpt-4.1: deleted" in output
     assert "pricing" not in yaml.safe_load(export())
 

@@ -55,8 +55,8 @@ def managed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ManagedGateway
     (directory / "vmx.yaml").write_text(yaml.safe_dump(config))
     manage(env, "vmx_apply", str(directory / "vmx.yaml"))
     manage(env, "createsuperuser", "--no-input", "--username", "ops", "--email", "ops@example.com")
-    out = manage(env, "drf_create_token", "ops").stdout
-    token = re.search(r"\b[0-9a-f]{40}\b", out)
+    out = manage(env, "vmx_token", "create", "ops").stdout
+    token = re.search(r"\bvmxm-[A-Za-z0-9_-]{40,}", out)
     assert token, out
     process = gateway_start(env, directory / "gunicorn.log", "--workers", "2")
     gateway = ManagedGateway(process, env, token.group(0))

@@ -17,9 +17,9 @@ import yaml
 from django.contrib.auth.models import Group, Permission, User
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from connections.api.auth import management_token_create
 from connections.config_export import config_export
 from connections.models import AIResource, APIKey, Connection, PricingEntry
 
@@ -35,9 +35,9 @@ def admin_user() -> User:
 
 @pytest.fixture
 def api(admin_user: User) -> APIClient:
-    """A client authenticated as `manage.py drf_create_token` users are: `Authorization: Token <key>`."""
+    """A client authenticated as `manage.py vmx_token create` users are: `Authorization: Token <key>`."""
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=admin_user).key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {management_token_create(user=admin_user)[1]}")
     return client
 
 
@@ -48,7 +48,7 @@ def staff_client(*codenames: str) -> APIClient:
         group.permissions.set(Permission.objects.filter(codename__in=codenames))
         user.groups.add(group)
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {management_token_create(user=user)[1]}")
     return client
 
 
@@ -173,13 +173,15 @@ def test_resource_crud_with_fallbacks_rename_and_slashes(base: APIClient):
     created = post(base, "/api/v1/resources/", body)
     assert created.status_code == 201, created.content
     got = base.get("/api/v1/resources/team/chat/").json()
-    assert got["fallbackModels"] == [{"connection": "demo", "model": "mock-2", "maxRetries": 0, "timeoutMs": 5000}]
-    assert got["capacity"] == [{"period": "day", "costUsd": 25}]
+    fallback = {"connection": "demo", "model": "mock-2", "maxRetries": 0, "timeoutMs": 5000, "reasoning": True}
+    assert got["fallbackModels"] == [fallback]
+    unset = {"requests": None, "tokens": None, "dimension": None, "dimensionField": None, "enabled": True}
+    assert got["capacity"] == [{"period": "day", "costUsd": 25, **unset}]
 
     patched = base.patch("/api/v1/resources/team/chat/", {"name": "team/chat-2", "defaultArgs": None}, format="json")
     assert patched.status_code == 200, patched.content
     assert patched.json()["name"] == "team/chat-2"
-    assert "defaultArgs" not in patched.json()
+    assert patched.json()["defaultArgs"] == {}
     assert not AIResource.objects.filter(name="team/chat").exists()
     assert AIResource.objects.get(name="team/chat-2").model_entries.count() == 2
 
@@ -364,7 +366,7 @@ def test_anonymous_and_non_staff_callers_are_refused(base: APIClient):
     assert bad_token.get("/api/v1/connections/").status_code == 401
     user = User.objects.create_user("nobody", password="pw-0123456789")  # not staff
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {management_token_create(user=user)[1]}")
     assert client.get("/api/v1/connections/").status_code == 403
 
 
