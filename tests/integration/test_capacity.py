@@ -547,8 +547,8 @@ def test_a_reset_of_a_year_skips_a_connection_for_minutes_and_an_operator_clears
 
 def _operator_token(gateway: Gateway) -> str:
     script = (
-        "from django.contrib.auth.models import User; from rest_framework.authtoken.models import Token; "
+        "from django.contrib.auth.models import User; from connections.api.auth import management_token_create; "
         "user, _ = User.objects.get_or_create(username='capacity-ops', defaults={'is_staff': True, 'is_superuser': True}); "
-        "print(Token.objects.get_or_create(user=user)[0].key)"
+        "print(management_token_create(user=user)[1])"
     )
     return manage(gateway.env, "shell", "-v", "0", "-c", script).stdout.strip()

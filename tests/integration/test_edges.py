@@ -59,8 +59,22 @@ def _held_open_stream() -> Reply:
     return Reply(events=events + rest)
 
 
+def _remove(env: dict[str, str], *, resource: str, key: str) -> None:
+    """Take this test's objects out of the session's gateway (others list what it serves)."""
+    code = (
+        "from connections.models import AIResource, APIKey, Connection;"
+        "from connections.signals import config_revision_bump;"
+        f"AIResource.objects.filter(name={resource!r}).delete();"
+        f"Connection.objects.filter(name={resource!r}).delete();"
+        f"APIKey.objects.filter(name={key!r}).delete();"
+        "config_revision_bump()"
+    )
+    manage(env, "shell", "-c", code)
+    time.sleep(1.0)
+
+
 def test_a_client_that_leaves_before_reading_its_stream_is_audited_settled_and_the_upstream_closed(
-    gateway: Gateway, upstream: FakeOpenAI, tmp_path: Path
+    gateway: Gateway, upstream: FakeOpenAI, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     key, secret, resource = (
         f"edge-{secrets.token_hex(3)}",
@@ -85,6 +99,7 @@ def test_a_client_that_leaves_before_reading_its_stream_is_audited_settled_and_t
             ],
         },
     )
+    request.addfinalizer(lambda: _remove(gateway.env, resource=resource, key=key))
     upstream.reply("POST", path, _held_open_stream())
     correlation = secrets.token_hex(8)
     body = json.dumps({"model": resource, "messages": MESSAGES, "stream": True, "max_tokens": 5000}).encode()

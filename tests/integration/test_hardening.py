@@ -406,7 +406,7 @@ def test_an_unexpected_provider_exception_is_that_legs_failure(http, gateway, up
         assert check.returncode != 0 and "Traceback" not in check.stderr
         assert "the check failed" in check.stderr
         exported = manage(gateway.env, "vmx_export").stdout
-        assert "hunter2" not in exported and "user:********@127.0.0.1" in exported
+        assert "hunter2" not in exported and "//********@127.0.0.1" in exported
     finally:
         manage(
             gateway.env,

@@ -82,7 +82,7 @@ def test_a_plaintext_token_keeps_working_after_the_migration(ops: User):
 
     from django.apps import apps as global_apps
 
-    migration = import_module("connections.migrations.0005_mgmt_management_tokens")
+    migration = import_module("connections.migrations.0005_management_tokens")
     legacy = "0123456789abcdef0123456789abcdef01234567"
     with connection.cursor() as cursor:
         cursor.execute("CREATE TABLE authtoken_token (key varchar(40) PRIMARY KEY, user_id integer, created timestamp)")
