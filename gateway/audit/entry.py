@@ -54,9 +54,10 @@ class AuditEntry:
     on_finish: Callable[[AuditEntry, float | None], None] | None = None
     """Called once with the entry and its cost when the request ends (capacity settles here)."""
     resource_known: bool = False
+    """`resource` names a configured resource or connection (metrics and rollups keep it; otherwise
+    `(unknown)`)."""
     direct: bool = False
     """A `connection/model-id` address: metrics label it `(direct)`, never by the client's id."""
-    """`resource` names a configured resource (metrics label it by name; otherwise `(unknown)`)."""
     finished: bool = False
     stream_open: bool = False
     """Counted in `vmx_open_streams` (from the first byte of a stream to its end)."""
