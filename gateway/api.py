@@ -38,6 +38,7 @@ from gateway.capacity.learned import upstream_limit_clear
 from gateway.capacity.policy import Used
 from gateway.capacity.stores import StoreUnavailableError
 from gateway.capacity.usage import capacity_window_usage
+from gateway.core.jsonchecks import has_unstorable_characters
 from gateway.core.limits import NANOS_PER_USD
 from gateway.models import AuditRecord, UpstreamRateLimit
 
@@ -390,7 +391,9 @@ class UpstreamLimitView(APIView):
 
     @extend_schema(summary="Clear a learned upstream limit", responses={204: None})
     def delete(self, request: Request, connection: str, model: str) -> Response:
-        if not upstream_limit_clear(connection=connection, model=model):
+        # A NUL from the path (`%00`) can name nothing stored, and PostgreSQL refuses it in text.
+        unstorable = has_unstorable_characters(connection) or has_unstorable_characters(model)
+        if unstorable or not upstream_limit_clear(connection=connection, model=model):
             raise NotFound(f"Nothing was learned of {connection}/{model}.")
         return Response(status=204)
 

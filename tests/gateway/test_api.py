@@ -327,3 +327,9 @@ def test_an_incremental_reader_sees_a_record_written_late_with_an_older_date(api
     ]
     refused = api.get("/api/v1/audit/?after=req_nope")
     assert refused.status_code == 400 and "after" in refused.json()
+
+
+def test_clearing_a_learned_mark_named_with_a_nul_is_a_404(api: APIClient):
+    """`%00` in the path names nothing stored (and PostgreSQL refuses NUL in text): a 404, not a 500."""
+    assert api.delete("/api/v1/capacity/upstream-limits/a%00b/m/").status_code == 404
+    assert api.delete("/api/v1/capacity/upstream-limits/a/m%00x/").status_code == 404

@@ -11,6 +11,9 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from connections.api.auth import DEFAULT_TOKEN_LIFETIME, management_token_create, management_tokens_revoke
 from connections.models import ManagementToken
 
+MAX_DAYS = 36_500
+"""The longest lifetime a token may be given (a hundred years; more overflows the calendar)."""
+
 
 class Command(BaseCommand):
     help = "Create (printed once), revoke or list management API tokens."
@@ -46,8 +49,8 @@ class Command(BaseCommand):
                 raise CommandError(f"no user {options['username']!r}")
         if action == "create":
             assert user is not None
-            if options["days"] < 0:
-                raise CommandError("--days must be 0 or more")
+            if not 0 <= options["days"] <= MAX_DAYS:
+                raise CommandError(f"--days must be from 0 (never expires) to {MAX_DAYS}")
             lifetime = timedelta(days=options["days"]) if options["days"] else None
             token, value = management_token_create(user=user, lifetime=lifetime, description=options["description"])
             self.stdout.write(f"{value}\n")

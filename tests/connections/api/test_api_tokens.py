@@ -97,3 +97,11 @@ def test_a_plaintext_token_keeps_working_after_the_migration(ops: User):
     assert status(legacy) == 200
     token = ManagementToken.objects.get()
     assert token.expires_at is not None and token.expires_at > timezone.now() + timedelta(days=80)
+
+
+def test_a_lifetime_past_the_calendar_is_a_clear_error(ops: User):
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match="--days must be from 0"):
+        call_command("vmx_token", "create", "ops", "--days", "3000000", stdout=io.StringIO(), stderr=io.StringIO())
+    assert not ManagementToken.objects.exists()
