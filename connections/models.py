@@ -1,4 +1,10 @@
-"""Connections, AI resources (with their model entries), gateway API keys and their capacity limits.
+"""Workspaces and environments, connections, AI resources (with their model entries), gateway API
+keys and their capacity limits, and the members of workspaces with their roles.
+
+Every connection, resource and API key belongs to one environment of one workspace (DESIGN.md
+2.15): names are unique per environment, an object's environment is fixed once created, and
+references (a model entry's connection, a key's resources) never cross environments. Objects
+created without one belong to `default/default`, which every installation has.
 
 Validation lives here (`clean()`), so the admin, the config file and the commands share it; writes
 go through `connections.services`. Any save or delete bumps `ConfigRevision`, which is how every
@@ -10,6 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import re
+import uuid
 from typing import Any
 
 import orjson
@@ -38,6 +46,124 @@ MODEL_ID_LENGTH = 200
 API_KEY_PREFIX_LENGTH = 8
 API_KEY_MIN_LENGTH = 20
 
+TENANT_NAME_LENGTH = 63
+DEFAULT_WORKSPACE = "default"
+DEFAULT_ENVIRONMENT = "default"
+_TENANT_NAME = re.compile(r"[a-z0-9-]{1,63}")
+_UUID_SHAPE = re.compile(r"[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}")
+
+
+def tenant_name_error(value: object) -> str | None:
+    """Why `value` cannot name a workspace or an environment, or None.
+
+    Names sit in base URLs and metric labels, and a path segment may be a name or an id: a name
+    shaped like a UUID could be taken for another's id."""
+    if not isinstance(value, str) or not _TENANT_NAME.fullmatch(value):
+        return "use 1 to 63 lower-case letters, digits and -"
+    if _UUID_SHAPE.fullmatch(value):
+        return "must not be shaped like a UUID (ids are)"
+    return None
+
+
+def tenant_name_validator(value: str) -> None:
+    error = tenant_name_error(value)
+    if error is not None:
+        raise ValidationError(error)
+
+
+class Workspace(models.Model):
+    """A team. Its name is fixed once created: base URLs and metric labels hold it."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(max_length=TENANT_NAME_LENGTH, unique=True, validators=[tenant_name_validator])
+    description = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Environment(models.Model):
+    """One environment (`dev`, `prod`, …) of a workspace: what every configuration object and
+    record belongs to. `default/default` exists in every installation and is never deleted."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    workspace = models.ForeignKey(Workspace, on_delete=models.PROTECT, related_name="environments")
+    name = models.CharField(max_length=TENANT_NAME_LENGTH, validators=[tenant_name_validator])
+    description = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["workspace__name", "name"]
+        constraints = [models.UniqueConstraint(fields=["workspace", "name"], name="environment_name_unique")]
+
+    def __str__(self) -> str:
+        return self.label
+
+    @property
+    def label(self) -> str:
+        """`workspace/environment`, as headers, files and logs write it."""
+        return f"{self.workspace.name}/{self.name}"
+
+    @property
+    def is_default(self) -> bool:
+        return self.name == DEFAULT_ENVIRONMENT and self.workspace.name == DEFAULT_WORKSPACE
+
+
+def environment_default() -> Environment:
+    """`default/default`, made if missing (a migration makes it; a test flush may remove it)."""
+    workspace, _ = Workspace.objects.get_or_create(name=DEFAULT_WORKSPACE)
+    environment, _ = Environment.objects.get_or_create(workspace=workspace, name=DEFAULT_ENVIRONMENT)
+    return environment
+
+
+def environment_default_id() -> uuid.UUID:
+    """The default of every `environment` foreign key: objects made without one are `default/default`'s."""
+    return environment_default().pk
+
+
+class Membership(models.Model):
+    """A Django user's role in a workspace (DESIGN.md 2.15). An editor's or viewer's membership may
+    be limited to some environments (none listed: all of them, present and future); an owner's
+    never is. Grants add up: nothing denies."""
+
+    class Role(models.TextChoices):
+        OWNER = "owner"
+        EDITOR = "editor"
+        VIEWER = "viewer"
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey("auth.User", on_delete=models.CASCADE, related_name="workspace_memberships")
+    role = models.CharField(max_length=16, choices=Role.choices)
+    environments = models.ManyToManyField(
+        Environment, blank=True, related_name="memberships", help_text="Empty: every environment of the workspace."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["workspace__name", "user__username"]
+        constraints = [models.UniqueConstraint(fields=["workspace", "user"], name="membership_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.workspace} ({self.role})"
+
+
+def _environment_field(related_name: str) -> Any:
+    return models.ForeignKey(
+        Environment,
+        on_delete=models.PROTECT,
+        default=environment_default_id,
+        related_name=related_name,
+        help_text="Fixed once created.",
+    )
+
+
 resource_name_validator = RegexValidator(
     r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]*$",
     "Use letters, digits and . _ : / @ + - (this is what clients send as `model`).",
@@ -45,7 +171,8 @@ resource_name_validator = RegexValidator(
 
 
 class Connection(models.Model):
-    name = models.SlugField(max_length=NAME_LENGTH, unique=True, help_text="Unique slug, e.g. openai-main.")
+    environment = _environment_field("connections")
+    name = models.SlugField(max_length=NAME_LENGTH, help_text="A slug unique in its environment, e.g. openai-main.")
     description = models.TextField(blank=True)
     provider = models.CharField(max_length=32, choices=provider_choices)
     config = models.JSONField(default=dict, blank=True, help_text="Non-secret provider settings.")
@@ -56,6 +183,7 @@ class Connection(models.Model):
 
     class Meta:
         ordering = ["name"]
+        constraints = [models.UniqueConstraint(fields=["environment", "name"], name="connection_name_unique")]
 
     def __str__(self) -> str:
         return self.name
@@ -93,11 +221,11 @@ class Connection(models.Model):
 
 
 class AIResource(models.Model):
+    environment = _environment_field("resources")
     name = models.CharField(
         max_length=RESOURCE_NAME_LENGTH,
-        unique=True,
         validators=[resource_name_validator],
-        help_text="What clients send as `model`.",
+        help_text="What clients send as `model`; unique in its environment.",
     )
     description = models.TextField(blank=True)
     default_args = models.JSONField(
@@ -112,6 +240,7 @@ class AIResource(models.Model):
     class Meta:
         ordering = ["name"]
         verbose_name = "AI resource"
+        constraints = [models.UniqueConstraint(fields=["environment", "name"], name="resource_name_unique")]
 
     def __str__(self) -> str:
         return self.name
@@ -165,13 +294,18 @@ class ModelEntry(models.Model):
         self.model = self.model.strip()
         if not self.model:
             raise ValidationError({"model": "required"})
+        if self.connection_id and self.resource_id and self.connection.environment_id != self.resource.environment_id:
+            # As one that exists nowhere: nothing tells of another environment's objects.
+            raise ValidationError({"connection": f"no connection '{self.connection.name}'"})
 
 
 class APIKey(models.Model):
     """A gateway client key. Only its SHA-256 digest is stored; `prefix` identifies it to people."""
 
-    name = models.SlugField(max_length=NAME_LENGTH, unique=True)
+    environment = _environment_field("api_keys")
+    name = models.SlugField(max_length=NAME_LENGTH, help_text="Unique in its environment.")
     prefix = models.CharField(max_length=API_KEY_PREFIX_LENGTH, editable=False)
+    # Unique installation-wide: the flat /v1/ paths find a key of any environment by its digest.
     digest = models.CharField(max_length=64, unique=True, editable=False)
     all_resources = models.BooleanField(default=False, help_text="Allow every resource, present and future.")
     resources = models.ManyToManyField(AIResource, blank=True, related_name="api_keys")
@@ -183,6 +317,7 @@ class APIKey(models.Model):
     class Meta:
         ordering = ["name"]
         verbose_name = "API key"
+        constraints = [models.UniqueConstraint(fields=["environment", "name"], name="api_key_name_unique")]
 
     def __str__(self) -> str:
         return self.name

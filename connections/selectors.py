@@ -14,6 +14,7 @@ import hashlib
 import logging
 import threading
 import time
+import uuid
 from types import MappingProxyType
 
 from asgiref.sync import sync_to_async
@@ -22,13 +23,22 @@ from django.db import DatabaseError
 from django.db.models import Prefetch
 
 from connections.crypto import EncryptionKeyError
-from connections.entities import ApiKeyInfo, ConfigSnapshot, ConnectionInfo, ModelEntryInfo, ResourceInfo
+from connections.entities import (
+    ApiKeyInfo,
+    ConfigSnapshot,
+    ConnectionInfo,
+    EnvironmentInfo,
+    EnvironmentSnapshot,
+    ModelEntryInfo,
+    ResourceInfo,
+)
 from connections.models import (
     AIResource,
     APIKey,
     CapacityEntry,
     ConfigRevision,
     Connection,
+    Environment,
     ModelEntry,
     PricingEntry,
 )
@@ -66,23 +76,40 @@ def connection_info_get(*, connection: Connection) -> ConnectionInfo:
     )
 
 
+def environment_info_get(*, environment: Environment) -> EnvironmentInfo:
+    """The frozen view of one environment row (its workspace selected with it)."""
+    return EnvironmentInfo(
+        id=environment.pk.hex,
+        name=environment.name,
+        workspace=environment.workspace.name,
+        workspace_id=environment.workspace_id.hex,
+        is_default=environment.is_default,
+    )
+
+
 def config_snapshot_build() -> ConfigSnapshot:
-    """Read the whole configuration in a fixed number of queries, however much there is.
+    """Read the whole configuration in a fixed number of queries, however much there is and
+    however many environments hold it.
 
     Raises `EncryptionKeyError` on a bad key.
     """
     revision = config_revision_get()
     limits = capacity_limits_by_owner()
-    connections: dict[str, ConnectionInfo] = {}
-    connection_capacity: dict[str, tuple[CapacityLimit, ...]] = {}
+    prices = price_list_build()
+    infos = {
+        env.pk.hex: environment_info_get(environment=env) for env in Environment.objects.select_related("workspace")
+    }
+    connections: dict[str, dict[str, ConnectionInfo]] = {env_id: {} for env_id in infos}
+    connection_capacity: dict[str, dict[str, tuple[CapacityLimit, ...]]] = {env_id: {} for env_id in infos}
     for conn in Connection.objects.all():
-        connections[conn.name] = connection_info_get(connection=conn)
+        env_id = conn.environment_id.hex
+        connections[env_id][conn.name] = connection_info_get(connection=conn)
         if ("connection", conn.pk) in limits:
-            connection_capacity[conn.name] = limits[("connection", conn.pk)]
-    resources: dict[str, ResourceInfo] = {}
+            connection_capacity[env_id][conn.name] = limits[("connection", conn.pk)]
+    resources: dict[str, dict[str, ResourceInfo]] = {env_id: {} for env_id in infos}
     entries = Prefetch("model_entries", queryset=ModelEntry.objects.select_related("connection"))
     for res in AIResource.objects.prefetch_related(entries):
-        resources[res.name] = ResourceInfo(
+        resources[res.environment_id.hex][res.name] = ResourceInfo(
             name=res.name,
             enabled=res.enabled,
             models=tuple(
@@ -94,6 +121,9 @@ def config_snapshot_build() -> ConfigSnapshot:
                     reasoning=entry.reasoning,
                 )
                 for entry in res.model_entries.all()
+                # The models' checks keep entries in their resource's environment; a row written
+                # around them must still never route to another environment's connection.
+                if entry.connection.environment_id == res.environment_id
             ),
             default_args=MappingProxyType(dict(res.default_args)),
             created=int(res.created_at.timestamp()),
@@ -105,17 +135,34 @@ def config_snapshot_build() -> ConfigSnapshot:
             name=key.name,
             enabled=key.enabled,
             all_resources=key.all_resources,
-            resources=frozenset(r.name for r in key.resources.all()),
+            resources=frozenset(r.name for r in key.resources.all() if r.environment_id == key.environment_id),
             expires_at=key.expires_at,
             capacity=limits.get(("api_key", key.pk), ()),
+            environment=key.environment_id.hex,
         )
+    environments = {
+        env_id: EnvironmentSnapshot(
+            revision=revision,
+            environment=info,
+            connections=MappingProxyType(connections[env_id]),
+            resources=MappingProxyType(resources[env_id]),
+            prices=prices,
+            connection_capacity=MappingProxyType(connection_capacity[env_id]),
+        )
+        for env_id, info in infos.items()
+    }
+    by_path: dict[tuple[str, str], str] = {}
+    for env_id, info in infos.items():
+        # A segment is the name or the id (VM-X base URLs hold ids, with or without dashes).
+        for workspace in {info.workspace, info.workspace_id, str(uuid.UUID(info.workspace_id))}:
+            for environment in {info.name, env_id, str(uuid.UUID(env_id))}:
+                by_path[(workspace, environment)] = env_id
     return ConfigSnapshot(
         revision=revision,
-        connections=MappingProxyType(connections),
-        resources=MappingProxyType(resources),
+        environments=MappingProxyType(environments),
         api_keys_by_digest=MappingProxyType(keys),
-        prices=price_list_build(),
-        connection_capacity=MappingProxyType(connection_capacity),
+        environments_by_path=MappingProxyType(by_path),
+        prices=prices,
     )
 
 

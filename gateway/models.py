@@ -14,6 +14,9 @@ class AuditRecord(models.Model):
 
     request_id = models.CharField(max_length=64, unique=True)
     created_at = models.DateTimeField(db_index=True)
+    # Names, as `api_key` and `resource` are: a record outlives the objects it names (DESIGN.md 2.15).
+    workspace = models.CharField(max_length=63, default="default")
+    environment = models.CharField(max_length=63, default="default")
     endpoint = models.CharField(max_length=32, choices=Endpoint.choices, db_index=True)
     stream = models.BooleanField(default=False)
     api_key = models.CharField(max_length=64, blank=True, db_index=True, help_text="The key's name.")
@@ -52,6 +55,7 @@ class AuditRecord(models.Model):
     class Meta:
         ordering = ["-created_at", "-id"]
         verbose_name = "audit record"
+        indexes = [models.Index(fields=["workspace", "environment", "created_at"], name="audit_tenant_created")]
 
     def __str__(self) -> str:
         return self.request_id
@@ -100,6 +104,9 @@ class CapacityReservation(models.Model):
 class UpstreamRateLimit(models.Model):
     """The last `x-ratelimit-*` headers an upstream sent per connection x model (DESIGN.md 2.10)."""
 
+    environment = models.CharField(
+        max_length=32, blank=True, default="", help_text="The environment's id (hex); empty for default/default."
+    )
     connection = models.CharField(max_length=64)
     model = models.CharField(max_length=200)
     limit_requests = models.BigIntegerField(null=True, blank=True)
@@ -118,7 +125,9 @@ class UpstreamRateLimit(models.Model):
 
     class Meta:
         ordering = ["connection", "model"]
-        constraints = [models.UniqueConstraint(fields=["connection", "model"], name="upstream_rate_limit_unique")]
+        constraints = [
+            models.UniqueConstraint(fields=["environment", "connection", "model"], name="upstream_rate_limit_unique")
+        ]
         verbose_name = "upstream rate limit"
 
     def __str__(self) -> str:
@@ -126,11 +135,13 @@ class UpstreamRateLimit(models.Model):
 
 
 class RollupSums(models.Model):
-    """The dimensions and sums a rollup row keeps (gateway/audit/rollups.py): per endpoint, resource, API
-    key, connection, model and status class, written by the audit writer in the same transaction
+    """The dimensions and sums a rollup row keeps (gateway/audit/rollups.py): per workspace, environment,
+    endpoint, resource, API key, connection, model and status class, written by the audit writer in the same transaction
     as the records they count. Histogram columns `latency_NN` / `ttft_NN` count requests per
     duration bucket. The concrete tables add their period's start."""
 
+    workspace = models.CharField(max_length=63, default="default")
+    environment = models.CharField(max_length=63, default="default")
     endpoint = models.CharField(max_length=32)
     resource = models.CharField(max_length=300, blank=True)
     api_key = models.CharField(max_length=64, blank=True)
@@ -159,7 +170,7 @@ class RollupSums(models.Model):
 def _one_row_per_period(period_field: str, *, name: str) -> models.UniqueConstraint:
     """One row per period and dimensions: what the writers' upserts add to. Its index, which
     starts with the period, also serves the reads by period and the purge."""
-    dimensions = ["endpoint", "resource", "api_key", "connection", "model", "status_class"]
+    dimensions = ["workspace", "environment", "endpoint", "resource", "api_key", "connection", "model", "status_class"]
     return models.UniqueConstraint(fields=[period_field, *dimensions], name=name)
 
 

@@ -188,8 +188,11 @@ class GatewayASGIHandler(ASGIHandler):
             auth = None
             if scope["method"] in BODY_METHODS:
                 # The key first: a client without one never gets to send its body (DESIGN.md 2.13).
+                tenant = (
+                    (match.kwargs["workspace"], match.kwargs["environment"]) if "workspace" in match.kwargs else None
+                )
                 try:
-                    auth = await authenticate(headers)
+                    auth = await authenticate(headers, tenant=tenant)
                 except AuthenticationError as exc:
                     authentication_failed(source_ip=_client_address(scope, headers), path=scope["path"], error=exc)
                     raise
@@ -198,12 +201,16 @@ class GatewayASGIHandler(ASGIHandler):
                 body = await body_read(receive, limit=limit, declared=_declared_length(scope["headers"]))
             except BodyTooLargeError as exc:
                 error = exc.error()
+                if auth is not None:
+                    error.headers["x-vmx-environment"] = auth[0].environment.label
                 if auth is not None and view_class is not None and view_class.audit_endpoint:
                     error.headers["x-vmx-request-id"] = request_id = request_id_new()
                     correlation_id, metadata = envelope_headers(headers)  # the body is never read
                     entry = AuditEntry(
                         request_id=request_id,
                         endpoint=view_class.audit_endpoint,
+                        workspace=auth[0].environment.workspace,
+                        environment=auth[0].environment.name,
                         api_key=auth[1].name,
                         correlation_id=correlation_id,
                         metadata=metadata,

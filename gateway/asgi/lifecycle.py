@@ -62,11 +62,13 @@ async def _configuration_load() -> None:
         # Not fatal: /readyz reports it, and the worker recovers when the database comes back.
         logger.warning("configuration not loaded at startup (database unavailable: %s)", exc)
         return
+    environments = snapshot.environments.values()
     logger.info(
-        "configuration loaded: %d connections, %d resources, %d API keys",
-        len(snapshot.connections),
-        len(snapshot.resources),
+        "configuration loaded: %d connections, %d resources, %d API keys in %d environments",
+        sum(len(env.connections) for env in environments),
+        sum(len(env.resources) for env in environments),
         len(snapshot.api_keys_by_digest),
+        len(environments),
     )
 
 

@@ -35,6 +35,9 @@ class AuditEntry:
     request_id: str
     endpoint: str
     stream: bool = False
+    workspace: str = "default"
+    environment: str = "default"
+    """The key's environment, by name (DESIGN.md 2.15)."""
     api_key: str = ""
     resource: str = ""
     correlation_id: str = ""
@@ -90,9 +93,17 @@ class AuditEntry:
             entry["notes"] = notes
         self.attempts.append(entry)
         outcome = _outcome(error, tries=tries)
-        metrics.attempt_finished(connection=connection, model=metrics.DIRECT if self.direct else model, outcome=outcome)
+        metrics.attempt_finished(
+            connection=connection,
+            model=metrics.DIRECT if self.direct else model,
+            outcome=outcome,
+            workspace=self.workspace,
+            environment=self.environment,
+        )
         if tries == 0 and outcome in ("capacity_exceeded", "upstream_rate_limited"):
-            metrics.capacity_rejected(scope="connection", code=outcome)
+            metrics.capacity_rejected(
+                scope="connection", code=outcome, workspace=self.workspace, environment=self.environment
+            )
 
     def first_byte(self) -> None:
         if self.stream and not self.stream_open and not self.finished:
@@ -116,6 +127,8 @@ class AuditEntry:
             "created_at": self.created_at,
             "endpoint": self.endpoint,
             "stream": self.stream,
+            "workspace": self.workspace,
+            "environment": self.environment,
             "api_key": self.api_key,
             "resource": self.resource[:300],
             "resource_known": self.resource_known if self.resource else None,
@@ -159,7 +172,12 @@ class AuditEntry:
         # Connection limits are counted per leg skipped (`attempt`); a 429 because every leg was
         # skipped is not counted again.
         if isinstance(error, CapacityExceededError) and not self.finished and error.scope != "connection":
-            metrics.capacity_rejected(scope=error.scope or "api_key", code=error.code or "capacity_exceeded")
+            metrics.capacity_rejected(
+                scope=error.scope or "api_key",
+                code=error.code or "capacity_exceeded",
+                workspace=self.workspace,
+                environment=self.environment,
+            )
         self.finish(
             status_code=error.status_code, error_type=error.code or error.openai_type, error_message=error.message
         )

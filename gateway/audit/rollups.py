@@ -37,7 +37,17 @@ TOKEN_FIELDS = (
     "rejected_prediction_tokens",
     "total_tokens",
 )
-DIMENSIONS = ("minute", "endpoint", "resource", "api_key", "connection", "model", "status_class")
+DIMENSIONS = (
+    "minute",
+    "workspace",
+    "environment",
+    "endpoint",
+    "resource",
+    "api_key",
+    "connection",
+    "model",
+    "status_class",
+)
 UNKNOWN_RESOURCE = "(unknown)"
 """The rollups' resource for every name that matched nothing (the audit record keeps the literal):
 invented names add no rollup rows, menu entries or `usage/` rows."""
@@ -94,7 +104,7 @@ class Rollup:
         self.ttft = [a + b for a, b in zip(self.ttft, other.ttft, strict=True)]
 
 
-RollupKey = tuple[datetime, str, str, str, str, str, int]
+RollupKey = tuple[datetime, str, str, str, str, str, str, str, int]
 
 
 def rollup_key(row: Mapping[str, Any]) -> RollupKey:
@@ -102,6 +112,8 @@ def rollup_key(row: Mapping[str, Any]) -> RollupKey:
     created: datetime = row["created_at"]
     return (
         created.replace(second=0, microsecond=0),
+        str(row.get("workspace") or "default"),
+        str(row.get("environment") or "default"),
         str(row.get("endpoint") or ""),
         UNKNOWN_RESOURCE if row.get("resource_known") is False else str(row.get("resource") or ""),
         str(row.get("api_key") or ""),

@@ -277,6 +277,7 @@ def capacity_gate_open(
     fail_closed: bool,
     store: CapacityStore | None = None,
     plan_key: Hashable | None = None,
+    environment: str = "",
 ) -> CapacityGate | None:
     """The request's gate, or None when nothing it touches has limits (the common, free case).
 
@@ -284,7 +285,8 @@ def capacity_gate_open(
     no model, which counts as a request only. `plan_key` names everything the limits depend on
     besides the request (configuration revision, key, route): requests that count only requests
     and per no dimension then reuse their counters until the first of their windows ends, instead
-    of working them out again.
+    of working them out again. `environment` is the store tag of the key's environment: every
+    scope the request counts in is that environment's.
     """
     if not api_key_limits and not resource_limits and not any(leg.limits for leg in legs):
         return None
@@ -298,10 +300,10 @@ def capacity_gate_open(
         def counters(scope: Scope, limits: Sequence[CapacityLimit]) -> list[Counter]:
             return counters_for(scope, limits, now=now, source_ip=source_ip, metadata=metadata, max_values=max_values)
 
-        mandatory = counters(Scope("api_key", api_key), api_key_limits)
+        mandatory = counters(Scope("api_key", api_key, environment), api_key_limits)
         if resource is not None:
-            mandatory += counters(Scope("resource", resource), resource_limits)
-        per_leg = [counters(Scope("connection", leg.connection), leg.limits) for leg in legs]
+            mandatory += counters(Scope("resource", resource, environment), resource_limits)
+        per_leg = [counters(Scope("connection", leg.connection, environment), leg.limits) for leg in legs]
         every = [*mandatory, *(counter for counters in per_leg for counter in counters)]
         counts_usage = any(_counts_usage(counter) for counter in every)
         input_tokens, output_tokens = estimated_tokens(body) if counts_usage and body is not None else (0, 0)

@@ -12,6 +12,9 @@ Invariants:
   lookup, nothing when nothing was learned. With Redis, an exhaustion is also published: every
   worker's listener (`upstream_limits_listen`) adds what its siblings learned, and a worker that
   starts later loads the marks still running (keys that expire at their reset).
+- Marks are per environment x connection x model (DESIGN.md 2.15): two environments may each
+  have a connection `main` on different upstreams. `default/default`'s environment tag is empty,
+  so its Redis keys and rows are those of before environments existed.
 - The last headers seen per connection x model are saved to the database every few seconds
   (`upstream_limits_keep_saved`) for the admin; never on the request path. Rows not seen for
   `VMX_UPSTREAM_LIMITS_RETENTION_DAYS` are deleted by the daily maintenance.
@@ -90,11 +93,13 @@ class UpstreamLimits:
     exhausted_until: float | None = None
 
 
-_exhausted: dict[tuple[str, str], float] = {}
-"""(connection, model) → Unix time until which the upstream has nothing left for it."""
-_seen: dict[tuple[str, str], UpstreamLimits] = {}
-_unsaved: set[tuple[str, str]] = set()
-_marked_at: dict[tuple[str, str], float] = {}
+_Pair = tuple[str, str, str]
+"""(environment tag, connection, model)."""
+_exhausted: dict[_Pair, float] = {}
+"""(environment, connection, model) → Unix time until which the upstream has nothing left for it."""
+_seen: dict[_Pair, UpstreamLimits] = {}
+_unsaved: set[_Pair] = set()
+_marked_at: dict[_Pair, float] = {}
 """When this worker learned each of its marks: a clear saved after that moment removes it."""
 _tasks: set[asyncio.Task[None]] = set()
 
@@ -108,14 +113,17 @@ def _int(value: str | None) -> int | None:
         return None
 
 
-def upstream_limits_observe(*, connection: str, model: str, headers: Mapping[str, str], publish: bool) -> None:
-    """Learn from one upstream answer's headers (a success or an error)."""
+def upstream_limits_observe(
+    *, connection: str, model: str, headers: Mapping[str, str], publish: bool, environment: str = ""
+) -> None:
+    """Learn from one upstream answer's headers (a success or an error). `environment` is the
+    connection's environment store tag (`EnvironmentInfo.store_tag`)."""
     remaining_requests = _int(headers.get("x-ratelimit-remaining-requests"))
     remaining_tokens = _int(headers.get("x-ratelimit-remaining-tokens"))
     if remaining_requests is None and remaining_tokens is None:
         return
     now = time.time()
-    key = (connection, model)
+    key = (environment, connection, model)
     reset_requests = headers.get("x-ratelimit-reset-requests", "")[:32]
     reset_tokens = headers.get("x-ratelimit-reset-tokens", "")[:32]
     until = None
@@ -143,7 +151,7 @@ def upstream_limits_observe(*, connection: str, model: str, headers: Mapping[str
         _exhausted[key] = max(until, _exhausted.get(key, 0.0))
         _marked_at[key] = now
         if publish:
-            _spawn(_publish(connection, model, until))
+            _spawn(_publish(key, until))
 
 
 def _forget_older_than(moment: float) -> None:
@@ -152,16 +160,17 @@ def _forget_older_than(moment: float) -> None:
         _unsaved.discard(key)
 
 
-def upstream_limit_until(*, connection: str, model: str, now: float) -> float | None:
+def upstream_limit_until(*, connection: str, model: str, now: float, environment: str = "") -> float | None:
     """When the upstream's limit for this connection x model resets, if it is exhausted now."""
     if not _exhausted:
         return None
-    until = _exhausted.get((connection, model))
+    key = (environment, connection, model)
+    until = _exhausted.get(key)
     if until is None:
         return None
     if until <= now:
-        _exhausted.pop((connection, model), None)
-        _marked_at.pop((connection, model), None)
+        _exhausted.pop(key, None)
+        _marked_at.pop(key, None)
         return None
     return until
 
@@ -183,8 +192,24 @@ def _redis(*, listening: bool = False) -> Any:
 _publishers: dict[int, Any] = {}
 
 
-async def _publish(connection: str, model: str, until: float) -> None:
-    message = orjson.dumps({"connection": connection, "model": model, "until": until})
+def _message(key: _Pair, **fields: Any) -> bytes:
+    environment, connection, model = key
+    # default/default's messages carry no environment: as instances before environments wrote them.
+    where = {"environment": environment} if environment else {}
+    return orjson.dumps({**where, "connection": connection, "model": model, **fields})
+
+
+def _redis_key(key: _Pair) -> str:
+    environment, connection, model = key
+    return (
+        f"{KEY_PREFIX}{environment}\x1f{connection}\x1f{model}"
+        if environment
+        else f"{KEY_PREFIX}{connection}\x1f{model}"
+    )
+
+
+async def _publish(key: _Pair, until: float) -> None:
+    message = _message(key, until=until)
     loop = id(asyncio.get_running_loop())
     client = _publishers.get(loop)
     if client is None:  # one pooled client per event loop, kept for the next marks
@@ -192,7 +217,7 @@ async def _publish(connection: str, model: str, until: float) -> None:
         client = _publishers[loop] = _redis()
     try:
         ttl_ms = max(1, int((until - time.time()) * 1000))
-        await client.set(f"{KEY_PREFIX}{connection}\x1f{model}", message, px=ttl_ms)
+        await client.set(_redis_key(key), message, px=ttl_ms)
         await client.publish(CHANNEL, message)
     except Exception as exc:
         _failures.warning(
@@ -203,7 +228,7 @@ async def _publish(connection: str, model: str, until: float) -> None:
 def _learn(message: bytes) -> None:
     try:
         data = orjson.loads(message)
-        key = (str(data["connection"]), str(data["model"]))
+        key = (str(data.get("environment", "")), str(data["connection"]), str(data["model"]))
         if data.get("clear") is True:
             _forget_mark(key)
             return
@@ -216,7 +241,7 @@ def _learn(message: bytes) -> None:
         _marked_at[key] = now
 
 
-def _forget_mark(key: tuple[str, str]) -> None:
+def _forget_mark(key: _Pair) -> None:
     _exhausted.pop(key, None)
     _marked_at.pop(key, None)
     seen = _seen.get(key)
@@ -259,12 +284,14 @@ def upstream_limits_save() -> int:
     keys = list(_unsaved)
     _unsaved.difference_update(keys)
     rows = []
-    for connection, model in keys:
-        seen = _seen.get((connection, model))
+    for key in keys:
+        seen = _seen.get(key)
         if seen is None:
             continue
+        environment, connection, model = key
         rows.append(
             UpstreamRateLimit(
+                environment=environment,
                 connection=connection[:64],
                 model=model[:200],
                 limit_requests=seen.limit_requests,
@@ -282,7 +309,7 @@ def upstream_limits_save() -> int:
             UpstreamRateLimit.objects.bulk_create(
                 rows,
                 update_conflicts=True,
-                unique_fields=["connection", "model"],
+                unique_fields=["environment", "connection", "model"],
                 update_fields=[
                     "limit_requests",
                     "remaining_requests",
@@ -308,7 +335,7 @@ def _moment(seconds: float) -> datetime:
         return datetime.fromtimestamp(time.time() + longest_wait_seconds(), UTC)
 
 
-def upstream_limit_clear(*, connection: str, model: str) -> bool:
+def upstream_limit_clear(*, connection: str, model: str, environment: str = "") -> bool:
     """Forget that the upstream said this connection x model is exhausted, on every worker (at
     once with Redis; without it, at each worker's next save). False when nothing was known of it."""
     from django.utils import timezone
@@ -316,18 +343,18 @@ def upstream_limit_clear(*, connection: str, model: str) -> bool:
     from gateway.capacity.stores.factory import redis_sync_client
     from gateway.models import UpstreamRateLimit
 
-    key = (connection, model)
+    key = (environment, connection, model)
     known = key in _exhausted or key in _seen
     _forget_mark(key)
-    cleared = UpstreamRateLimit.objects.filter(connection=connection, model=model).update(
+    cleared = UpstreamRateLimit.objects.filter(environment=environment, connection=connection, model=model).update(
         exhausted_until=None, cleared_at=timezone.now()
     )
     url = redis_url()
     if url:
         client = redis_sync_client(url)
         try:
-            client.delete(f"{KEY_PREFIX}{connection}\x1f{model}")
-            client.publish(CHANNEL, orjson.dumps({"connection": connection, "model": model, "clear": True}))
+            client.delete(_redis_key(key))
+            client.publish(CHANNEL, _message(key, clear=True))
         except Exception as exc:  # the database row is cleared; the workers' marks end within the cap
             _failures.warning(
                 "clear", "could not share a cleared upstream limit through Redis (%s)", type(exc).__name__
@@ -346,14 +373,16 @@ def upstream_limits_reconcile() -> int:
     keys = list(_marked_at)
     rows = UpstreamRateLimit.objects.filter(
         cleared_at__isnull=False,
-        connection__in={connection for connection, _ in keys},
-        model__in={model for _, model in keys},
-    ).values_list("connection", "model", "cleared_at")
+        environment__in={environment for environment, _, _ in keys},
+        connection__in={connection for _, connection, _ in keys},
+        model__in={model for _, _, model in keys},
+    ).values_list("environment", "connection", "model", "cleared_at")
     dropped = 0
-    for connection, model, cleared_at in rows:
-        marked = _marked_at.get((connection, model))
+    for environment, connection, model, cleared_at in rows:
+        key = (environment, connection, model)
+        marked = _marked_at.get(key)
         if marked is not None and cleared_at is not None and cleared_at.timestamp() >= marked:
-            _forget_mark((connection, model))
+            _forget_mark(key)
             dropped += 1
     return dropped
 

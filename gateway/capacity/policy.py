@@ -41,6 +41,9 @@ class Scope:
     kind: str
     """`api_key`, `resource` or `connection`."""
     name: str
+    environment: str = ""
+    """The environment's store tag (DESIGN.md 2.15): key `ci` of `dev` and of `prod` count apart.
+    Empty for `default/default`, whose keys are those of before environments existed."""
 
     @property
     def label(self) -> str:
@@ -48,7 +51,10 @@ class Scope:
 
     @property
     def tag(self) -> str:
-        return {"api_key": "k", "resource": "r", "connection": "c"}[self.kind] + ":" + self.name
+        kind = {"api_key": "k", "resource": "r", "connection": "c"}[self.kind]
+        # An environment's tag is a hex id, which no scope kind letter spells: no key of one
+        # environment can be another's.
+        return f"{self.environment}:{kind}:{self.name}" if self.environment else f"{kind}:{self.name}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,10 +41,13 @@ class WindowUsage:
     values_count: int = 0
 
 
-def capacity_window_usage(*, scope_kind: str, scope_name: str, limit: CapacityLimit, top: int = 1) -> WindowUsage:
-    """Raises `StoreUnavailableError` when the counters cannot be read."""
+def capacity_window_usage(
+    *, scope_kind: str, scope_name: str, limit: CapacityLimit, top: int = 1, environment: str = ""
+) -> WindowUsage:
+    """Raises `StoreUnavailableError` when the counters cannot be read. `environment` is the
+    scope's environment store tag (`EnvironmentInfo.store_tag`)."""
     start, end = window(limit.period, time.time())
-    scope = Scope(scope_kind, scope_name)
+    scope = Scope(scope_kind, scope_name, environment)
     store = capacity_store()
     if not limit.dimension:
         found = store.used(key=counter_key(scope, limit, start, ""), limit=1)
@@ -56,10 +59,12 @@ def capacity_window_usage(*, scope_kind: str, scope_name: str, limit: CapacityLi
     return WindowUsage(start, end, None, values, store.values_count(values_key=index))
 
 
-def capacity_usage_text(*, scope_kind: str, scope_name: str, limit: CapacityLimit) -> str:
+def capacity_usage_text(*, scope_kind: str, scope_name: str, limit: CapacityLimit, environment: str = "") -> str:
     """`12 / 60 requests (window ends 06:00 UTC)`; per dimension, the busiest values."""
     try:
-        usage = capacity_window_usage(scope_kind=scope_kind, scope_name=scope_name, limit=limit, top=BUSIEST_SHOWN)
+        usage = capacity_window_usage(
+            scope_kind=scope_kind, scope_name=scope_name, limit=limit, top=BUSIEST_SHOWN, environment=environment
+        )
     except StoreUnavailableError as exc:
         return f"unavailable ({exc})"
     ends = "" if usage.end is None else f" (window ends {datetime.fromtimestamp(usage.end, UTC):%Y-%m-%d %H:%M} UTC)"

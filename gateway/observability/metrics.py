@@ -11,6 +11,8 @@ Invariants:
   named but the gateway does not know is labelled `(unknown)`, and a `connection/model-id` address
   is labelled by its connection with `(direct)` for the resource and the model, so no client can
   grow the number of series (and the files behind them) without bound.
+- The request families carry `workspace` and `environment` first (DESIGN.md 2.15): names from
+  the configuration, like every other label.
 """
 
 from __future__ import annotations
@@ -41,33 +43,37 @@ _LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0
 requests_total = Counter(
     "vmx_requests_total",
     "Client requests answered, by endpoint, resource and status.",
-    ["endpoint", "resource", "status_code"],
+    ["workspace", "environment", "endpoint", "resource", "status_code"],
 )
 request_duration_seconds = Histogram(
     "vmx_request_duration_seconds",
     "Time from the request's arrival to its end (a stream's last byte).",
-    ["endpoint", "resource"],
+    ["workspace", "environment", "endpoint", "resource"],
     buckets=_LATENCY_BUCKETS,
 )
 time_to_first_token_seconds = Histogram(
     "vmx_time_to_first_token_seconds",
     "Time from the request's arrival to the first byte sent to the client.",
-    ["endpoint", "resource"],
+    ["workspace", "environment", "endpoint", "resource"],
     buckets=_LATENCY_BUCKETS,
 )
 upstream_attempts_total = Counter(
     "vmx_upstream_attempts_total",
     "Upstream legs, by connection, model and outcome (ok, or the error code: timeout, capacity_exceeded, ...).",
-    ["connection", "model", "outcome"],
+    ["workspace", "environment", "connection", "model", "outcome"],
 )
 tokens_total = Counter(
-    "vmx_tokens_total", "Tokens counted, by resource, model and kind.", ["resource", "model", "kind"]
+    "vmx_tokens_total",
+    "Tokens counted, by resource, model and kind.",
+    ["workspace", "environment", "resource", "model", "kind"],
 )
-cost_usd_total = Counter("vmx_cost_usd_total", "Cost (USD) at the models' prices.", ["resource", "model"])
+cost_usd_total = Counter(
+    "vmx_cost_usd_total", "Cost (USD) at the models' prices.", ["workspace", "environment", "resource", "model"]
+)
 capacity_rejections_total = Counter(
     "vmx_capacity_rejections_total",
     "Requests refused (api_key, resource) or legs skipped (connection) by capacity limits.",
-    ["scope", "code"],
+    ["workspace", "environment", "scope", "code"],
 )
 capacity_store_failures_total = Counter(
     "vmx_capacity_store_failures_total", "Times the capacity store could not be reached (requests served uncounted)."
@@ -100,34 +106,37 @@ TOKEN_KINDS = {
 def request_finished(row: Mapping[str, Any], *, resource_known: bool, direct: bool = False) -> None:
     """Count one audited request (its row as the audit writes it)."""
     try:
+        tenant = (row.get("workspace") or "default", row.get("environment") or "default")
         endpoint = row["endpoint"]
         resource = DIRECT if direct else row["resource"] if resource_known else UNKNOWN
-        requests_total.labels(endpoint, resource, str(row["status_code"])).inc()
-        request_duration_seconds.labels(endpoint, resource).observe(row["duration_ms"] / 1000)
+        requests_total.labels(*tenant, endpoint, resource, str(row["status_code"])).inc()
+        request_duration_seconds.labels(*tenant, endpoint, resource).observe(row["duration_ms"] / 1000)
         if row.get("ttft_ms") is not None:
-            time_to_first_token_seconds.labels(endpoint, resource).observe(row["ttft_ms"] / 1000)
+            time_to_first_token_seconds.labels(*tenant, endpoint, resource).observe(row["ttft_ms"] / 1000)
         model = (DIRECT if direct else row.get("model")) or ""
         if model:
             for kind, name in TOKEN_KINDS.items():
                 count = row.get(name) or 0
                 if count:
-                    tokens_total.labels(resource, model, kind).inc(count)
+                    tokens_total.labels(*tenant, resource, model, kind).inc(count)
             if row.get("cost_usd"):
-                cost_usd_total.labels(resource, model).inc(row["cost_usd"])
+                cost_usd_total.labels(*tenant, resource, model).inc(row["cost_usd"])
     except Exception:  # metrics must never fail a request
         logger.exception("metrics: could not count a request")
 
 
-def attempt_finished(*, connection: str, model: str, outcome: str) -> None:
+def attempt_finished(
+    *, connection: str, model: str, outcome: str, workspace: str = "default", environment: str = "default"
+) -> None:
     try:
-        upstream_attempts_total.labels(connection, model, outcome).inc()
+        upstream_attempts_total.labels(workspace, environment, connection, model, outcome).inc()
     except Exception:
         logger.exception("metrics: could not count an attempt")
 
 
-def capacity_rejected(*, scope: str, code: str) -> None:
+def capacity_rejected(*, scope: str, code: str, workspace: str = "default", environment: str = "default") -> None:
     try:
-        capacity_rejections_total.labels(scope, code).inc()
+        capacity_rejections_total.labels(workspace, environment, scope, code).inc()
     except Exception:
         logger.exception("metrics: could not count a capacity rejection")
 

@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Protocol
 
 from django.conf import settings
 
-from connections.entities import ApiKeyInfo, ConfigSnapshot
+from connections.entities import ApiKeyInfo, EnvironmentSnapshot
 from gateway.audit.entry import AuditEntry
 from gateway.capacity.gate import CapacityGate, LegCapacity, capacity_gate_open
 from gateway.services.envelope import Envelope
@@ -29,7 +29,8 @@ from gateway.services.upstream import GatewayResult
 class EndpointRequest:
     """A client request that passed the view's checks, as an endpoint service receives it."""
 
-    snapshot: ConfigSnapshot
+    snapshot: EnvironmentSnapshot
+    """The key's environment: everything the request may reach."""
     api_key: ApiKeyInfo
     body: dict[str, Any]
     """The client's body, envelopes removed."""
@@ -92,5 +93,6 @@ def capacity_gate_get(request: EndpointRequest, *, sent: Mapping[str, Any] | Non
         metadata=request.envelope.metadata,
         prices=snapshot.prices,
         fail_closed=settings.VMX_CAPACITY_FAIL_CLOSED,
-        plan_key=(snapshot.revision, api_key.name, route.resource),
+        plan_key=(snapshot.revision, snapshot.environment.id, api_key.name, route.resource),
+        environment=snapshot.environment.store_tag,
     )

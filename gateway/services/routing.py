@@ -24,7 +24,7 @@ from typing import Any, Generic, TypeVar
 
 import orjson
 
-from connections.entities import ApiKeyInfo, ConfigSnapshot, ConnectionInfo, ModelEntryInfo
+from connections.entities import ApiKeyInfo, ConnectionInfo, EnvironmentSnapshot, ModelEntryInfo
 from gateway.audit.entry import AuditEntry
 from gateway.capacity.gate import CapacityGate
 from gateway.capacity.learned import duration_ms, upstream_limit_until, upstream_limits_observe
@@ -67,9 +67,11 @@ class Route:
     """The request's limits; None when nothing it touches has any."""
     direct: bool = False
     """Addressed `connection/model-id`: the model id is the client's text, not configuration."""
+    environment: str = ""
+    """The store tag of the environment whose connections the legs are (learned limits)."""
 
 
-def route_resolve(*, snapshot: ConfigSnapshot, api_key: ApiKeyInfo, model: str) -> Route:
+def route_resolve(*, snapshot: EnvironmentSnapshot, api_key: ApiKeyInfo, model: str) -> Route:
     """404 for an unknown resource, 403 when the key may not use it (in that order)."""
     resource = snapshot.resources.get(model)
     if resource is not None:
@@ -84,7 +86,9 @@ def route_resolve(*, snapshot: ConfigSnapshot, api_key: ApiKeyInfo, model: str) 
         )
         if not legs:
             raise NoAvailableModelError(f"Every connection of the model '{model}' is disabled.")
-        return Route(resource=model, legs=legs, default_args=resource.default_args)
+        return Route(
+            resource=model, legs=legs, default_args=resource.default_args, environment=snapshot.environment.store_tag
+        )
     connection_name, _, model_id = model.partition("/")
     connection = snapshot.connections.get(connection_name) if model_id else None
     if connection is not None:
@@ -104,6 +108,7 @@ def route_resolve(*, snapshot: ConfigSnapshot, api_key: ApiKeyInfo, model: str) 
             legs=(Leg(connection, ModelEntryInfo(connection_name, model_id)),),
             default_args={},
             direct=True,
+            environment=snapshot.environment.store_tag,
         )
     raise ModelNotFoundError(f"The model '{model}' does not exist or you do not have access to it.", param="model")
 
@@ -328,7 +333,11 @@ class _RouteCall(Generic[T]):
     def _observe(self, leg: Leg, headers: Mapping[str, str]) -> None:
         if self.learn:
             upstream_limits_observe(
-                connection=leg.connection.name, model=leg.entry.model, headers=headers, publish=self.publish
+                connection=leg.connection.name,
+                model=leg.entry.model,
+                headers=headers,
+                publish=self.publish,
+                environment=self.route.environment,
             )
 
 
@@ -339,7 +348,9 @@ async def _next_leg(route: Route, start: int) -> tuple[int | None, dict[int, Cap
     skipped: dict[int, CapacityExceededError] = {}
     for index in range(start, len(route.legs)):
         leg = route.legs[index]
-        until = upstream_limit_until(connection=leg.connection.name, model=leg.entry.model, now=now)
+        until = upstream_limit_until(
+            connection=leg.connection.name, model=leg.entry.model, now=now, environment=route.environment
+        )
         if until is None:
             candidates.append(index)
         else:

@@ -1,8 +1,11 @@
 """Gateway API keys on `/v1/`: `Authorization: Bearer <key>` or `x-api-key: <key>` (DESIGN.md 2.4).
 
 Keys are looked up by SHA-256 digest in the in-process snapshot: no database query and no slow
-password hash on the request path. Refusals are not audited (there is no key to charge them to):
-they are counted in `vmx_auth_failures_total` and logged at most once a second per client address.
+password hash on the request path. A key belongs to one environment, and the request sees only that
+environment's configuration (DESIGN.md 2.15). On a tenant path (`/v1/completion/{ws}/{env}/…`)
+the path must name the key's environment, by name or id; any mismatch is answered exactly as an
+unknown key is, so no answer tells whether another environment exists. Refusals are not audited
+(there is no key to charge them to): they are counted in `vmx_auth_failures_total` and logged at most once a second per client address.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from datetime import UTC, datetime
 
 from django.conf import settings
 
-from connections.entities import ApiKeyInfo, ConfigSnapshot
+from connections.entities import ApiKeyInfo, EnvironmentSnapshot
 from connections.selectors import (
     ConfigurationUnavailableError,
     aconfig_snapshot,
@@ -38,9 +41,15 @@ def api_key_from_headers(headers: Mapping[str, str]) -> str:
     return headers.get("x-api-key", "").strip()
 
 
-async def authenticate(headers: Mapping[str, str]) -> tuple[ConfigSnapshot, ApiKeyInfo]:
-    """The current snapshot and the caller's key; 401 when missing, unknown, disabled or expired,
-    503 when the worker has no configuration to check it against (database down since start)."""
+UNKNOWN_KEY_MESSAGE = "Incorrect API key provided."
+
+
+async def authenticate(
+    headers: Mapping[str, str], *, tenant: tuple[str, str] | None = None
+) -> tuple[EnvironmentSnapshot, ApiKeyInfo]:
+    """The key's environment and the key; 401 when missing, unknown, disabled or expired, or when
+    `tenant` (the path's workspace and environment segments) is not the key's environment; 503
+    when the worker has no configuration to check it against (database down since start)."""
     arrived = time.monotonic()
     key = api_key_from_headers(headers)
     if not key:
@@ -62,12 +71,16 @@ async def authenticate(headers: Mapping[str, str]) -> tuple[ConfigSnapshot, ApiK
         if fresher is not None and fresher is not snapshot:
             snapshot, api_key = fresher, api_key_lookup(snapshot=fresher, key=key)
     if api_key is None:
-        raise AuthenticationError("Incorrect API key provided.")
+        raise AuthenticationError(UNKNOWN_KEY_MESSAGE)
+    environment = snapshot.environments.get(api_key.environment)
+    if environment is None or (tenant is not None and snapshot.environments_by_path.get(tenant) != api_key.environment):
+        # Before the key's own state: a disabled key of another environment tells nothing either.
+        raise AuthenticationError(UNKNOWN_KEY_MESSAGE)
     if not api_key.enabled:
         raise AuthenticationError(f"The API key '{api_key.name}' is disabled.")
     if api_key.expires_at is not None and api_key.expires_at <= datetime.now(UTC):
         raise AuthenticationError(f"The API key '{api_key.name}' has expired.")
-    return snapshot, api_key
+    return environment, api_key
 
 
 def authentication_failed(*, source_ip: str | None, path: str, error: AuthenticationError) -> None:

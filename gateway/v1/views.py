@@ -20,7 +20,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonRespons
 from django.views import View
 from django.views.decorators.csrf import csrf_exempt
 
-from connections.entities import ApiKeyInfo, ConfigSnapshot
+from connections.entities import ApiKeyInfo, EnvironmentSnapshot
 from gateway.audit.entry import AuditEntry
 from gateway.core.errors import (
     AuthenticationError,
@@ -52,6 +52,10 @@ class GatewayAPIView(View):
     exception_handler: ClassVar[Callable[..., HttpResponse]] = staticmethod(openai_error_response)
     audit_endpoint: ClassVar[str | None] = None
     """The audit's endpoint name for requests of this view; None for views that are not audited."""
+    tenant: tuple[str, str] | None = None
+    """The workspace and environment segments of a tenant path (`/v1/completion/{ws}/{env}/…`)."""
+    environment_label: str | None = None
+    """`workspace/environment` of a recognised key: every answer to it says so."""
     envelope_read = False
     """The request's envelope was read (`request_check`): the audit has its correlation id and
     metadata. A rejection before that is audited with what the `x-vmx-*` headers said."""
@@ -80,6 +84,8 @@ class GatewayAPIView(View):
     async def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:  # type: ignore[override]
         request_id = request_id_new()
         self.request_id = request_id
+        if "workspace" in kwargs:
+            self.tenant = (kwargs.pop("workspace"), kwargs.pop("environment"))
         try:
             if "websocket" in request.headers.get("upgrade", "").lower():
                 raise self.get_websocket_error(request.path)
@@ -98,23 +104,29 @@ class GatewayAPIView(View):
             internal = GatewayError("The gateway failed to process the request; see its log.", code="internal_error")
             response = self.get_exception_handler()(internal, request_id=request_id)
         response["x-vmx-request-id"] = request_id
+        if self.environment_label is not None:
+            response["x-vmx-environment"] = self.environment_label
         return response
 
-    async def authenticate(self, request: HttpRequest) -> tuple[ConfigSnapshot, ApiKeyInfo]:
+    async def authenticate(self, request: HttpRequest) -> tuple[EnvironmentSnapshot, ApiKeyInfo]:
         checked = getattr(request, "vmx_auth", None)  # the edge checked the key before the body
-        if checked is not None:
-            return cast(tuple[ConfigSnapshot, ApiKeyInfo], checked)
-        try:
-            return await authenticate(request.headers)
-        except AuthenticationError as exc:
-            authentication_failed(source_ip=request.META.get("REMOTE_ADDR"), path=request.path, error=exc)
-            raise
+        if checked is None:
+            try:
+                checked = await authenticate(request.headers, tenant=self.tenant)
+            except AuthenticationError as exc:
+                authentication_failed(source_ip=request.META.get("REMOTE_ADDR"), path=request.path, error=exc)
+                raise
+        snapshot, api_key = cast(tuple[EnvironmentSnapshot, ApiKeyInfo], checked)
+        self.environment_label = snapshot.environment.label
+        return snapshot, api_key
 
-    def audit_entry(self, request: HttpRequest, *, snapshot: ConfigSnapshot, api_key: ApiKeyInfo) -> AuditEntry:
+    def audit_entry(self, request: HttpRequest, *, snapshot: EnvironmentSnapshot, api_key: ApiKeyInfo) -> AuditEntry:
         assert self.audit_endpoint is not None
         return AuditEntry(
             request_id=self.request_id,
             endpoint=self.audit_endpoint,
+            workspace=snapshot.environment.workspace,
+            environment=snapshot.environment.name,
             api_key=api_key.name,
             source_ip=self.get_client_address(request),
             prices=snapshot.prices,
@@ -128,7 +140,7 @@ class GatewayAPIView(View):
     def request_check(
         self,
         request: HttpRequest,
-        snapshot: ConfigSnapshot,
+        snapshot: EnvironmentSnapshot,
         api_key: ApiKeyInfo,
         audit: AuditEntry,
         *,
@@ -219,7 +231,7 @@ class EndpointView(GatewayAPIView):
         return await self.audited(audit, self._serve(request, snapshot, api_key, audit))
 
     async def _serve(
-        self, request: HttpRequest, snapshot: ConfigSnapshot, api_key: ApiKeyInfo, audit: AuditEntry
+        self, request: HttpRequest, snapshot: EnvironmentSnapshot, api_key: ApiKeyInfo, audit: AuditEntry
     ) -> HttpResponseBase:
         checked = self.request_check(request, snapshot, api_key, audit, required=self.required_fields)
         audit.resource, audit.resource_known, audit.direct = checked.route.resource, True, checked.route.direct
