@@ -119,7 +119,7 @@ class ConfigSnapshot:
     environments: Mapping[str, EnvironmentSnapshot]
     """By environment id."""
     api_keys_by_digest: Mapping[str, ApiKeyInfo] = field(repr=False)
-    environments_by_path: Mapping[tuple[str, str], str] = field(default_factory=empty_mapping)
+    environments_by_path: Mapping[tuple[str, str], str] = field(default_factory=dict)
     """(workspace segment, environment segment) → environment id, for names and ids alike."""
     prices: PriceList = EMPTY_PRICE_LIST
 

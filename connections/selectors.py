@@ -76,6 +76,11 @@ def connection_info_get(*, connection: Connection) -> ConnectionInfo:
     )
 
 
+def _hex(environment_id: uuid.UUID | None) -> str:
+    assert environment_id is not None  # a saved row always has its environment
+    return environment_id.hex
+
+
 def environment_info_get(*, environment: Environment) -> EnvironmentInfo:
     """The frozen view of one environment row (its workspace selected with it)."""
     return EnvironmentInfo(
@@ -102,14 +107,14 @@ def config_snapshot_build() -> ConfigSnapshot:
     connections: dict[str, dict[str, ConnectionInfo]] = {env_id: {} for env_id in infos}
     connection_capacity: dict[str, dict[str, tuple[CapacityLimit, ...]]] = {env_id: {} for env_id in infos}
     for conn in Connection.objects.all():
-        env_id = conn.environment_id.hex
+        env_id = _hex(conn.environment_id)
         connections[env_id][conn.name] = connection_info_get(connection=conn)
         if ("connection", conn.pk) in limits:
             connection_capacity[env_id][conn.name] = limits[("connection", conn.pk)]
     resources: dict[str, dict[str, ResourceInfo]] = {env_id: {} for env_id in infos}
     entries = Prefetch("model_entries", queryset=ModelEntry.objects.select_related("connection"))
     for res in AIResource.objects.prefetch_related(entries):
-        resources[res.environment_id.hex][res.name] = ResourceInfo(
+        resources[_hex(res.environment_id)][res.name] = ResourceInfo(
             name=res.name,
             enabled=res.enabled,
             models=tuple(
@@ -138,7 +143,7 @@ def config_snapshot_build() -> ConfigSnapshot:
             resources=frozenset(r.name for r in key.resources.all() if r.environment_id == key.environment_id),
             expires_at=key.expires_at,
             capacity=limits.get(("api_key", key.pk), ()),
-            environment=key.environment_id.hex,
+            environment=_hex(key.environment_id),
         )
     environments = {
         env_id: EnvironmentSnapshot(

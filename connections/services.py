@@ -2,12 +2,17 @@
 
 Savers report whether they changed anything; an unchanged call writes nothing, so the
 configuration revision (and every worker's snapshot) only moves on a real change.
+
+Savers of connections, resources and keys work in one environment (`environment`, default
+`default/default`): names are looked up there, references resolve there, and an object of another
+environment is as one that exists nowhere (DESIGN.md 2.15).
 """
 
 from __future__ import annotations
 
 import secrets
 import time
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,12 +27,18 @@ from django.utils import timezone
 from connections.entities import ConnectionInfo
 from connections.models import (
     DEFAULT_TIMEOUT_MS,
+    DEFAULT_WORKSPACE,
     AIResource,
     APIKey,
     CapacityEntry,
     Connection,
+    Environment,
+    Membership,
     ModelEntry,
     PricingEntry,
+    Workspace,
+    environment_default,
+    tenant_name_error,
 )
 from connections.selectors import connection_info_get
 from connections.signals import config_revision_bump
@@ -66,13 +77,17 @@ def connection_save(
     description: str = "",
     enabled: bool = True,
     keep_secrets: Iterable[str] = (),
+    environment: Environment | None = None,
 ) -> tuple[Connection, bool]:
     """Create or update the connection `name`; returns it and whether anything changed.
 
     `config` holds every setting, secrets included; a secret named in `keep_secrets` keeps its
     stored value (e.g. a blank admin field or a masked value in a config file).
     """
-    connection = Connection.objects.filter(name=name).first() or Connection(name=name)
+    environment = environment or environment_default()
+    connection = Connection.objects.filter(environment=environment, name=name).first() or Connection(
+        environment=environment, name=name
+    )
     secret_names = provider_class_get(provider).secret_field_names() if _known(provider) else frozenset()
     stored_secrets = connection.secrets_get() if connection.pk else {}
     new_secrets = {k: str(v) for k, v in config.items() if k in secret_names}
@@ -116,11 +131,15 @@ def resource_save(
     description: str = "",
     default_args: Mapping[str, Any] | None = None,
     enabled: bool = True,
+    environment: Environment | None = None,
 ) -> tuple[AIResource, bool]:
     """Create or update the resource `name` with `models` (primary first); returns (resource, changed)."""
     if not models:
         raise ValidationError({"model": "a resource needs a primary model"})
-    resource = AIResource.objects.filter(name=name).first() or AIResource(name=name)
+    environment = environment or environment_default()
+    resource = AIResource.objects.filter(environment=environment, name=name).first() or AIResource(
+        environment=environment, name=name
+    )
     default_args = dict(default_args or {})
     before = _resource_state(resource) if resource.pk else None
     resource.description = description
@@ -129,7 +148,7 @@ def resource_save(
     resource.full_clean()
     entries = []
     for position, spec in enumerate(models):
-        connection = Connection.objects.filter(name=spec.connection).first()
+        connection = Connection.objects.filter(environment=environment, name=spec.connection).first()
         if connection is None:
             raise ValidationError({f"models.{position}.connection": f"no connection '{spec.connection}'"})
         entry = ModelEntry(
@@ -271,13 +290,17 @@ def api_key_save(
     key: str | None = None,
     enabled: bool = True,
     expires_at: datetime | None = None,
+    environment: Environment | None = None,
 ) -> tuple[APIKey, str | None, bool]:
     """Create or update the key `name`. `resources=None` allows every resource.
 
     Returns (api_key, plaintext, changed): plaintext is set only when a value was generated for a
     new key, so the caller can show it once. An existing key keeps its value unless `key` is given.
     """
-    api_key = APIKey.objects.filter(name=name).first() or APIKey(name=name)
+    environment = environment or environment_default()
+    api_key = APIKey.objects.filter(environment=environment, name=name).first() or APIKey(
+        environment=environment, name=name
+    )
     created = api_key.pk is None
     generated: str | None = None
     if key is None and created:
@@ -308,7 +331,7 @@ def api_key_save(
     api_key.expires_at = expires_at
     api_key.full_clean()
     api_key.save()
-    resource_rows = list(AIResource.objects.filter(name__in=wanted))
+    resource_rows = list(AIResource.objects.filter(environment=api_key.environment_id, name__in=wanted))
     missing = set(wanted) - {r.name for r in resource_rows}
     if missing:
         raise ValidationError({"resources": f"no resource {sorted(missing)[0]!r}"})
@@ -388,3 +411,147 @@ def config_object_delete(*, obj: ConfigObject) -> None:
     """Delete `obj` (with its model entries and limits); `ProtectedError` while a resource still
     uses a connection."""
     obj.delete()
+
+
+# -- Workspaces, environments and members (DESIGN.md 2.15) ----------------------------------------
+
+
+class TenantInUseError(Exception):
+    """A workspace or environment still holds configuration (the API answers 409 with this)."""
+
+
+def workspace_save(*, name: str, description: str = "", id: uuid.UUID | None = None) -> tuple[Workspace, bool]:
+    """Create the workspace `name` (with `id`, when given) or update its description."""
+    workspace = Workspace.objects.filter(name=name).first()
+    if workspace is None:
+        workspace = Workspace(name=name, description=description)
+        if id is not None:
+            workspace.pk = id
+        workspace.full_clean()
+        workspace.save(force_insert=True)
+        return workspace, True
+    if workspace.description == description:
+        return workspace, False
+    workspace.description = description
+    workspace.full_clean()
+    workspace.save()
+    return workspace, True
+
+
+def environment_save(
+    *, workspace: Workspace, name: str, description: str = "", id: uuid.UUID | None = None
+) -> tuple[Environment, bool]:
+    """Create the environment `name` of `workspace` (with `id`, when given) or update its description."""
+    environment = Environment.objects.filter(workspace=workspace, name=name).first()
+    if environment is None:
+        environment = Environment(workspace=workspace, name=name, description=description)
+        if id is not None:
+            environment.pk = id
+        environment.full_clean()
+        environment.save(force_insert=True)
+        return environment, True
+    if environment.description == description:
+        return environment, False
+    environment.description = description
+    environment.full_clean()
+    environment.save()
+    return environment, True
+
+
+@transaction.atomic
+def environment_get_or_create(*, label: str) -> tuple[Environment, bool]:
+    """`workspace/environment`, made (workspace too) if missing; `ValidationError` for a bad label."""
+    workspace_name, environment_name = tenant_label_parse(label)
+    workspace = Workspace.objects.filter(name=workspace_name).first()
+    created = workspace is None
+    if workspace is None:
+        workspace, _ = workspace_save(name=workspace_name)
+    environment = Environment.objects.filter(workspace=workspace, name=environment_name).first()
+    if environment is None:
+        environment, _ = environment_save(workspace=workspace, name=environment_name)
+        created = True
+    return environment, created
+
+
+def tenant_label_parse(label: object) -> tuple[str, str]:
+    """`acme/prod` → ("acme", "prod"); `ValidationError` saying what is wrong otherwise."""
+    if not isinstance(label, str) or label.count("/") != 1:
+        raise ValidationError("write it as workspace/environment, e.g. acme/prod")
+    workspace, environment = label.split("/")
+    for part, what in ((workspace, "workspace"), (environment, "environment")):
+        error = tenant_name_error(part)
+        if error is not None:
+            raise ValidationError(f"{what} {part!r}: {error}")
+    return workspace, environment
+
+
+def _left_in(environments: Iterable[Environment]) -> list[str]:
+    left = []
+    for model, kind in ((Connection, "connection"), (AIResource, "resource"), (APIKey, "API key")):
+        for env_label, name in model.objects.filter(environment__in=list(environments)).values_list(
+            "environment__name", "name"
+        ):
+            left.append(f"{kind} '{name}' in {env_label}")
+    return sorted(left)
+
+
+def environment_delete(*, environment: Environment) -> None:
+    """Delete an environment with nothing left in it; `TenantInUseError` naming what is left.
+    `default/default` is never deleted."""
+    if environment.is_default:
+        raise TenantInUseError("the environment default/default cannot be deleted")
+    left = _left_in([environment])
+    if left:
+        raise TenantInUseError(f"environment {environment.label} still holds: {', '.join(left)}")
+    environment.delete()
+
+
+@transaction.atomic
+def workspace_delete(*, workspace: Workspace) -> None:
+    """Delete a workspace whose environments hold nothing (they go with it); `default` never."""
+    if workspace.name == DEFAULT_WORKSPACE:
+        raise TenantInUseError("the workspace default cannot be deleted")
+    environments = list(workspace.environments.all())
+    left = _left_in(environments)
+    if left:
+        raise TenantInUseError(f"workspace {workspace.name} still holds: {', '.join(left)}")
+    Membership.objects.filter(workspace=workspace).delete()
+    for environment in environments:
+        environment.delete()
+    workspace.delete()
+
+
+@transaction.atomic
+def membership_save(
+    *, workspace: Workspace, user: Any, role: str, environments: Sequence[str] = ()
+) -> tuple[Membership, bool]:
+    """Grant `user` `role` in `workspace`, limited to `environments` (names; empty: all). An owner's
+    membership is never limited. Granting makes the user staff (they sign in to the admin)."""
+    if role not in Membership.Role.values:
+        raise ValidationError({"role": [f"must be one of {', '.join(Membership.Role.values)}"]})
+    if role == Membership.Role.OWNER and environments:
+        raise ValidationError({"environments": ["an owner's membership covers every environment"]})
+    found = {env.name: env for env in workspace.environments.filter(name__in=list(environments))}
+    for name in environments:
+        if name not in found:
+            raise ValidationError({"environments": [f"no environment '{name}' in workspace '{workspace.name}'"]})
+    membership = Membership.objects.filter(workspace=workspace, user=user).first()
+    created = membership is None
+    wanted = sorted(found)
+    if membership is not None:
+        current = sorted(membership.environments.values_list("name", flat=True))
+        if membership.role == role and current == wanted and user.is_staff:
+            return membership, False
+        membership.role = role
+        membership.save()
+    else:
+        membership = Membership.objects.create(workspace=workspace, user=user, role=role)
+    membership.environments.set(list(found.values()))
+    if not user.is_staff:
+        user.is_staff = True
+        user.save(update_fields=["is_staff"])
+    return membership, created or True
+
+
+def membership_delete(*, membership: Membership) -> None:
+    membership.delete()

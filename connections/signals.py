@@ -14,11 +14,14 @@ from connections.models import (
     CapacityEntry,
     ConfigRevision,
     Connection,
+    Environment,
     ModelEntry,
     PricingEntry,
+    Workspace,
 )
 
-_CONFIG_MODELS = (Connection, AIResource, ModelEntry, APIKey, PricingEntry, CapacityEntry)
+# Workspaces and environments too: the snapshot maps tenant paths to them (DESIGN.md 2.15).
+_CONFIG_MODELS = (Connection, AIResource, ModelEntry, APIKey, PricingEntry, CapacityEntry, Workspace, Environment)
 
 
 def config_revision_bump() -> None:

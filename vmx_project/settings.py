@@ -137,6 +137,8 @@ AUTH_PASSWORD_VALIDATORS = [
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
     "django.contrib.auth.backends.ModelBackend",
+    # Workspace roles (DESIGN.md 2.15): user.has_perm(perm, obj) for objects of an environment.
+    "connections.tenancy.TenancyBackend",
 ]
 AXES_FAILURE_LIMIT = 5
 AXES_COOLOFF_TIME = timedelta(minutes=15)

@@ -1,15 +1,15 @@
-from django.urls import include, path, re_path
+from django.urls import URLPattern, URLResolver, include, path, re_path
 
 from gateway.v1 import views
 
 # The endpoints, on the flat paths (the key decides the environment) and under VM-X's tenant
 # prefix, whose workspace and environment must be the key's (DESIGN.md 2.15). The OpenAI SDK's
 # base URL is `…/v1/completion/{ws}/{env}`, the Anthropic SDK's `…/v1/completion/{ws}/{env}/anthropic`.
-_anthropic = [
+_anthropic: list[URLPattern | URLResolver] = [
     path("messages", views.MessagesView.as_view()),
     path("messages/count_tokens", views.CountTokensView.as_view()),
 ]
-_tenant = [
+_tenant: list[URLPattern | URLResolver] = [
     path("chat/completions", views.ChatCompletionsView.as_view()),
     path("responses", views.ResponsesView.as_view()),
     path("models", views.ModelsView.as_view()),
