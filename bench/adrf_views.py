@@ -34,7 +34,7 @@ from asgiref.sync import async_to_sync
 from django.http import HttpRequest, HttpResponseBase
 from django.urls import path
 
-from connections.entities import ApiKeyInfo, ConfigSnapshot
+from connections.entities import ApiKeyInfo, EnvironmentSnapshot
 from gateway.core.errors import GatewayError
 from gateway.v1.auth import authenticate
 from gateway.v1.renderers import request_id_new
@@ -56,8 +56,8 @@ class GatewayKeyUser:
 class GatewayKeyAuthentication:
     """A REST framework authentication class (duck-typed): the gateway API key."""
 
-    def authenticate(self, request: Any) -> tuple[GatewayKeyUser, tuple[ConfigSnapshot, ApiKeyInfo]]:
-        checked: tuple[ConfigSnapshot, ApiKeyInfo] | None = getattr(request._request, "vmx_auth", None)
+    def authenticate(self, request: Any) -> tuple[GatewayKeyUser, tuple[EnvironmentSnapshot, ApiKeyInfo]]:
+        checked: tuple[EnvironmentSnapshot, ApiKeyInfo] | None = getattr(request._request, "vmx_auth", None)
         if checked is None:  # not checked at the edge (a GET); B runs initial() in a worker thread
             checked = async_to_sync(authenticate)(request._request.headers)
         return GatewayKeyUser(checked[1]), checked
@@ -72,8 +72,8 @@ class AsyncGatewayKeyAuthentication(GatewayKeyAuthentication):
 
     async def authenticate(  # type: ignore[override]
         self, request: Any
-    ) -> tuple[GatewayKeyUser, tuple[ConfigSnapshot, ApiKeyInfo]]:
-        checked: tuple[ConfigSnapshot, ApiKeyInfo] | None = getattr(request._request, "vmx_auth", None)
+    ) -> tuple[GatewayKeyUser, tuple[EnvironmentSnapshot, ApiKeyInfo]]:
+        checked: tuple[EnvironmentSnapshot, ApiKeyInfo] | None = getattr(request._request, "vmx_auth", None)
         if checked is None:
             checked = await authenticate(request._request.headers)
         return GatewayKeyUser(checked[1]), checked

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime as dt
 import difflib
 import json
@@ -30,7 +31,7 @@ from interleave import QUIET_CORES, BenchProcesses, median, per_1k, quiet_point,
 from loadpoints import probe, wrk_point
 from procs import REPO, TOOLS, VENV_BIN, Processes, load_average, log, run_quiet
 from report import DASH, fmt
-from targets import SCENARIOS, Scenario, Settings, gateway_target, start_gateway, start_nginx
+from targets import COMPARE_SCENARIOS, TENANT_PREFIX, Scenario, Settings, gateway_target, start_gateway, start_nginx
 from tools import ensure_debian_tools, raise_open_files
 
 COMPARE_DIR = TOOLS / "compare"
@@ -210,6 +211,9 @@ def start_sides(
             raise SystemExit(f"the {side} gateway did not start: {exc}") from exc
         target = gateway_target(gunicorn, port, workers)
         scenarios = {name: s for name, s in target.scenarios.items() if isinstance(s, Scenario)}
+        chat = scenarios["chat"]
+        base, _, path = chat.url.partition("/v1/")
+        scenarios["chat_tenant"] = dataclasses.replace(chat, url=f"{base}{TENANT_PREFIX}/{path}", fallback_url=chat.url)
         running[side] = (gunicorn, scenarios)
         log(f"{side}: gateway on 127.0.0.1:{port} (from {tree})")
     return running
@@ -219,6 +223,11 @@ def usable_scenarios(settings: Settings, running: Running, wanted: list[str], re
     """The scenarios both gateways answer (a one-request probe each), warmed up; the others n/a."""
     usable = []
     for name in wanted:
+        for side, (_, scenarios) in running.items():
+            scenario = scenarios[name]
+            if scenario.fallback_url and probe(scenario):  # a revision from before the path existed
+                scenarios[name] = dataclasses.replace(scenario, url=scenario.fallback_url, fallback_url=None)
+                log(f"{name}: the {side} gateway lacks {scenario.url}; measured on {scenario.fallback_url}")
         problems = {side: probe(scenarios[name]) for side, (_, scenarios) in running.items()}
         failed = {side: problem for side, problem in problems.items() if problem}
         if failed:
@@ -379,7 +388,7 @@ def add_parser(sub: Any) -> None:
     compare.add_argument("--duration", type=float, default=8.0, help="wrk seconds per point")
     compare.add_argument("--workers", type=int, default=2, help="gateway workers, each side")
     compare.add_argument("--concurrency", type=int, nargs="+", default=[64])
-    compare.add_argument("--scenarios", nargs="+", choices=list(SCENARIOS), default=list(SCENARIOS))
+    compare.add_argument("--scenarios", nargs="+", choices=list(COMPARE_SCENARIOS), default=list(COMPARE_SCENARIOS))
     compare.add_argument(
         "--quiet-wait",
         type=float,

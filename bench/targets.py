@@ -40,6 +40,13 @@ SCENARIOS = {
     "chat_stream": "Chat Completions, stream",
     "messages": "Anthropic Messages (/v1/messages → upstream Responses), plain",
 }
+COMPARE_SCENARIOS = {
+    **SCENARIOS,
+    "chat_tenant": "Chat Completions, plain, on VM-X's tenant path (/v1/completion/default/default/…)",
+}
+"""Before/after comparisons also measure the tenant path (against the flat one on a revision
+from before it existed)."""
+TENANT_PREFIX = "/v1/completion/default/default"
 
 
 @dataclass
@@ -48,6 +55,9 @@ class Scenario:
     body: dict[str, Any]
     headers: list[str]
     stream: bool
+    fallback_url: str | None = None
+    """Where a gateway that lacks this path serves the same request (a revision from before it
+    existed): comparisons then measure the new path against the old one."""
 
 
 @dataclass
