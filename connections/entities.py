@@ -125,3 +125,7 @@ class ConfigSnapshot:
 
     def environment_of(self, api_key: ApiKeyInfo) -> EnvironmentSnapshot:
         return self.environments[api_key.environment]
+
+    def environment_named(self, workspace: str = "default", environment: str = "default") -> EnvironmentSnapshot:
+        """One environment by its workspace and name (or ids); `KeyError` when there is none."""
+        return self.environments[self.environments_by_path[(workspace, environment)]]

@@ -203,13 +203,14 @@ def test_the_snapshot_holds_the_enabled_limits_in_order(tmp_path):
             CapacitySpec(period="minute", requests=60, dimension="source-ip"),
         ],
     )
-    snapshot = config_snapshot_build()
+    whole = config_snapshot_build()
+    snapshot = whole.environment_named()
     assert snapshot.connection_capacity == {"openai-main": (CapacityLimit("minute", requests=500, tokens=200_000),)}
     assert snapshot.resources["default"].capacity == (
         CapacityLimit("day", cost_usd=25.0),
         CapacityLimit("minute", requests=20, dimension="metadata", dimension_field="user"),
     )
-    info = api_key_lookup(snapshot=snapshot, key=KEY)
+    info = api_key_lookup(snapshot=whole, key=KEY)
     assert info is not None
     # The disabled entry is not there; the cost is a float for the request path.
     assert info.capacity == (
@@ -223,8 +224,9 @@ def test_a_disabled_limit_is_not_in_the_snapshot(key):
     capacity_entries_replace(owner=key, specs=[CapacitySpec(period="minute", requests=1, enabled=False)])
     connection, _ = connection_save(name="demo", provider="mock", config={})
     capacity_entries_replace(owner=connection, specs=[CapacitySpec(period="minute", requests=1, enabled=False)])
-    snapshot = config_snapshot_build()
-    assert api_key_lookup(snapshot=snapshot, key=KEY).capacity == ()
+    whole = config_snapshot_build()
+    snapshot = whole.environment_named()
+    assert api_key_lookup(snapshot=whole, key=KEY).capacity == ()
     assert "demo" not in snapshot.connection_capacity
 
 

@@ -143,7 +143,7 @@ def test_api_key_explicit_value_must_be_long_enough():
 
 def test_snapshot_secrets_never_show_in_repr():
     connection_save(name="oa", provider="openai", config={"apiKey": SECRET})
-    snapshot = config_snapshot()
+    snapshot = config_snapshot().environment_named()
     assert snapshot.connections["oa"].secrets["apiKey"] == SECRET
     assert SECRET not in repr(snapshot)
 
@@ -154,20 +154,20 @@ def test_snapshot_reads_no_database_in_steady_state(django_assert_num_queries):
     config_snapshot()
     with django_assert_num_queries(0):
         for _ in range(200):
-            assert config_snapshot().resources["default"].models[0].model == "gpt-4.1"
+            assert config_snapshot().environment_named().resources["default"].models[0].model == "gpt-4.1"
 
 
 def test_snapshot_sees_a_change_made_by_another_process(settings):
     settings.VMX_CONFIG_REFRESH_SECONDS = 0.2
     connection_save(name="oa", provider="openai", config={"apiKey": SECRET})
     resource_save(name="default", models=[ModelEntrySpec(connection="oa", model="gpt-4.1")])
-    assert config_snapshot().resources["default"].models[0].model == "gpt-4.1"
+    assert config_snapshot().environment_named().resources["default"].models[0].model == "gpt-4.1"
     # What another worker's save looks like from here: rows and the revision change, no local signal.
     ModelEntry.objects.filter(resource__name="default").update(model="gpt-4o")
     ConfigRevision.objects.filter(pk=1).update(value=ConfigRevision.objects.get(pk=1).value + 1)
-    assert config_snapshot().resources["default"].models[0].model == "gpt-4.1"  # within the period
+    assert config_snapshot().environment_named().resources["default"].models[0].model == "gpt-4.1"  # within the period
     time.sleep(0.3)
-    assert config_snapshot().resources["default"].models[0].model == "gpt-4o"
+    assert config_snapshot().environment_named().resources["default"].models[0].model == "gpt-4o"
 
 
 def test_snapshot_of_this_process_changes_at_once():
