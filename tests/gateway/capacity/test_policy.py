@@ -14,6 +14,7 @@ from gateway.capacity.policy import (
     Estimate,
     Scope,
     Used,
+    counter_key,
     counters_for,
     estimated_tokens,
     exceeded,
@@ -194,3 +195,14 @@ def test_windows_hold_the_moment_and_start_where_their_calendar_says(now):
             assert first.weekday() == 0 and (moment - first).days < 7
         if period == "month":
             assert first.day == 1 and (first.year, first.month) == (moment.year, moment.month)
+
+
+def test_default_environment_counters_keep_the_keys_of_before_and_others_carry_their_id():
+    """DESIGN.md 2.15: default/default's budgets survive the upgrade; another environment's
+    key `ci` never shares a counter with it."""
+    limit = CapacityLimit("minute", requests=1)
+    before = counter_key(Scope("api_key", "ci"), limit, 0, "")
+    assert before == "vmx:{cap}:k:ci:minute:0:all="
+    other = counter_key(Scope("api_key", "ci", "0f" * 16), limit, 0, "")
+    assert other == "vmx:{cap}:" + "0f" * 16 + ":k:ci:minute:0:all="
+    assert len({before, other, counter_key(Scope("api_key", "ci", "1e" * 16), limit, 0, "")}) == 3
