@@ -4,6 +4,11 @@
 Invariants: applying an export changes nothing; secrets are `SECRET_MASK` unless asked for (a
 masked value applied back keeps the stored secret); an API key's value is never written (only its
 digest is stored); each `$` that the reader would expand is doubled (`dollars_escaped`).
+
+One environment's document (DESIGN.md 2.15) names it at the top (`environment: acme/prod`) and
+holds no `pricing` (prices are global); applied elsewhere with `vmx_apply --environment` it
+promotes one environment to another. Without an environment: `default/default`'s objects and the
+prices, as before environments existed.
 """
 
 from __future__ import annotations
@@ -18,7 +23,15 @@ import yaml
 from django.db.models import QuerySet
 
 from connections.config_file import SECRET_MASK
-from connections.models import AIResource, APIKey, CapacityEntry, Connection, PricingEntry
+from connections.models import (
+    AIResource,
+    APIKey,
+    CapacityEntry,
+    Connection,
+    Environment,
+    PricingEntry,
+    environment_default,
+)
 
 _T = TypeVar("_T")
 
@@ -60,16 +73,20 @@ def url_credentials_masked(value: Any) -> Any:
     return urlunsplit(parts._replace(netloc=netloc, query=query, fragment=fragment))
 
 
-def connections_for_export() -> QuerySet[Connection]:
-    return Connection.objects.order_by("name").prefetch_related("capacity_entries")
+def connections_for_export(*, environment: Environment | None = None) -> QuerySet[Connection]:
+    """Connections in export order, with what the export reads; `environment` narrows (None: all)."""
+    connections = Connection.objects.order_by("name").prefetch_related("capacity_entries")
+    return connections if environment is None else connections.filter(environment=environment)
 
 
-def resources_for_export() -> QuerySet[AIResource]:
-    return AIResource.objects.order_by("name").prefetch_related("model_entries__connection", "capacity_entries")
+def resources_for_export(*, environment: Environment | None = None) -> QuerySet[AIResource]:
+    resources = AIResource.objects.order_by("name").prefetch_related("model_entries__connection", "capacity_entries")
+    return resources if environment is None else resources.filter(environment=environment)
 
 
-def api_keys_for_export() -> QuerySet[APIKey]:
-    return APIKey.objects.order_by("name").prefetch_related("resources", "capacity_entries")
+def api_keys_for_export(*, environment: Environment | None = None) -> QuerySet[APIKey]:
+    keys = APIKey.objects.order_by("name").prefetch_related("resources", "capacity_entries")
+    return keys if environment is None else keys.filter(environment=environment)
 
 
 def connection_export(conn: Connection, *, include_secrets: bool = False) -> dict[str, Any]:
@@ -127,16 +144,25 @@ def api_key_export(key: APIKey) -> dict[str, Any]:
     return dollars_escaped(item)
 
 
-def config_export(*, include_secrets: bool = False) -> dict[str, Any]:
-    """The whole configuration in the file format; applying it back changes nothing."""
-    exported: dict[str, Any] = {
-        "connections": [connection_export(c, include_secrets=include_secrets) for c in connections_for_export()],
-        "resources": [resource_export(r) for r in resources_for_export()],
-        "apiKeys": [api_key_export(k) for k in api_keys_for_export()],
+def config_export(*, environment: Environment | None = None, include_secrets: bool = False) -> dict[str, Any]:
+    """One environment's configuration in the file format; applying it back changes nothing.
+
+    `environment` given: its objects under `environment: <label>`, without `pricing`. None:
+    `default/default`'s objects and the prices, with no `environment` (the document of before).
+    """
+    exported: dict[str, Any] = {} if environment is None else {"environment": environment.label}
+    where = environment or environment_default()
+    exported |= {
+        "connections": [
+            connection_export(c, include_secrets=include_secrets) for c in connections_for_export(environment=where)
+        ],
+        "resources": [resource_export(r) for r in resources_for_export(environment=where)],
+        "apiKeys": [api_key_export(k) for k in api_keys_for_export(environment=where)],
     }
-    pricing = [price_export(entry) for entry in PricingEntry.objects.order_by("model")]
-    if pricing:
-        exported["pricing"] = pricing
+    if environment is None:
+        pricing = [price_export(entry) for entry in PricingEntry.objects.order_by("model")]
+        if pricing:
+            exported["pricing"] = pricing
     return exported
 
 
@@ -179,8 +205,10 @@ def _number(value: Decimal) -> int | float:
     return int(normal) if normal == normal.to_integral_value() else float(normal)
 
 
-def config_export_yaml(*, include_secrets: bool = False) -> str:
-    return config_yaml_dump(config_export(include_secrets=include_secrets), masked=not include_secrets)
+def config_export_yaml(*, environment: Environment | None = None, include_secrets: bool = False) -> str:
+    """`config_export` as the YAML file `vmx_export` writes."""
+    exported = config_export(environment=environment, include_secrets=include_secrets)
+    return config_yaml_dump(exported, masked=not include_secrets)
 
 
 def config_yaml_dump(exported: Mapping[str, Any], *, masked: bool = True) -> str:

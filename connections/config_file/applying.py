@@ -1,6 +1,13 @@
 """Applying a parsed config document: references checked first, then every object written
 through the services in one transaction (or, on a dry run, rolled back), with the paths of the
-file in every complaint."""
+file in every complaint.
+
+A document applies to one environment (DESIGN.md 2.15): the caller's (`environment=`, e.g.
+`vmx_apply --environment` or an API route), else the one it names (`environment: acme/prod`,
+created with its workspace if missing), else `default/default`. Names and references resolve
+there only, and a prune deletes only there: another environment's objects are as ones that
+exist nowhere. Prices are global, so only a document that targets no environment may hold them.
+"""
 
 from __future__ import annotations
 
@@ -27,21 +34,28 @@ from connections.models import (
     AIResource,
     APIKey,
     Connection,
+    Environment,
     PricingEntry,
+    Workspace,
+    environment_default,
 )
 from connections.services import (
     api_key_save,
     capacity_entries_replace,
     config_object_delete,
     connection_save,
+    environment_get_or_create,
     pricing_entry_save,
     resource_save,
+    tenant_label_parse,
 )
 from gateway.providers.registry import UnknownProviderError, provider_class_get
 
 CHANGE_KINDS = {"connection": "connections", "resource": "resources", "api key": "apiKeys", "pricing": "pricing"}
 """Report labels to the document's section names."""
 CHANGE_STATUSES = ("created", "updated", "deleted", "unchanged")
+PRICING_REFUSED = "prices are global; apply them in a file without an environment"
+"""Why an environment's document may not hold `pricing` (the complaint is `pricing: ...`)."""
 
 
 @dataclass
@@ -50,17 +64,25 @@ class ApplyReport:
     """(kind, name, status): kind is a key of CHANGE_KINDS, status one of CHANGE_STATUSES."""
     created_keys: dict[str, str] = field(default_factory=dict)
     """Generated key values by key name, to print once."""
+    environment: str = ""
+    """The label of the environment the document went to (`default/default` when none was named)."""
+    targets: list[tuple[str, str, str]] = field(default_factory=list)
+    """(kind, label, status) of the named target: `workspace acme: created`, `environment
+    acme/prod: created` or `unchanged`; empty when nothing named one (today's reports, unchanged)."""
+    overridden: str | None = None
+    """The document's own `environment` when the caller's target won over it (and differed)."""
 
     def add(self, kind: str, name: str, status: str) -> None:
         self.changes.append((kind, name, status))
 
     @property
     def lines(self) -> list[str]:
-        return [f"{kind} {name}: {status}" for kind, name, status in self.changes]
+        """`environment acme/prod: created`, then `connection main: updated`, … (`kind name: status`)."""
+        return [f"{kind} {name}: {status}" for kind, name, status in [*self.targets, *self.changes]]
 
     @property
     def changed(self) -> bool:
-        return any(status != "unchanged" for _, _, status in self.changes)
+        return any(status != "unchanged" for _, _, status in [*self.targets, *self.changes])
 
     def by_section(self) -> dict[str, dict[str, list[str]]]:
         """`{"resources": {"created": ["default"], "updated": [], ...}, ...}`, every section and status present."""
@@ -72,37 +94,84 @@ class ApplyReport:
         return sections
 
 
-def config_apply(doc: ConfigDoc, *, prune: bool = False, dry_run: bool = False) -> ApplyReport:
-    """Apply `doc` whole, or change nothing and raise `ConfigFileError`.
+def config_apply(
+    doc: ConfigDoc,
+    *,
+    environment: Environment | str | None = None,
+    prune: bool = False,
+    dry_run: bool = False,
+    pricing_allowed: bool = True,
+) -> ApplyReport:
+    """Apply `doc` whole to one environment, or change nothing and raise `ConfigFileError`.
 
-    A dry run does all the same work, validation included, in a transaction it then rolls back:
-    the report says what applying would change, and nothing is changed.
+    The target: `environment` when given (an `Environment`, or a label such as `acme/prod`, made
+    with its workspace if missing); it wins over `doc.environment`, and the report's `overridden`
+    says so. Else `doc.environment` (made if missing), else `default/default`. `pricing` is
+    accepted only when neither names an environment and `pricing_allowed` (an API route of one
+    environment passes False even for `default/default`); otherwise the document is refused
+    whole with `pricing: prices are global; ...`.
+
+    Everything is checked before anything is written, in one transaction. A dry run does all the
+    same work, validation included, and rolls it back: the report says what applying would change
+    (a target that would be created included), and nothing is changed.
     """
-    problems = _reference_problems(doc, prune=prune)
-    if prune:
-        problems += _unmentioned_prune_problems(doc)
-    if problems:
-        raise ConfigFileError(problems)
+    named = environment is not None or doc.environment is not None
+    # With a named target `pricing` is not the document's: refused if present, left alone by a prune.
+    prices = not named and pricing_allowed
     report = ApplyReport()
     with transaction.atomic():
+        # Created inside the transaction: a refused document leaves no new environment behind.
+        target = _target_resolve(doc, environment=environment, report=report)
+        report.environment = target.label
+        problems = [f"pricing: {PRICING_REFUSED}"] if doc.pricing and not prices else []
+        problems += _reference_problems(doc, environment=target, prune=prune)
+        if prune:
+            problems += _unmentioned_prune_problems(doc, environment=target, prices=prices)
+        if problems:
+            raise ConfigFileError(problems)
         for conn in doc.connections:
             with _problems_at(conn.path, _CONNECTION_FIELDS):
-                _apply_connection(conn, report)
+                _apply_connection(conn, report, environment=target)
         for res in doc.resources:
             with _problems_at(res.path, _RESOURCE_FIELDS):
-                _apply_resource(res, report)
+                _apply_resource(res, report, environment=target)
         for key in doc.api_keys:
             with _problems_at(key.path, _API_KEY_FIELDS):
-                _apply_api_key(key, report)
+                _apply_api_key(key, report, environment=target)
         for price in doc.pricing:
             with _problems_at(price.path, _PRICING_FIELDS):
                 _apply_pricing(price, report)
         if prune:
-            _prune(doc, report)
+            _prune(doc, report, environment=target, prices=prices)
         if dry_run:
             # Only now: a transaction marked for rollback refuses every further query.
             transaction.set_rollback(True)
     return report
+
+
+def _target_resolve(doc: ConfigDoc, *, environment: Environment | str | None, report: ApplyReport) -> Environment:
+    """The environment `doc` goes to (see `config_apply`), with the report's target lines."""
+    if isinstance(environment, Environment):
+        label = environment.label
+        if doc.environment is not None and doc.environment != label:
+            report.overridden = doc.environment
+        report.targets.append(("environment", label, "unchanged"))
+        return environment
+    if environment is None and doc.environment is None:
+        return environment_default()
+    label = environment if environment is not None else str(doc.environment)
+    if environment is not None and doc.environment is not None and doc.environment != environment:
+        report.overridden = doc.environment
+    try:
+        workspace_name, _ = tenant_label_parse(label)
+    except ValidationError as exc:  # callers check their own (naming their flag or route)
+        raise ConfigFileError([f"environment: {' '.join(exc.messages)}"]) from exc
+    workspace_new = not Workspace.objects.filter(name=workspace_name).exists()
+    target, created = environment_get_or_create(label=label)
+    if workspace_new:
+        report.targets.append(("workspace", workspace_name, "created"))
+    report.targets.append(("environment", target.label, "created" if created else "unchanged"))
+    return target
 
 
 _CONNECTION_FIELDS = {"config": "config", "provider": "provider", "name": "name", "description": "description"}
@@ -145,11 +214,15 @@ def _validation_problems(path: str, exc: ValidationError, fields: Mapping[str, s
     return problems
 
 
-def _reference_problems(doc: ConfigDoc, *, prune: bool) -> list[str]:
+def _reference_problems(doc: ConfigDoc, *, environment: Environment, prune: bool) -> list[str]:
+    """Every reference of `doc` that would not resolve in `environment`, and every masked secret
+    with no stored value there to keep (so a promoted file keeps the target's secrets, never
+    another environment's)."""
     problems: list[str] = []
-    existing_connections = {} if prune else dict(Connection.objects.values_list("name", "provider"))
+    here = Connection.objects.filter(environment=environment)
+    existing_connections = {} if prune else dict(here.values_list("name", "provider"))
     connections = {**existing_connections, **{c.name: c.provider for c in doc.connections}}
-    stored = {c.name: c for c in Connection.objects.filter(name__in=[c.name for c in doc.connections])}
+    stored = {c.name: c for c in here.filter(name__in=[c.name for c in doc.connections])}
     for conn in doc.connections:
         try:
             provider = provider_class_get(conn.provider)
@@ -180,9 +253,8 @@ def _reference_problems(doc: ConfigDoc, *, prune: bool) -> list[str]:
         for name, message in provider.config_errors(merged).items():
             if name not in unkeepable:
                 problems.append(f"{conn.path}.config.{name}: {message}")
-    resources = ({} if prune else dict.fromkeys(AIResource.objects.values_list("name", flat=True))) | {
-        r.name: None for r in doc.resources
-    }
+    existing_resources = AIResource.objects.filter(environment=environment).values_list("name", flat=True)
+    resources = ({} if prune else dict.fromkeys(existing_resources)) | {r.name: None for r in doc.resources}
     for res in doc.resources:
         for index, entry in enumerate(res.models):
             where = f"{res.path}.model" if index == 0 else f"{res.path}.fallbackModels[{index - 1}]"
@@ -199,8 +271,8 @@ def _status(created: bool, changed: bool) -> str:
     return "created" if created else "updated" if changed else "unchanged"
 
 
-def _apply_connection(doc: ConnectionDoc, report: ApplyReport) -> None:
-    existed = Connection.objects.filter(name=doc.name).exists()
+def _apply_connection(doc: ConnectionDoc, report: ApplyReport, *, environment: Environment) -> None:
+    existed = Connection.objects.filter(environment=environment, name=doc.name).exists()
     masked = [k for k, v in doc.config.items() if v == SECRET_MASK]
     connection, changed = connection_save(
         name=doc.name,
@@ -209,32 +281,35 @@ def _apply_connection(doc: ConnectionDoc, report: ApplyReport) -> None:
         description=doc.description,
         enabled=doc.enabled,
         keep_secrets=masked,
+        environment=environment,
     )
     changed = capacity_entries_replace(owner=connection, specs=doc.capacity) or changed
     report.add("connection", doc.name, _status(not existed, changed))
 
 
-def _apply_resource(doc: ResourceDoc, report: ApplyReport) -> None:
-    existed = AIResource.objects.filter(name=doc.name).exists()
+def _apply_resource(doc: ResourceDoc, report: ApplyReport, *, environment: Environment) -> None:
+    existed = AIResource.objects.filter(environment=environment, name=doc.name).exists()
     resource, changed = resource_save(
         name=doc.name,
         models=doc.models,
         description=doc.description,
         default_args=doc.default_args,
         enabled=doc.enabled,
+        environment=environment,
     )
     changed = capacity_entries_replace(owner=resource, specs=doc.capacity) or changed
     report.add("resource", doc.name, _status(not existed, changed))
 
 
-def _apply_api_key(doc: ApiKeyDoc, report: ApplyReport) -> None:
-    existed = APIKey.objects.filter(name=doc.name).exists()
+def _apply_api_key(doc: ApiKeyDoc, report: ApplyReport, *, environment: Environment) -> None:
+    existed = APIKey.objects.filter(environment=environment, name=doc.name).exists()
     api_key, generated, changed = api_key_save(
         name=doc.name,
         resources=doc.resources,
         key=doc.key,
         enabled=doc.enabled,
         expires_at=doc.expires_at,
+        environment=environment,
     )
     changed = capacity_entries_replace(owner=api_key, specs=doc.capacity) or changed
     report.add("api key", doc.name, _status(not existed, changed))
@@ -252,16 +327,19 @@ _PRUNED_KINDS: tuple[tuple[str, str, Any], ...] = (
     ("connections", "connection", Connection),
     ("resources", "resource", AIResource),
     ("apiKeys", "API key", APIKey),
-    ("pricing", "pricing entry", PricingEntry),
 )
+"""What a prune deletes in the target environment; prices (global) only with `prices`."""
 
 
-def _unmentioned_prune_problems(doc: ConfigDoc) -> list[str]:
+def _unmentioned_prune_problems(doc: ConfigDoc, *, environment: Environment, prices: bool) -> list[str]:
     """A prune empties a kind only when the document names it (`pricing: []` says "none"): a
     document that leaves a kind out would otherwise delete all of it without a word."""
+    kinds = [(section, label, model.objects.filter(environment=environment)) for section, label, model in _PRUNED_KINDS]
+    if prices:
+        kinds.append(("pricing", "pricing entry", PricingEntry.objects.all()))
     problems = []
-    for section, label, model in _PRUNED_KINDS:
-        if section not in doc.sections and model.objects.exists():
+    for section, label, objects in kinds:
+        if section not in doc.sections and objects.exists():
             problems.append(
                 f"{section}: not in the document, so a prune would delete every {label}; "
                 f"list them, or write `{section}: []` to delete them all"
@@ -269,16 +347,18 @@ def _unmentioned_prune_problems(doc: ConfigDoc) -> list[str]:
     return problems
 
 
-def _prune(doc: ConfigDoc, report: ApplyReport) -> None:
+def _prune(doc: ConfigDoc, report: ApplyReport, *, environment: Environment, prices: bool) -> None:
     sections: list[tuple[str, Any, set[str]]] = [
         ("api key", APIKey, {k.name for k in doc.api_keys}),
         ("resource", AIResource, {r.name for r in doc.resources}),
         ("connection", Connection, {c.name for c in doc.connections}),
     ]
     for label, model, keep in sections:
-        for obj in model.objects.exclude(name__in=keep).order_by("name"):
+        for obj in model.objects.filter(environment=environment).exclude(name__in=keep).order_by("name"):
             config_object_delete(obj=obj)
             report.add(label, obj.name, "deleted")
+    if not prices:
+        return
     for entry in PricingEntry.objects.exclude(model__in={p.name for p in doc.pricing}).order_by("model"):
         config_object_delete(obj=entry)
         report.add("pricing", entry.model, "deleted")

@@ -68,6 +68,9 @@ class PricingDoc:
 
 @dataclass
 class ConfigDoc:
+    environment: str | None = None
+    """The `environment: acme/prod` at the top of the file (checked by `tenant_label_parse`), or
+    None: the caller's target, else `default/default`."""
     sections: frozenset[str] = frozenset({"connections", "resources", "apiKeys", "pricing"})
     """The kinds the document names (each as a list, empty ones included); a prune deletes
     only within these, and refuses to empty a kind the document does not mention."""

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.utils.dateparse import parse_datetime
 
 from connections.config_file.document import (
@@ -31,6 +32,7 @@ from connections.models import (
 from connections.services import (
     CapacitySpec,
     ModelEntrySpec,
+    tenant_label_parse,
 )
 from gateway.core.jsonchecks import MAX_JSON_DEPTH, depth_exceeds, has_unstorable_characters
 from gateway.core.limits import DIMENSIONS, PERIODS
@@ -166,6 +168,7 @@ def _count(r: _Reader, key: str) -> int | None:
 
 
 _SECTIONS = ("connections", "resources", "apiKeys", "pricing")
+_TOP_LEVEL = ("environment", *_SECTIONS)
 
 
 def config_parse(data: Any, *, environ: Mapping[str, str] | None = None, expand_env: bool = True) -> ConfigDoc:
@@ -182,13 +185,14 @@ def config_parse(data: Any, *, environ: Mapping[str, str] | None = None, expand_
         raise ConfigFileError(["(top level): must be a mapping with connections, resources, apiKeys and pricing"])
     if depth_exceeds(data, MAX_JSON_DEPTH):
         raise ConfigFileError([f"(top level): nested deeper than {MAX_JSON_DEPTH} levels"])
-    _Reader(data, "", problems, _SECTIONS)
+    _Reader(data, "", problems, _TOP_LEVEL)
     if expand_env:
         data = env_expand(data, path="", problems=problems, environ=os.environ if environ is None else environ)
     else:
         data = env_expand(data, path="", problems=problems, environ=None)
     _nul_problems(data, "", problems)
     doc = ConfigDoc(
+        environment=_environment_read(data, problems),
         sections=frozenset(section for section in _SECTIONS if isinstance(data.get(section), list)),
         connections=_connections_read(data, problems),
         resources=_resources_read(data, problems),
@@ -200,6 +204,20 @@ def config_parse(data: Any, *, environ: Mapping[str, str] | None = None, expand_
     if problems:
         raise ConfigFileError(problems)
     return doc
+
+
+def _environment_read(data: Mapping[str, Any], problems: list[str]) -> str | None:
+    """The file's own target, `environment: acme/prod` (`tenant_label_parse`'s rule; the caller's
+    target, e.g. `vmx_apply --environment`, wins over it)."""
+    if "environment" not in data:
+        return None
+    label = data["environment"]
+    try:
+        tenant_label_parse(label)
+    except ValidationError as exc:
+        problems.append(f"environment: {' '.join(exc.messages)}")
+        return None
+    return str(label)
 
 
 def _connections_read(data: Mapping[str, Any], problems: list[str]) -> list[ConnectionDoc]:

@@ -5,6 +5,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from connections.crypto import EncryptionKeyError
+from connections.management.tenant_options import ENVIRONMENT_METAVAR, environment_option_get
 from connections.models import Connection
 from connections.services import connection_check
 
@@ -14,11 +15,18 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("name")
+        parser.add_argument(
+            "--environment",
+            metavar=ENVIRONMENT_METAVAR,
+            help="The connection's environment, e.g. acme/prod (default: default/default).",
+        )
 
-    def handle(self, *args: Any, name: str, **options: Any) -> None:
-        connection = Connection.objects.filter(name=name).first()
+    def handle(self, *args: Any, name: str, environment: str | None, **options: Any) -> None:
+        target = environment_option_get(environment)
+        connection = Connection.objects.filter(environment=target, name=name).first()
         if connection is None:
-            raise CommandError(f"no connection '{name}'")
+            # As for one that exists nowhere: another environment's connection is not named.
+            raise CommandError(f"no connection '{name}'" + ("" if environment is None else f" in {target.label}"))
         try:
             result = connection_check(connection=connection)
         except EncryptionKeyError as exc:

@@ -4,6 +4,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from connections.management.tenant_options import records_scope_add_arguments, records_scope_get
 from gateway.audit.selectors import USAGE_GROUPS, since_parse, usage_totals
 
 COLUMNS = [
@@ -18,15 +19,23 @@ COLUMNS = [
 
 
 class Command(BaseCommand):
-    help = "Token totals and cost (USD) from the audit, grouped by resource, model, API key or connection."
+    help = (
+        "Token totals and cost (USD) from the audit, grouped by resource, model, API key, connection or "
+        "environment (workspace/environment), over every environment unless given --workspace WORKSPACE or "
+        "--environment WORKSPACE/ENVIRONMENT."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--since", default="24h", help="e.g. 1h, 24h, 7d (default 24h)")
         parser.add_argument("--by", default="resource", choices=USAGE_GROUPS)
+        records_scope_add_arguments(parser, what="usage")
 
-    def handle(self, *args: Any, since: str, by: str, **options: Any) -> None:
+    def handle(
+        self, *args: Any, since: str, by: str, workspace: str | None, environment: str | None, **options: Any
+    ) -> None:
+        workspace, environment = records_scope_get(workspace=workspace, environment=environment)
         try:
-            rows = usage_totals(since=since_parse(since), by=by)
+            rows = usage_totals(since=since_parse(since), by=by, workspace=workspace, environment=environment)
         except ValueError as exc:
             raise CommandError(str(exc)) from exc
         width = max([len(by), 8, *(len(str(row[by] or "-")) for row in rows)])
