@@ -284,9 +284,14 @@ def records_permitted(user: Any, queryset: QuerySet[Any], perm: str = "gateway.v
     grants = grants_get(user)
     if grants.superuser and grants.active:
         return queryset
-    pairs = environments_permitted(user, perm).values_list("workspace__name", "name")
     where = Q(pk__in=[])
-    for workspace, environment in pairs:
+    pairs = environments_permitted(user, perm)
+    if grants.active and grants.staff and perm in grants.default_workspace_perms:
+        # By name: every record of `default`, also of an environment since deleted (or not made
+        # again after a test's flush), as the model permission always granted.
+        where |= Q(workspace=DEFAULT_WORKSPACE)
+        pairs = pairs.exclude(workspace__name=DEFAULT_WORKSPACE)
+    for workspace, environment in pairs.values_list("workspace__name", "name"):
         where |= Q(workspace=workspace, environment=environment)
     return queryset.filter(where)
 

@@ -112,12 +112,13 @@ def rollups_upsert(grouped: Mapping[RollupKey, Rollup], *, model: Any, period_fi
         return
     sql, columns = _rollup_upsert_sql(model, period_field)
     date_field = model._meta.get_field(period_field)
+    kept = _dimensions_kept(model)
     params = []
     # In key order, and minutes before hours before days (rollups_add): two writers adding to the
     # same rows lock them in the same order, so concurrent transactions on PostgreSQL wait for
     # each other instead of deadlocking.
     for key, rollup in sorted(grouped.items(), key=lambda item: item[0]):
-        values: list[Any] = [date_field.get_db_prep_save(key[0], connection), *key[1:]]
+        values: list[Any] = [date_field.get_db_prep_save(key[0], connection), *(key[i] for i in kept)]
         values += [rollup.requests, *(rollup.tokens[name] for name in TOKEN_FIELDS)]
         values += [rollup.cost_usd, rollup.priced, rollup.duration_ms_sum, rollup.ttft_ms_sum, rollup.ttft_count]
         values += [*rollup.latency, *rollup.ttft]
@@ -140,10 +141,18 @@ _ROLLUP_SUMS = (
 )
 
 
+def _dimensions_kept(model: Any) -> list[int]:
+    """The positions (in a rollup key) of the dimensions `model` has: all of them, but for a
+    migration's historical model from before workspaces (the backfill of 0005), which has no
+    `workspace` or `environment` (its rows are default/default's when the columns come)."""
+    fields = {field.name for field in model._meta.get_fields()}
+    return [index for index, name in enumerate(DIMENSIONS) if index and name in fields]
+
+
 def _rollup_upsert_sql(model: Any, period_field: str) -> tuple[str, list[str]]:
     quote = connection.ops.quote_name
     table = quote(model._meta.db_table)
-    dimensions = [period_field, *DIMENSIONS[1:]]
+    dimensions = [period_field, *(DIMENSIONS[i] for i in _dimensions_kept(model))]
     columns = [*dimensions, *_ROLLUP_SUMS]
     conflict = ", ".join(quote(name) for name in dimensions)
     added = ", ".join(f"{quote(name)} = {table}.{quote(name)} + excluded.{quote(name)}" for name in _ROLLUP_SUMS)

@@ -1,5 +1,5 @@
-"""Reads for the admin's dashboard (DESIGN.md 2.12): usage over time and the top resources, keys
-and models, from the rollups only, never the audit table.
+"""Reads for the admin's dashboard (DESIGN.md 2.12): usage over time and the top resources, keys,
+models and environments, from the rollups only, never the audit table.
 
 Invariants:
 - A period is a whole number of buckets ending with the bucket that holds "now": the last
@@ -11,24 +11,35 @@ Invariants:
 - Every bucket and every top row carries the audit changelist filters that list exactly the
   records it counts (its time range, the filters in force, and for errors, status >= 400).
 - Buckets are aligned in UTC; labels are in the current time zone.
+- Tenancy (DESIGN.md 2.15): every figure, chart, top row and menu is drawn from the rollups the
+  caller's `permitted` leaves (the environments the reader may view), then narrowed by the chosen
+  workspace and environment, then by the other filters. A workspace or environment the reader may
+  not view adds nothing anywhere: filtering by one shows an empty page, exactly as one that does
+  not exist. The workspace and environment menus list the environments passed in (those the
+  reader may view) and those seen in the permitted rollups of the period.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from django.db.models import Q, Sum
+from django.db.models import Q, QuerySet, Sum
 from django.utils import timezone
 
 from gateway.audit.rollups import BUCKETS, percentile
 from gateway.models import DailyUsageRollup, HourlyUsageRollup, RollupSums, UsageRollup
 
-FILTERS = ("resource", "api_key", "connection", "model")
+TENANT_FILTERS = ("workspace", "environment")
+"""Names, as the rollups and the audit record keep them; their menus list the reader's environments."""
+TRAFFIC_FILTERS = ("resource", "api_key", "connection", "model")
+"""Their menus list the values seen in the period (within the chosen workspace and environment)."""
+FILTERS = TENANT_FILTERS + TRAFFIC_FILTERS
 """What the dashboard filters by: dimensions of the rollups and fields of the audit record."""
-TOP_BY = ("resource", "api_key", "model")
+TOP_BY = ("resource", "api_key", "model", "environment")
+"""The top lists; `environment` rows are `workspace/environment`."""
 TOP_ROWS = 10
 MENU_OPTIONS = 100
 """At most this many values per filter menu: the most requested in the period (and the chosen one)."""
@@ -163,14 +174,31 @@ def period_bounds(*, period: Period, now: datetime) -> tuple[datetime, datetime]
     return end - period.span, end
 
 
-def dashboard_read(*, period: Period, filters: Mapping[str, str], now: datetime | None = None) -> Dashboard:
-    """Everything the dashboard shows for `period` under `filters` (exact matches on FILTERS)."""
+Narrowing = Callable[[QuerySet[Any]], QuerySet[Any]]
+"""Rollups in, the reader's rollups out (`connections.tenancy.records_permitted`)."""
+
+
+def dashboard_read(
+    *,
+    period: Period,
+    filters: Mapping[str, str],
+    now: datetime | None = None,
+    permitted: Narrowing | None = None,
+    environments: Sequence[tuple[str, str]] = (),
+) -> Dashboard:
+    """Everything the dashboard shows for `period` under `filters` (exact matches on FILTERS).
+
+    `permitted` narrows the rollups to what the reader may view (default: everything);
+    `environments` are the (workspace, environment) names the reader may view, for the menus."""
     chosen = {name: str(filters.get(name) or "") for name in FILTERS}
     start, end = period_bounds(period=period, now=now or timezone.now())
-    in_period = period.model._default_manager.filter(
-        **{f"{period.time_field}__gte": start, f"{period.time_field}__lt": end}
-    )
-    rows = in_period.filter(**{name: value for name, value in chosen.items() if value})
+    readable = period.model._default_manager.all()
+    if permitted is not None:
+        readable = permitted(readable)
+    # The period first, then workspace and environment: the order of the rollups' unique index.
+    in_period = readable.filter(**{f"{period.time_field}__gte": start, f"{period.time_field}__lt": end})
+    in_tenant = in_period.filter(**{name: chosen[name] for name in TENANT_FILTERS if chosen[name]})
+    rows = in_tenant.filter(**{name: chosen[name] for name in TRAFFIC_FILTERS if chosen[name]})
 
     buckets = [Bucket(start=start + i * period.step, end=start + (i + 1) * period.step) for i in range(_count(period))]
     sums = {
@@ -205,10 +233,11 @@ def dashboard_read(*, period: Period, filters: Mapping[str, str], now: datetime 
         )
         .order_by()
     )
+    # The traffic menus list what the chosen workspace and environment saw in the period.
     unfiltered = (
         groups
-        if not any(chosen.values())
-        else in_period.values(*FILTERS).annotate(requests__sum=Sum("requests")).order_by()
+        if not any(chosen[name] for name in TRAFFIC_FILTERS)
+        else list(in_tenant.values(*FILTERS).annotate(requests__sum=Sum("requests")).order_by())
     )
     dashboard = Dashboard(
         period=period,
@@ -219,7 +248,7 @@ def dashboard_read(*, period: Period, filters: Mapping[str, str], now: datetime 
         total=total,
         top_by_requests={},
         top_by_cost={},
-        options=_options(unfiltered, chosen),
+        options={**_options(unfiltered, chosen), **_tenant_options(environments, unfiltered, chosen)},
     )
     for dimension in TOP_BY:
         top = _top(groups, dimension, dashboard)
@@ -243,10 +272,17 @@ def _unrenamed(row: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _top(groups: list[dict[str, Any]], dimension: str, dashboard: Dashboard) -> list[TopRow]:
-    """The groups' sums per value of `dimension`."""
+    """The groups' sums per value of `dimension` (`environment`: per workspace and environment)."""
     sums: dict[str, list[Any]] = {}
+    links: dict[str, dict[str, str]] = {}
     for group in groups:
-        total = sums.setdefault(group[dimension], [0, 0, 0, 0.0, 0])
+        if dimension == "environment":
+            name = f"{group['workspace']}/{group['environment']}"
+            links[name] = {"workspace": group["workspace"], "environment": group["environment"]}
+        else:
+            name = group[dimension]
+            links[name] = {dimension: name}
+        total = sums.setdefault(name, [0, 0, 0, 0.0, 0])
         total[0] += group["requests__sum"] or 0
         total[1] += group["errors__sum"] or 0
         total[2] += group["total_tokens__sum"] or 0
@@ -260,16 +296,16 @@ def _top(groups: list[dict[str, Any]], dimension: str, dashboard: Dashboard) -> 
             errors=errors,
             total_tokens=tokens,
             cost_usd=cost if priced else None,
-            audit_filters={**base, dimension: name},
+            audit_filters={**base, **links[name]},
         )
         for name, (requests, errors, tokens, cost, priced) in sums.items()
     ]
 
 
 def _options(groups: Iterable[Mapping[str, Any]], chosen: Mapping[str, str]) -> dict[str, list[str]]:
-    requests: dict[str, dict[str, int]] = {name: {} for name in FILTERS}
+    requests: dict[str, dict[str, int]] = {name: {} for name in TRAFFIC_FILTERS}
     for group in groups:
-        for name in FILTERS:
+        for name in TRAFFIC_FILTERS:
             if group[name]:
                 counted = requests[name]
                 counted[group[name]] = counted.get(group[name], 0) + (group.get("requests__sum") or 0)
@@ -280,3 +316,18 @@ def _options(groups: Iterable[Mapping[str, Any]], chosen: Mapping[str, str]) -> 
             busiest.append(chosen[name])
         options[name] = sorted(busiest)
     return options
+
+
+def _tenant_options(
+    environments: Iterable[tuple[str, str]], groups: Iterable[Mapping[str, Any]], chosen: Mapping[str, str]
+) -> dict[str, list[str]]:
+    """The workspace menu: every workspace of the reader's environments; the environment menu:
+    the names of those environments (of the chosen workspace only, when one is chosen). A chosen
+    value stays shown, whatever it names: it is the reader's own text, and its page is empty."""
+    pairs = set(environments) | {(group["workspace"], group["environment"]) for group in groups}
+    workspaces = {workspace for workspace, _ in pairs}
+    names = {name for workspace, name in pairs if not chosen.get("workspace") or workspace == chosen["workspace"]}
+    for name, values in (("workspace", workspaces), ("environment", names)):
+        if chosen.get(name):
+            values.add(chosen[name])
+    return {"workspace": sorted(workspaces), "environment": sorted(names)}

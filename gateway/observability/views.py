@@ -3,7 +3,8 @@ dashboard at `/admin/dashboard/`, drawn from the rollups (`dashboard.py`) as ser
 (`charts.py`).
 
 Invariants: `/metrics` answers loopback clients, or a bearer token when `VMX_METRICS_TOKEN` is
-set; the dashboard answers staff who may read the audit, since every figure links to its records.
+set; the dashboard answers staff who may read the audit somewhere, since every figure links to its
+records, and totals only the environments where they may (DESIGN.md 2.15: superusers see all).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.safestring import SafeString, mark_safe
 
+from connections.tenancy import environments_permitted, records_permitted
 from gateway.core.addresses import forwarded_client_address
 from gateway.observability.charts import Layer, bars_svg, lines_svg
 from gateway.observability.dashboard import (
@@ -74,8 +76,16 @@ def metrics_allowed(request: HttpRequest) -> bool:
         return False
 
 
-FILTER_LABELS = {"resource": "Resource", "api_key": "API key", "connection": "Connection", "model": "Model"}
-TOP_LABELS = {"resource": "Resources", "api_key": "API keys", "model": "Models"}
+FILTER_LABELS = {
+    "workspace": "Workspace",
+    "environment": "Environment",
+    "resource": "Resource",
+    "api_key": "API key",
+    "connection": "Connection",
+    "model": "Model",
+}
+TOP_LABELS = {"resource": "Resources", "api_key": "API keys", "model": "Models", "environment": "Environments"}
+AUDIT_READ = "gateway.view_auditrecord"
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,12 +98,19 @@ class Chart:
 
 def dashboard_view(request: HttpRequest) -> HttpResponse:
     """`/admin/dashboard/`: staff only (the admin's own login), and only those who may read the
-    audit, whose records every figure links to."""
-    if not request.user.has_perm("gateway.view_auditrecord"):
+    audit somewhere, whose records every figure links to; the figures count only the environments
+    where they may."""
+    user = request.user
+    if not user.has_perm(AUDIT_READ):
         raise PermissionDenied
     period = PERIODS.get(request.GET.get("period", ""), PERIODS[DEFAULT_PERIOD])
     filters = {name: request.GET.get(name, "")[:300] for name in FILTERS}
-    dashboard = dashboard_read(period=period, filters=filters)
+    dashboard = dashboard_read(
+        period=period,
+        filters=filters,
+        permitted=lambda rollups: records_permitted(user, rollups, AUDIT_READ),
+        environments=list(environments_permitted(user, AUDIT_READ).values_list("workspace__name", "name")),
+    )
     audit_url = reverse("admin:gateway_auditrecord_changelist")
 
     def link(query: dict[str, str]) -> str:

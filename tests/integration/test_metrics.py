@@ -20,6 +20,8 @@ from tests.integration.conftest import ALL_KEY, gateway_config
 from tests.integration.server import GatewayProcess, gateway_env, gateway_start, manage
 
 TOKEN = "metrics-" + secrets.token_hex(8)
+TENANT = {"workspace": "default", "environment": "default"}
+"""Every request family's first labels: a key made without an environment is default/default's."""
 
 
 @pytest.fixture(scope="module")
@@ -121,23 +123,23 @@ def test_counters_move_by_exactly_the_requests_sent_across_both_workers(served, 
         ).models.list()
 
     after = samples(process.base_url)
-    ok = {"endpoint": "chat.completions", "resource": "default", "status_code": "200"}
+    ok = {**TENANT, "endpoint": "chat.completions", "resource": "default", "status_code": "200"}
     assert value(after, "vmx_requests_total", **ok) - value(before, "vmx_requests_total", **ok) == sent + 2
     # A name the gateway does not know is not a label: no client can grow the series.
-    unknown = {"endpoint": "chat.completions", "resource": "(unknown)", "status_code": "404"}
+    unknown = {**TENANT, "endpoint": "chat.completions", "resource": "(unknown)", "status_code": "404"}
     assert value(after, "vmx_requests_total", **unknown) - value(before, "vmx_requests_total", **unknown) == 1
     assert value(after, "vmx_auth_failures_total") - value(before, "vmx_auth_failures_total") == 1
-    latency = {"endpoint": "chat.completions", "resource": "default"}
+    latency = {**TENANT, "endpoint": "chat.completions", "resource": "default"}
     counted = value(after, "vmx_request_duration_seconds_count", **latency)
     assert counted - value(before, "vmx_request_duration_seconds_count", **latency) == sent + 2
     first_tokens = value(after, "vmx_time_to_first_token_seconds_count", **latency)
     assert first_tokens - value(before, "vmx_time_to_first_token_seconds_count", **latency) >= 2
-    tokens = {"resource": "default", "model": "gpt-4.1"}
+    tokens = {**TENANT, "resource": "default", "model": "gpt-4.1"}
     moved = value(after, "vmx_tokens_total", kind="input", **tokens) - value(
         before, "vmx_tokens_total", kind="input", **tokens
     )
     assert moved == 40 * (sent + 2)  # the fake upstream's prompt_tokens per answer
-    attempts = {"connection": "up-a", "model": "gpt-4.1", "outcome": "ok"}
+    attempts = {**TENANT, "connection": "up-a", "model": "gpt-4.1", "outcome": "ok"}
     assert (
         value(after, "vmx_upstream_attempts_total", **attempts)
         - value(before, "vmx_upstream_attempts_total", **attempts)
@@ -175,9 +177,9 @@ def test_direct_addresses_do_not_grow_the_series(served, upstream):
     client.close()
     assert len(after) == len(first)  # no new series
     assert not [labels for _, labels in after if any("made-up-" in value for _, value in labels)]
-    direct = {"endpoint": "chat.completions", "resource": "(direct)", "status_code": "200"}
+    direct = {**TENANT, "endpoint": "chat.completions", "resource": "(direct)", "status_code": "200"}
     assert value(after, "vmx_requests_total", **direct) - value(first, "vmx_requests_total", **direct) == 40
-    attempts = {"connection": "up-a", "model": "(direct)", "outcome": "ok"}
+    attempts = {**TENANT, "connection": "up-a", "model": "(direct)", "outcome": "ok"}
     moved = value(after, "vmx_upstream_attempts_total", **attempts) - value(
         first, "vmx_upstream_attempts_total", **attempts
     )

@@ -66,13 +66,22 @@ def test_rollups_add_up_and_split_by_minute_and_status_class():
     rows = [row(1), row(2, status_code=502, cost_usd=None, ttft_ms=40.0), row(3, at=T0 + timedelta(seconds=59.9))]
     rows.append(row(4, at=T0 + timedelta(minutes=1)))
     grouped = rollups_from_rows(rows)
-    first_ok = grouped[(T0, "chat.completions", "default", "ci", "up", "gpt-4.1", 2)]
+    first_ok = grouped[(T0, "default", "default", "chat.completions", "default", "ci", "up", "gpt-4.1", 2)]
     assert first_ok.requests == 2 and first_ok.tokens["input_tokens"] == 20
     assert first_ok.cost_usd == 1.0 and first_ok.priced == 2
-    failed = grouped[(T0, "chat.completions", "default", "ci", "up", "gpt-4.1", 5)]
+    failed = grouped[(T0, "default", "default", "chat.completions", "default", "ci", "up", "gpt-4.1", 5)]
     assert failed.requests == 1 and failed.priced == 0 and failed.ttft_count == 1
     assert sum(failed.ttft) == 1 and sum(failed.latency) == 1
-    assert grouped[(T0 + timedelta(minutes=1), "chat.completions", "default", "ci", "up", "gpt-4.1", 2)].requests == 1
+    assert (
+        grouped[
+            (T0 + timedelta(minutes=1), "default", "default", "chat.completions", "default", "ci", "up", "gpt-4.1", 2)
+        ].requests
+        == 1
+    )
+    # The same names in another environment are another row (DESIGN.md 2.15).
+    tenants = rollups_from_rows([row(5), row(6, workspace="acme", environment="prod")])
+    assert {key[1:3] for key in tenants} == {("default", "default"), ("acme", "prod")}
+    assert all(rollup.requests == 1 for rollup in tenants.values())
 
 
 @pytest.mark.django_db(transaction=True)
@@ -150,6 +159,9 @@ def test_an_hour_holds_the_sums_of_its_minutes_and_a_day_of_its_hours():
             assert total.cost_usd == pytest.approx(sum(m.cost_usd for m in parts))
     # The pure coarsening agrees with the database's sums.
     by_day = rollups_coarsened(rollups_from_rows(rows), unit="day")
-    assert by_day[(first_day, "chat.completions", "default", "ci", "up", "gpt-4.1", 2)].requests == 16
+    assert (
+        by_day[(first_day, "default", "default", "chat.completions", "default", "ci", "up", "gpt-4.1", 2)].requests
+        == 16
+    )
     with pytest.raises(ValueError, match="no rollups per week"):
         rollups_coarsened({}, unit="week")
