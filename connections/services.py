@@ -394,7 +394,8 @@ def config_object_rename_permitted(*, user: Any, obj: ConfigObject) -> bool:
     permissions. Objects without limits (and prices) rename freely."""
     if isinstance(obj, PricingEntry) or not obj.capacity_entries.exists():
         return True
-    return bool(user.has_perms(LIMIT_PERMISSIONS))
+    # Asked of the object: a role grants limits in its environments only (DESIGN.md 2.15).
+    return bool(user.has_perms(LIMIT_PERMISSIONS, obj))
 
 
 @transaction.atomic
@@ -495,14 +496,36 @@ def _left_in(environments: Iterable[Environment]) -> list[str]:
     return sorted(left)
 
 
-def environment_delete(*, environment: Environment) -> None:
-    """Delete an environment with nothing left in it; `TenantInUseError` naming what is left.
-    `default/default` is never deleted."""
+def environment_delete_refusal(*, environment: Environment) -> str | None:
+    """Why `environment` cannot be deleted now (what is left in it), or None.
+
+    A membership limited to this environment alone is left too: once it went, the membership
+    would list none, which means every environment of the workspace."""
     if environment.is_default:
-        raise TenantInUseError("the environment default/default cannot be deleted")
+        return "the environment default/default cannot be deleted"
     left = _left_in([environment])
     if left:
-        raise TenantInUseError(f"environment {environment.label} still holds: {', '.join(left)}")
+        return f"environment {environment.label} still holds: {', '.join(left)}"
+    only_here = sorted(
+        membership.user.username
+        for membership in Membership.objects.filter(environments=environment).prefetch_related("environments", "user")
+        if len(membership.environments.all()) == 1
+    )
+    if only_here:
+        names = ", ".join(f"'{name}'" for name in only_here)
+        return (
+            f"environment {environment.label} is the only environment the membership of {names} covers "
+            "(without it the membership would cover every environment): change or remove it first"
+        )
+    return None
+
+
+def environment_delete(*, environment: Environment) -> None:
+    """Delete an environment with nothing left in it; `TenantInUseError` naming what is left
+    (`environment_delete_refusal`). `default/default` is never deleted."""
+    refusal = environment_delete_refusal(environment=environment)
+    if refusal is not None:
+        raise TenantInUseError(refusal)
     environment.delete()
 
 

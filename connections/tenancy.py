@@ -312,3 +312,14 @@ class TenancyBackend(BaseBackend):
         if perm == PRICING_VIEW:
             return grants_get(user_obj).any_membership
         return user_allowed(user_obj, perm, obj)
+
+    def has_module_perms(self, user_obj: Any, app_label: str) -> bool:
+        """Whether the admin's index shows the app to a member (ModelBackend answers for the
+        model permissions): Django skips a backend without this method, so members saw no app."""
+        grants = grants_get(user_obj)
+        if not grants.staff:
+            return False
+        prefix = f"{app_label}."
+        return any(
+            perm.startswith(prefix) for grant in grants.by_workspace.values() for perm in ROLE_PERMISSIONS[grant.role]
+        )

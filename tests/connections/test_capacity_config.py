@@ -493,11 +493,12 @@ def test_change_pages_show_limits_help_and_usage(admin_client, monkeypatch, tmp_
     apply(write(tmp_path, BASE))
     calls = []
 
-    def usage_text(*, scope_kind: str, scope_name: str, limit: CapacityLimit) -> str:
+    def usage_text(*, scope_kind: str, scope_name: str, limit: CapacityLimit, environment: str) -> str:
         calls.append((scope_kind, scope_name, limit))
+        assert environment == ""  # default/default's counters keep their keys
         return f"7 of {limit.requests or limit.cost_usd}"
 
-    monkeypatch.setattr("connections.admin.capacity_usage_text", usage_text)
+    monkeypatch.setattr("connections.admin.capacity.capacity_usage_text", usage_text)
     owner = {
         "connection": Connection.objects.get(name="openai-main"),
         "resource": AIResource.objects.get(name="default"),
@@ -518,7 +519,7 @@ def test_usage_that_cannot_be_read_does_not_break_the_page(admin_client, key, mo
     def broken(**kwargs: object) -> str:
         raise ConnectionError("redis is down")
 
-    monkeypatch.setattr("connections.admin.capacity_usage_text", broken)
+    monkeypatch.setattr("connections.admin.capacity.capacity_usage_text", broken)
     url = f"/admin/connections/apikey/{key.pk}/change/"
     response = admin_client.get(url)
     assert response.status_code == 200 and "unavailable" in response.content.decode()

@@ -1,13 +1,14 @@
-"""Admin for connections, AI resources and API keys (with their capacity limits).
+"""Admin for connections, AI resources and API keys (with their capacity limits), prices and
+management tokens.
 
 Validation is the models' (`clean()`); the forms here only translate between provider config
-fields and the model's `config` / encrypted secrets, and keep secrets off every page. A page never
-fails because the capacity counters cannot be read: their column then says "unavailable".
+fields and the model's `config` / encrypted secrets, and keep secrets off every page. Who sees and
+changes what, per environment, is `connections.admin.tenancy`'s; a form offers and accepts only
+objects of its own environment (a model entry's connection, a key's resources).
 """
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from django import forms
@@ -19,13 +20,20 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.utils import timezone
 
+from connections.admin.capacity import APIKeyCapacityInline, ConnectionCapacityInline, ResourceCapacityInline
+from connections.admin.tenancy import (
+    EnvironmentListFilter,
+    TenantAdminMixin,
+    TenantInlineMixin,
+    TenantModelForm,
+    WorkspaceListFilter,
+    form_environment,
+)
 from connections.config_export import url_credentials_masked
 from connections.crypto import EncryptionKeyError
 from connections.models import (
-    CAPACITY_OWNER_FIELDS,
     AIResource,
     APIKey,
-    CapacityEntry,
     Connection,
     ManagementToken,
     ModelEntry,
@@ -38,11 +46,11 @@ from connections.services import (
     connection_check,
     model_entries_renumber,
 )
-from gateway.capacity.usage import capacity_usage_text
 from gateway.providers.base import ConfigField, Provider
 from gateway.providers.registry import provider_choices, provider_class_get
 
-logger = logging.getLogger("vmx.admin")
+_TENANT_COLUMNS = ["workspace_name", "environment_name"]
+_TENANT_FILTERS = [WorkspaceListFilter, EnvironmentListFilter]
 
 
 def _provider_classes() -> list[type[Provider]]:
@@ -53,12 +61,12 @@ def _config_field_name(provider: type[Provider], spec: ConfigField) -> str:
     return f"config__{provider.slug}__{spec.name}"
 
 
-class ConnectionAdminForm(forms.ModelForm[Connection]):
+class ConnectionAdminForm(TenantModelForm):
     """Renders each provider's config fields; secrets are write-only."""
 
     class Meta:
         model = Connection
-        fields = ["name", "description", "provider", "enabled"]
+        fields = ["environment", "name", "description", "provider", "enabled"]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -135,17 +143,6 @@ class ConnectionAdminForm(forms.ModelForm[Connection]):
         super()._update_errors(errors)  # type: ignore[misc]  # private ModelForm hook, not in the stubs
 
 
-_CAPACITY_HELP = (
-    "Each row is one limit; every enabled row applies. Periods are fixed calendar windows in UTC "
-    "(a week starts Monday 00:00; lifetime never resets). Requests count 1 per admitted request; tokens "
-    "and cost (USD) are reserved from an estimate when a request is admitted and settled with the real "
-    "figures when it ends. A dimension gives each client IP, or each value of a vmx.metadata field, a "
-    "counter of its own. "
-)
-_LAST_POSITION = 32767
-"""New rows sort after the existing ones until renumbering closes the gap."""
-
-
 class _RenameNeedsLimitPermission:
     """The name of an object with limits is read-only to users who may not change limits: its
     counters are keyed by it, so a rename would reset them (`config_object_rename_permitted`)."""
@@ -157,71 +154,11 @@ class _RenameNeedsLimitPermission:
         return fields
 
 
-class _CapacityFormSet(BaseInlineFormSet[CapacityEntry, Any, Any]):
-    def save_new(self, form: forms.ModelForm[CapacityEntry], commit: bool = True) -> CapacityEntry:
-        form.instance.position = _LAST_POSITION
-        return super().save_new(form, commit)
-
-
-class _CapacityInline(admin.TabularInline[CapacityEntry, Any]):
-    """Capacity limits of one owner; `help_text` is shown above the table."""
-
-    model = CapacityEntry
-    formset = _CapacityFormSet
-    template = "admin/connections/capacity_inline.html"
-    fields = ["period", "requests", "tokens", "cost_usd", "dimension", "dimension_field", "enabled", "used_now"]
-    readonly_fields = ["used_now"]
-    extra = 0
-    verbose_name = "capacity limit"
-    verbose_name_plural = "Capacity limits"
-    help_text = _CAPACITY_HELP
-
-    def get_queryset(self, request: HttpRequest) -> QuerySet[CapacityEntry]:
-        # The "used now" column names the owner of every row.
-        return super().get_queryset(request).select_related(*CAPACITY_OWNER_FIELDS)
-
-    @admin.display(description="Used now")
-    def used_now(self, obj: CapacityEntry) -> str:
-        if obj.pk is None:
-            return "—"
-        try:
-            kind = obj.scope_kind
-            owner = getattr(obj, kind)
-            return capacity_usage_text(scope_kind=kind, scope_name=owner.name, limit=obj.limit_get())
-        except Exception as exc:  # counters down or a bug there: the page still loads and saves
-            logger.warning("capacity usage unavailable for limit %s: %s: %s", obj.pk, type(exc).__name__, exc)
-            return "unavailable"
-
-
-class ConnectionCapacityInline(_CapacityInline):
-    fk_name = "connection"
-    help_text = _CAPACITY_HELP + (
-        "A connection that reached a limit is skipped and the next fallback model is tried; "
-        "when every leg is skipped the client gets 429."
-    )
-
-
-class ResourceCapacityInline(_CapacityInline):
-    fk_name = "resource"
-    help_text = _CAPACITY_HELP + (
-        "A request to a resource that reached a limit gets 429 (capacity_exceeded, or budget_exceeded for "
-        "cost) until the window ends."
-    )
-
-
-class APIKeyCapacityInline(_CapacityInline):
-    fk_name = "api_key"
-    help_text = _CAPACITY_HELP + (
-        "A request with a key that reached a limit gets 429 (capacity_exceeded, or budget_exceeded for "
-        "cost) until the window ends."
-    )
-
-
 @admin.register(Connection)
-class ConnectionAdmin(_RenameNeedsLimitPermission, admin.ModelAdmin[Connection]):
+class ConnectionAdmin(TenantAdminMixin, _RenameNeedsLimitPermission, admin.ModelAdmin[Connection]):
     form = ConnectionAdminForm
-    list_display = ["name", "provider", "enabled", "description", "updated_at"]
-    list_filter = ["provider", "enabled"]
+    list_display = ["name", *_TENANT_COLUMNS, "provider", "enabled", "description", "updated_at"]
+    list_filter = [*_TENANT_FILTERS, "provider", "enabled"]
     search_fields = ["name", "description"]
     actions = ["test_connection", "enable", "disable"]
     inlines = [ConnectionCapacityInline]
@@ -232,7 +169,7 @@ class ConnectionAdmin(_RenameNeedsLimitPermission, admin.ModelAdmin[Connection])
         return super().get_form(request, obj, change, **kwargs)
 
     def get_fieldsets(self, request: HttpRequest, obj: Connection | None = None) -> Any:
-        fieldsets: list[Any] = [(None, {"fields": ["name", "description", "provider", "enabled"]})]
+        fieldsets: list[Any] = [(None, {"fields": ["environment", "name", "description", "provider", "enabled"]})]
         for provider in _provider_classes():
             if provider.config_fields:
                 fields = [_config_field_name(provider, spec) for spec in provider.config_fields]
@@ -244,9 +181,9 @@ class ConnectionAdmin(_RenameNeedsLimitPermission, admin.ModelAdmin[Connection])
         super().save_related(request, form, formsets, change)
         capacity_entries_renumber(owner=form.instance)
 
-    @admin.action(description="Test connection (one cheap upstream call)")
+    @admin.action(description="Test connection (one cheap upstream call)", permissions=["change"])
     def test_connection(self, request: HttpRequest, queryset: QuerySet[Connection]) -> None:
-        for connection in queryset:
+        for connection in self.writable(request, queryset):
             try:
                 result = connection_check(connection=connection)
             except EncryptionKeyError as exc:
@@ -255,13 +192,13 @@ class ConnectionAdmin(_RenameNeedsLimitPermission, admin.ModelAdmin[Connection])
             level = messages.SUCCESS if result.ok else messages.ERROR
             self.message_user(request, f"{connection.name}: {result.detail} ({result.latency_ms:.0f} ms)", level)
 
-    @admin.action(description="Enable selected")
+    @admin.action(description="Enable selected", permissions=["change"])
     def enable(self, request: HttpRequest, queryset: QuerySet[Connection]) -> None:
-        _set_enabled(self, request, queryset, True)
+        _set_enabled(self, request, self.writable(request, queryset), True)
 
-    @admin.action(description="Disable selected")
+    @admin.action(description="Disable selected", permissions=["change"])
     def disable(self, request: HttpRequest, queryset: QuerySet[Connection]) -> None:
-        _set_enabled(self, request, queryset, False)
+        _set_enabled(self, request, self.writable(request, queryset), False)
 
 
 def _set_enabled(
@@ -277,20 +214,48 @@ def _set_enabled(
     model_admin.message_user(request, f"{'Enabled' if enabled else 'Disabled'} {count} item(s).", messages.SUCCESS)
 
 
-class _PrimaryFormSet(BaseInlineFormSet[ModelEntry, AIResource, Any]):
+class _ModelEntryFormSet(BaseInlineFormSet[ModelEntry, AIResource, Any]):
+    def clean(self) -> None:
+        super().clean()
+        # The resource may be new (no id yet, so ModelEntry.clean cannot compare): the parent
+        # form has set its environment, which every connection must share.
+        for form in self.forms:
+            if not hasattr(form, "cleaned_data"):
+                continue
+            connection = form.cleaned_data.get("connection")
+            if form.cleaned_data.get("DELETE") or not isinstance(connection, Connection):
+                continue  # (a read-only inline's "cleaned" data is its initial ids)
+            if connection.environment_id != self.instance.environment_id:
+                form.add_error("connection", f"no connection '{connection.name}'")
+
+
+class _PrimaryFormSet(_ModelEntryFormSet):
     def save_new(self, form: forms.ModelForm[ModelEntry], commit: bool = True) -> ModelEntry:
         form.instance.position = 0
         return super().save_new(form, commit)
 
 
-class _FallbackFormSet(BaseInlineFormSet[ModelEntry, AIResource, Any]):
+class _FallbackFormSet(_ModelEntryFormSet):
     def save_new(self, form: forms.ModelForm[ModelEntry], commit: bool = True) -> ModelEntry:
         form.instance.position = max(form.instance.position, 1)
         return super().save_new(form, commit)
 
 
-class PrimaryModelInline(admin.TabularInline[ModelEntry, AIResource]):
+class _ModelEntryInline(TenantInlineMixin, admin.TabularInline[ModelEntry, AIResource]):
+    """Connections offered are the resource's environment's."""
+
     model = ModelEntry
+
+    def get_formset(self, request: HttpRequest, obj: AIResource | None = None, **kwargs: Any) -> Any:
+        formset = super().get_formset(request, obj, **kwargs)
+        field = formset.form.base_fields.get("connection")
+        if isinstance(field, forms.ModelChoiceField):
+            environment = form_environment(request, AIResource, obj)
+            field.queryset = Connection.objects.filter(environment=environment)
+        return formset
+
+
+class PrimaryModelInline(_ModelEntryInline):
     formset = _PrimaryFormSet
     fields = ["connection", "model", "max_retries", "timeout_ms", "reasoning"]
     min_num = 1
@@ -314,8 +279,7 @@ class _FallbackForm(forms.ModelForm[ModelEntry]):
         fields = ["position", "connection", "model", "max_retries", "timeout_ms", "reasoning"]
 
 
-class FallbackModelInline(admin.TabularInline[ModelEntry, AIResource]):
-    model = ModelEntry
+class FallbackModelInline(_ModelEntryInline):
     form = _FallbackForm
     formset = _FallbackFormSet
     fields = ["position", "connection", "model", "max_retries", "timeout_ms", "reasoning"]
@@ -328,11 +292,13 @@ class FallbackModelInline(admin.TabularInline[ModelEntry, AIResource]):
 
 
 @admin.register(AIResource)
-class AIResourceAdmin(_RenameNeedsLimitPermission, admin.ModelAdmin[AIResource]):
-    list_display = ["name", "primary_model", "fallback_count", "enabled", "updated_at"]
-    list_filter = ["enabled"]
+class AIResourceAdmin(TenantAdminMixin, _RenameNeedsLimitPermission, admin.ModelAdmin[AIResource]):
+    form = TenantModelForm
+    offers_choices = True
+    list_display = ["name", *_TENANT_COLUMNS, "primary_model", "fallback_count", "enabled", "updated_at"]
+    list_filter = [*_TENANT_FILTERS, "enabled"]
     search_fields = ["name", "description"]
-    fields = ["name", "description", "enabled", "default_args"]
+    fields = ["environment", "name", "description", "enabled", "default_args"]
     inlines = [PrimaryModelInline, FallbackModelInline, ResourceCapacityInline]
     actions = ["enable", "disable"]
 
@@ -353,16 +319,16 @@ class AIResourceAdmin(_RenameNeedsLimitPermission, admin.ModelAdmin[AIResource])
         model_entries_renumber(resource=form.instance)
         capacity_entries_renumber(owner=form.instance)
 
-    @admin.action(description="Enable selected")
+    @admin.action(description="Enable selected", permissions=["change"])
     def enable(self, request: HttpRequest, queryset: QuerySet[AIResource]) -> None:
-        _set_enabled(self, request, queryset, True)
+        _set_enabled(self, request, self.writable(request, queryset), True)
 
-    @admin.action(description="Disable selected")
+    @admin.action(description="Disable selected", permissions=["change"])
     def disable(self, request: HttpRequest, queryset: QuerySet[AIResource]) -> None:
-        _set_enabled(self, request, queryset, False)
+        _set_enabled(self, request, self.writable(request, queryset), False)
 
 
-class APIKeyAdminForm(forms.ModelForm[APIKey]):
+class APIKeyAdminForm(TenantModelForm):
     key = forms.CharField(
         required=False,
         strip=True,
@@ -372,7 +338,7 @@ class APIKeyAdminForm(forms.ModelForm[APIKey]):
 
     class Meta:
         model = APIKey
-        fields = ["name", "all_resources", "resources", "enabled", "expires_at"]
+        fields = ["environment", "name", "all_resources", "resources", "enabled", "expires_at"]
 
     def clean_key(self) -> str:
         value: str = self.cleaned_data.get("key") or ""
@@ -386,14 +352,19 @@ class APIKeyAdminForm(forms.ModelForm[APIKey]):
         cleaned = super().clean() or {}
         if not cleaned.get("all_resources") and not cleaned.get("resources"):
             raise forms.ValidationError("Choose the resources this key may use, or tick “All resources”.")
+        environment_id = cleaned["environment"].pk if cleaned.get("environment") else self.instance.environment_id
+        foreign = [r.name for r in cleaned.get("resources") or () if r.environment_id != environment_id]
+        if foreign:  # as one that exists nowhere: nothing tells of another environment's objects
+            self.add_error("resources", f"no resource '{foreign[0]}'")
         return cleaned
 
 
 @admin.register(APIKey)
-class APIKeyAdmin(_RenameNeedsLimitPermission, admin.ModelAdmin[APIKey]):
+class APIKeyAdmin(TenantAdminMixin, _RenameNeedsLimitPermission, admin.ModelAdmin[APIKey]):
     form = APIKeyAdminForm
-    list_display = ["name", "masked_key", "scope", "enabled", "expires_at", "created_at"]
-    list_filter = ["enabled", "all_resources"]
+    offers_choices = True
+    list_display = ["name", *_TENANT_COLUMNS, "masked_key", "scope", "enabled", "expires_at", "created_at"]
+    list_filter = [*_TENANT_FILTERS, "enabled", "all_resources"]
     search_fields = ["name", "prefix"]
     filter_horizontal = ["resources"]
     readonly_fields = ["masked_key", "created_at", "updated_at"]
@@ -402,13 +373,20 @@ class APIKeyAdmin(_RenameNeedsLimitPermission, admin.ModelAdmin[APIKey]):
 
     def get_fields(self, request: HttpRequest, obj: APIKey | None = None) -> Any:
         if obj is None:
-            return ["name", "key", "all_resources", "resources", "enabled", "expires_at"]
-        return ["name", "masked_key", "all_resources", "resources", "enabled", "expires_at", "created_at", "updated_at"]
+            return ["environment", "name", "key", "all_resources", "resources", "enabled", "expires_at"]
+        return [
+            *["environment", "name", "masked_key", "all_resources", "resources"],
+            *["enabled", "expires_at", "created_at", "updated_at"],
+        ]
 
     def get_form(self, request: HttpRequest, obj: APIKey | None = None, change: bool = False, **kwargs: Any) -> Any:
         if obj is not None:  # the value of an existing key cannot be seen or edited
             kwargs["fields"] = ["name", "all_resources", "resources", "enabled", "expires_at"]
-        return super().get_form(request, obj, change, **kwargs)
+        form: Any = super().get_form(request, obj, change, **kwargs)
+        field = form.base_fields.get("resources")
+        if isinstance(field, forms.ModelMultipleChoiceField):  # the key's environment's resources only
+            field.queryset = AIResource.objects.filter(environment=form_environment(request, APIKey, obj))
+        return form
 
     @admin.display(description="Key")
     def masked_key(self, obj: APIKey) -> str:
@@ -448,18 +426,21 @@ class APIKeyAdmin(_RenameNeedsLimitPermission, admin.ModelAdmin[APIKey]):
         response["Cache-Control"] = "no-store"
         return response
 
-    @admin.action(description="Enable selected")
+    @admin.action(description="Enable selected", permissions=["change"])
     def enable(self, request: HttpRequest, queryset: QuerySet[APIKey]) -> None:
-        _set_enabled(self, request, queryset, True)
+        _set_enabled(self, request, self.writable(request, queryset), True)
 
-    @admin.action(description="Disable selected")
+    @admin.action(description="Disable selected", permissions=["change"])
     def disable(self, request: HttpRequest, queryset: QuerySet[APIKey]) -> None:
-        _set_enabled(self, request, queryset, False)
+        _set_enabled(self, request, self.writable(request, queryset), False)
 
 
 @admin.register(PricingEntry)
 class PricingEntryAdmin(admin.ModelAdmin[PricingEntry]):
-    """Model prices (USD per 1M tokens) over the bundled table of OpenAI's published prices."""
+    """Model prices (USD per 1M tokens) over the bundled table of OpenAI's published prices.
+
+    Global: every member reads them (TenancyBackend grants the view permission); writes need the
+    model permission, never a role, since a price moves every workspace's budgets."""
 
     list_display = ["model", "input", "cached_input", "output", "updated_at"]
     search_fields = ["model"]
