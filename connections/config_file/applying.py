@@ -123,7 +123,9 @@ def config_apply(
         # Created inside the transaction: a refused document leaves no new environment behind.
         target = _target_resolve(doc, environment=environment, report=report)
         report.environment = target.label
-        problems = [f"pricing: {PRICING_REFUSED}"] if doc.pricing and not prices else []
+        # `pricing: []` too: with a prune it would read as "delete every price".
+        refused = not prices and (doc.pricing or "pricing" in doc.sections)
+        problems = [f"pricing: {PRICING_REFUSED}"] if refused else []
         problems += _reference_problems(doc, environment=target, prune=prune)
         if prune:
             problems += _unmentioned_prune_problems(doc, environment=target, prices=prices)

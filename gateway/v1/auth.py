@@ -5,7 +5,8 @@ password hash on the request path. A key belongs to one environment, and the req
 environment's configuration (DESIGN.md 2.15). On a tenant path (`/v1/completion/{ws}/{env}/…`)
 the path must name the key's environment, by name or id; any mismatch is answered exactly as an
 unknown key is, so no answer tells whether another environment exists. Refusals are not audited
-(there is no key to charge them to): they are counted in `vmx_auth_failures_total` and logged at most once a second per client address.
+(there is no key to charge them to): they are counted in `vmx_auth_failures_total` and logged at
+most once a second per client address.
 """
 
 from __future__ import annotations

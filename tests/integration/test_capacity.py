@@ -461,8 +461,8 @@ def _admin_usage(gateway: Gateway, kind: str, name: str) -> str:
         "from connections.models import CapacityEntry; "
         "from gateway.capacity.usage import capacity_usage_text; "
         "from connections.selectors import config_snapshot; "
-        f"s = config_snapshot(); limits = {{'resource': lambda: s.resources['{name}'].capacity, "
-        f"'api_key': lambda: next(k for k in s.api_keys_by_digest.values() if k.name == '{name}').capacity, "
+        f"w = config_snapshot(); s = w.environment_named(); limits = {{'resource': lambda: s.resources['{name}'].capacity, "
+        f"'api_key': lambda: next(k for k in w.api_keys_by_digest.values() if k.name == '{name}').capacity, "
         f"'connection': lambda: s.connection_capacity['{name}']}}['{kind}'](); "
         f"print(capacity_usage_text(scope_kind='{kind}', scope_name='{name}', limit=limits[0]))"
     )

@@ -59,7 +59,23 @@ def samples(base_url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float
 
 
 def value(found, name: str, **labels: str):
+    """A series of `name`; the request families' `workspace` and `environment` are those of
+    default/default unless given."""
+    if name in TENANT_FAMILIES:
+        labels = {"workspace": "default", "environment": "default", **labels}
     return found.get((name, frozenset(labels.items())), 0.0)
+
+
+TENANT_FAMILIES = {
+    "vmx_requests_total",
+    "vmx_request_duration_seconds_count",
+    "vmx_request_duration_seconds_sum",
+    "vmx_time_to_first_token_seconds_count",
+    "vmx_upstream_attempts_total",
+    "vmx_tokens_total",
+    "vmx_cost_usd_total",
+    "vmx_capacity_rejections_total",
+}
 
 
 def documented_families() -> set[str]:

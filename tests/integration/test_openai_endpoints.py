@@ -563,6 +563,8 @@ def test_headers_and_audit_record(http, upstream, gateway):
         "created_at",
         "endpoint",
         "stream",
+        "workspace",
+        "environment",
         "api_key",
         "resource",
         "correlation_id",

@@ -41,7 +41,7 @@ def _environment(fake: FakeOpenAI, *, upstream_path: str, keys: list[dict[str, A
             {
                 "name": "main",
                 "provider": "openai",
-                "config": {"apiKey": f"sk-{upstream_path}", "baseURL": f"{fake.base_url}/{upstream_path}/v1"},
+                "config": {"apiKey": f"sk-{upstream_path}", "baseURL": f"http://127.0.0.1:{fake.port}/{upstream_path}/v1"},
                 "capacity": [],
             }
         ],
@@ -105,10 +105,12 @@ def _ids(gateway: Gateway, label: str) -> tuple[str, str]:
     code = (
         "from connections.models import Environment;"
         f"e = Environment.objects.get(workspace__name='{workspace}', name='{environment}');"
-        "print(e.workspace_id, e.pk)"
+        "print('IDS', e.workspace_id, e.pk)"
     )
-    out = manage(gateway.env, "shell", "-c", code).stdout.split()
-    return out[0], out[1]
+    out = manage(gateway.env, "shell", "-c", code).stdout
+    line = next(line for line in out.splitlines() if line.startswith("IDS "))
+    _, workspace_id, environment_id = line.split()
+    return workspace_id, environment_id
 
 
 def _openai(gateway: Gateway, key: str, prefix: str = "/v1") -> openai.OpenAI:
@@ -322,9 +324,10 @@ def test_snapshot_query_count_does_not_grow_with_environments(tenants):
         "    c = CaptureQueriesContext(connection)\\n"
         "    c.__enter__(); config_snapshot_build(); c.__exit__(None, None, None)\\n"
         "    counts.append(len(c.captured_queries))');"
-        "print(counts)"
+        "print('COUNTS', counts)"
     )
-    counts = json.loads(manage(tenants.env, "shell", "-c", code).stdout.strip())
+    out = manage(tenants.env, "shell", "-c", code).stdout
+    counts = json.loads(next(line for line in out.splitlines() if line.startswith("COUNTS "))[7:])
     assert counts[0] == counts[1], counts
 
 
