@@ -31,6 +31,7 @@ from gateway.capacity.policy import Estimate, Scope, counters_for
 from gateway.capacity.stores import Charge, capacity_store
 from gateway.core.limits import CapacityLimit
 from gateway.models import AuditRecord, UpstreamRateLimit
+from tests.connections.test_admin_security import inline_code
 from tests.forms import form_defaults
 
 pytestmark = pytest.mark.django_db
@@ -479,6 +480,7 @@ def test_the_member_form_refuses_what_the_api_refuses(world):
 
 
 def test_editors_and_viewers_read_their_workspace_and_change_nothing(world):
+    membership_save(workspace=world.acme, user=User.objects.create_user("pia"), role="viewer", environments=["prod"])
     for user in (world.editor, world.viewer):
         client = login(user)
         listing = page_of(client.get("/admin/connections/workspace/"))
@@ -487,6 +489,8 @@ def test_editors_and_viewers_read_their_workspace_and_change_nothing(world):
         page = page_of(client.get(ws_url(world.acme)))
         assert 'name="_save"' not in page and "olga" in page
         assert "prod" not in page  # an environment it holds no grant in does not exist for it
+        # pia's membership is limited to an environment this reader may not know of.
+        assert re.search(r"pia.*?viewer.*?field-environments_shown[^>]*>\s*<p>—</p>", page, re.S)
         assert client.post(ws_url(world.acme), {"description": "mine now"}).status_code == 403
         assert_as_missing(client, ws_url(world.beta.environment.workspace), world.beta.environment.workspace)
     world.acme.refresh_from_db()
@@ -661,3 +665,10 @@ def test_used_now_reads_the_objects_own_environments_counters(world):
     client = login(world.owner)
     assert "2 / 5 requests" in page_of(client.get(change_url(world.dev.key)))
     assert "1 / 5 requests" in page_of(client.get(change_url(world.prod.key)))
+
+
+def test_the_new_pages_need_nothing_the_content_security_policy_forbids(world):
+    client = login(world.owner)
+    for url in (ws_url(world.acme), "/admin/connections/airesource/add/", "/admin/gateway/auditrecord/"):
+        response = client.get(url)
+        assert response.status_code == 200 and inline_code(page_of(response)) == []
