@@ -69,7 +69,7 @@ def form_environment(request: HttpRequest, model: type[Model], obj: Any = None) 
     """The environment a form of `model` works in: the object's own once created; on an add page
     the one being submitted, else the one asked for (`?environment=<id>`), else default/default,
     else the first where the user may add (None: nowhere)."""
-    if obj is not None and obj.pk is not None:
+    if obj is not None and not obj._state.adding:
         environment: Environment = obj.environment
         return environment
     picked: dict[str, Environment | None] = request.__dict__.setdefault(_PICKED_ATTRIBUTE, {})

@@ -41,22 +41,12 @@ class _EnvironmentForm(forms.ModelForm[Environment]):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        if self.instance.pk is not None:  # base URLs and metric labels hold it
+        if not self.instance._state.adding:  # base URLs and metric labels hold it (a new row has a pk already)
             self.fields["name"].disabled = True
             self.fields["name"].help_text = "Fixed once created."
 
 
 class _EnvironmentFormSet(BaseInlineFormSet[Environment, Workspace, Any]):
-    def clean(self) -> None:
-        super().clean()
-        refusals = [
-            environment_delete_refusal(environment=form.instance)
-            for form in self.deleted_forms
-            if form.instance.pk is not None
-        ]
-        if any(refusals):
-            raise ValidationError([refusal for refusal in refusals if refusal])
-
     def delete_existing(self, obj: Environment, commit: bool = True) -> None:
         if commit:
             environment_delete(environment=obj)  # refuses again should something have come since
@@ -70,6 +60,21 @@ class EnvironmentInline(TenantInlineMixin, admin.TabularInline[Environment, Work
     readonly_fields = ["id"]
     extra = 0
     verbose_name_plural = "Environments (deleted only once nothing is left in them)"
+
+    def get_formset(self, request: HttpRequest, obj: Workspace | None = None, **kwargs: Any) -> Any:
+        formset = super().get_formset(request, obj, **kwargs)
+
+        class RefusedDeletionForm(formset.form):  # type: ignore[misc,name-defined]
+            def hand_clean_DELETE(self) -> None:
+                # The admin's own check names PROTECTed objects; the service's refusal also
+                # covers default/default and memberships limited to this environment alone.
+                if self.cleaned_data.get("DELETE") and not self.instance._state.adding:
+                    refusal = environment_delete_refusal(environment=self.instance)
+                    if refusal is not None:
+                        raise ValidationError(refusal)
+
+        formset.form = RefusedDeletionForm
+        return formset
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Environment]:
         # Those that exist for the user: a member limited to dev does not learn of prod.
@@ -93,13 +98,13 @@ class _MembershipForm(forms.ModelForm[Membership]):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        if self.instance.pk is not None:
+        if not self.instance._state.adding:
             self.initial["user"] = self.instance.user.username
             self.fields["user"].disabled = True
             self.fields["user"].help_text = "To give it to another user, delete this row and add one."
 
     def clean_user(self) -> Any:
-        if self.instance.pk is not None:
+        if not self.instance._state.adding:
             return self.instance.user
         username = self.cleaned_data["user"]
         user = get_user_model().objects.filter(username=username).first()
