@@ -12,6 +12,7 @@ import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 import psycopg
@@ -96,7 +97,8 @@ def state() -> list[tuple[str, ...]]:
     rows += [("env", e.label) for e in Environment.objects.select_related("workspace")]
     for model in (Connection, AIResource, APIKey):
         rows += [
-            (model.__name__, e, n, str(u)) for e, n, u in model.objects.values_list("environment", "name", "updated_at")
+            (model.__name__, str(e), n, str(u))
+            for e, n, u in model.objects.values_list("environment", "name", "updated_at")
         ]
     rows += [("price", m) for m in PricingEntry.objects.values_list("model", flat=True)]
     return sorted(rows)
@@ -502,7 +504,7 @@ def _records() -> None:
     )
 
 
-def _jsonl(*args: str) -> list[dict]:
+def _jsonl(*args: str) -> list[dict[str, Any]]:
     out, _ = run("vmx_audit", "--format", "jsonl", *args)
     return [orjson.loads(line) for line in out.splitlines()]
 

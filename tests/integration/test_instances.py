@@ -67,9 +67,16 @@ def test_a_change_in_one_instance_reaches_the_other_and_both_audit_to_one_table(
             )
             assert login.status_code == 302, login.text[:500]
             token = _csrf(admin, "/admin/connections/apikey/add/")
+            page = admin.get("/admin/connections/apikey/add/").text
+            # The add form's environment: default/default, the one the superuser's form offers first.
+            environment = re.search(
+                r'<select name="environment"[^>]*>.*?<option value="([0-9a-f-]{32,36})"', page, re.S
+            )
+            assert environment is not None, page[:2000]
             created = admin.post(
                 "/admin/connections/apikey/add/",
                 data={
+                    "environment": environment.group(1),
                     "name": "made-on-a",
                     "key": NEW_KEY,
                     "all_resources": "on",

@@ -41,7 +41,10 @@ def _environment(fake: FakeOpenAI, *, upstream_path: str, keys: list[dict[str, A
             {
                 "name": "main",
                 "provider": "openai",
-                "config": {"apiKey": f"sk-{upstream_path}", "baseURL": f"http://127.0.0.1:{fake.port}/{upstream_path}/v1"},
+                "config": {
+                    "apiKey": f"sk-{upstream_path}",
+                    "baseURL": f"http://127.0.0.1:{fake.port}/{upstream_path}/v1",
+                },
                 "capacity": [],
             }
         ],
