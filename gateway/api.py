@@ -26,6 +26,7 @@ from rest_framework.viewsets import ReadOnlyModelViewSet
 from connections.api.base import DELETE, VIEW, ServiceUnavailableError, model_permissions
 from connections.config_export import capacity_entry_export
 from connections.models import CapacityEntry
+from connections.tenancy import records_permitted
 from gateway.audit.selectors import (
     USAGE_FIELDS,
     USAGE_GROUPS,
@@ -40,7 +41,7 @@ from gateway.capacity.stores import StoreUnavailableError
 from gateway.capacity.usage import capacity_window_usage
 from gateway.core.jsonchecks import has_unstorable_characters
 from gateway.core.limits import NANOS_PER_USD
-from gateway.models import AuditRecord, UpstreamRateLimit
+from gateway.models import AuditRecord, UpstreamRateLimit, UsageRollup
 
 logger = logging.getLogger("vmx.api")
 
@@ -70,6 +71,8 @@ class AuditRecordSerializer(serializers.Serializer[AuditRecord]):
     created_at = serializers.DateTimeField()
     endpoint = serializers.ChoiceField(choices=AuditRecord.Endpoint.choices)
     stream = serializers.BooleanField()
+    workspace = serializers.CharField()
+    environment = serializers.CharField()
     api_key = serializers.CharField()
     resource = serializers.CharField()
     correlation_id = serializers.CharField(allow_null=True)
@@ -142,8 +145,11 @@ class AuditViewSet(ReadOnlyModelViewSet[AuditRecord]):
     lookup_value_regex = "[^/]+"
 
     def get_queryset(self) -> Any:
+        # Only the environments the user may read (DESIGN.md 2.15): model permissions grant the
+        # records of workspace `default`, roles those of their environments.
+        readable = records_permitted(self.request.user, AuditRecord.objects.all())
         if self.action != "list":
-            return AuditRecord.objects.all()
+            return readable
         params = self.request.query_params
         status_code: int | None = None
         if params.get("status_code", "").strip():
@@ -155,7 +161,7 @@ class AuditViewSet(ReadOnlyModelViewSet[AuditRecord]):
         if endpoint and endpoint not in AuditRecord.Endpoint.values:
             choices = ", ".join(AuditRecord.Endpoint.values)
             raise serializers.ValidationError({"endpoint": [f"must be one of {choices}"]})
-        records = self.get_records_filtered(params, status_code=status_code, endpoint=endpoint)
+        records = self.get_records_filtered(params, status_code=status_code, endpoint=endpoint, records=readable)
         after = params.get("after", "").strip()
         if after:
             last = None
@@ -166,11 +172,14 @@ class AuditViewSet(ReadOnlyModelViewSet[AuditRecord]):
             records = records.filter(pk__gt=last)
         return records
 
-    def get_records_filtered(self, params: Any, *, status_code: int | None, endpoint: str) -> Any:
+    def get_records_filtered(self, params: Any, *, status_code: int | None, endpoint: str, records: Any) -> Any:
         return audit_records_filter(
             since=_moment(self.request, "since"),
             until=_moment(self.request, "until"),
+            records=records,
             filters={
+                "workspace": params.get("workspace", ""),
+                "environment": params.get("environment", ""),
                 "resource": params.get("resource", ""),
                 "api_key": params.get("api_key", ""),
                 "endpoint": endpoint,
@@ -237,7 +246,14 @@ class UsageView(APIView):
             raise serializers.ValidationError({"by": [f"must be one of {', '.join(USAGE_GROUPS)}"]})
         since = _moment(request, "since") or since_parse("24h")
         until = _moment(request, "until")
-        rows = usage_rows(since=since, until=until, by=by)
+        rows = usage_rows(
+            since=since,
+            until=until,
+            by=by,
+            rollups=records_permitted(request.user, UsageRollup.objects.all()),
+            workspace=request.query_params.get("workspace", ""),
+            environment=request.query_params.get("environment", ""),
+        )
         total: dict[str, Any] = {"key": None, "requests": 0, "errors": 0, **dict.fromkeys(USAGE_FIELDS, 0)}
         cost: float | None = None
         for row in rows:
@@ -261,10 +277,27 @@ class UsageView(APIView):
         )
 
 
-def usage_rows(*, since: datetime, until: datetime | None, by: str) -> list[dict[str, Any]]:
+def usage_rows(
+    *,
+    since: datetime,
+    until: datetime | None,
+    by: str,
+    rollups: Any = None,
+    workspace: str = "",
+    environment: str = "",
+) -> list[dict[str, Any]]:
+    """`rollups`: where to look (the environments the caller may read); `workspace` and
+    `environment` (names) narrow it further."""
     return [
         {"key": row[by] or None, **{k: v for k, v in row.items() if k != by}}
-        for row in usage_totals(since=since, until=until, by=by)
+        for row in usage_totals(
+            since=since,
+            until=until,
+            by=by,
+            rollups=rollups,
+            workspace=workspace or None,
+            environment=environment or None,
+        )
     ]
 
 

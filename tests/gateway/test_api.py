@@ -333,3 +333,52 @@ def test_clearing_a_learned_mark_named_with_a_nul_is_a_404(api: APIClient):
     """`%00` in the path names nothing stored (and PostgreSQL refuses NUL in text): a 404, not a 500."""
     assert api.delete("/api/v1/capacity/upstream-limits/a%00b/m/").status_code == 404
     assert api.delete("/api/v1/capacity/upstream-limits/a/m%00x/").status_code == 404
+
+
+def _staff(username: str, *perms: str) -> APIClient:
+    from django.contrib.auth.models import Permission
+
+    user = User.objects.create_user(username, password="pw-0123456789", is_staff=True)
+    for perm in perms:
+        app, codename = perm.split(".")
+        user.user_permissions.add(Permission.objects.get(content_type__app_label=app, codename=codename))
+    client = APIClient()
+    client.force_authenticate(User.objects.get(pk=user.pk))
+    return client
+
+
+def test_the_flat_audit_and_usage_show_only_the_environments_the_user_may_read(api: APIClient):
+    """DESIGN.md 2.15: model permissions grant workspace `default` only; a role grants its own
+    environments; a superuser reads everything, filtered by workspace and environment."""
+    from connections.services import environment_get_or_create, membership_save
+
+    record(1)
+    record(2, workspace="acme", environment="dev", api_key="dev-key")
+    record(3, workspace="acme", environment="prod", api_key="prod-key")
+    dev, _ = environment_get_or_create(label="acme/dev")
+    environment_get_or_create(label="acme/prod")
+
+    def seen(client: APIClient, query: str = "") -> set[str]:
+        response = client.get(f"/api/v1/audit/{query}")
+        assert response.status_code == 200, response.content
+        return {item["request_id"] for item in response.json()["results"]}
+
+    staff = _staff("auditor", "gateway.view_auditrecord")
+    assert seen(staff) == {"req_0001"}
+    assert staff.get("/api/v1/audit/req_0002/").status_code == 404
+    usage = staff.get("/api/v1/usage/?since=1h&by=api_key").json()
+    assert {row["key"] for row in usage["results"]} == {"ci"}
+
+    viewer = User.objects.create_user("dev-viewer", password="pw-0123456789")
+    membership_save(workspace=dev.workspace, user=viewer, role="viewer", environments=["dev"])
+    viewer_client = APIClient()
+    viewer_client.force_authenticate(User.objects.get(pk=viewer.pk))
+    assert seen(viewer_client) == {"req_0002"}
+    assert viewer_client.get("/api/v1/audit/req_0003/").status_code == 404
+
+    assert seen(api) == {"req_0001", "req_0002", "req_0003"}
+    assert seen(api, "?workspace=acme&environment=prod") == {"req_0003"}
+    by_environment = api.get("/api/v1/usage/?since=1h&by=environment").json()
+    assert {row["key"] for row in by_environment["results"]} == {"default/default", "acme/dev", "acme/prod"}
+    record_shape = api.get("/api/v1/audit/req_0003/").json()
+    assert (record_shape["workspace"], record_shape["environment"]) == ("acme", "prod")
